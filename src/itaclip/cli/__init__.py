@@ -1,0 +1,58 @@
+"""``itaclip`` command line: a thin layer over the Python API.
+
+Sub-commands live in their own modules (imported only when used, so ``itaclip segment`` never
+imports the web demo). Each module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from ..errors import ItaclipError
+
+#: name → (module, one-line help)
+COMMANDS = {
+    "segment": ("itaclip.cli.segment", "segment images with any list of classes"),
+    "eval": ("itaclip.cli.eval", "evaluate on a benchmark dataset (mIoU), resumable, torchrun-ready"),
+    "texts": ("itaclip.cli.texts", "generate auxiliary texts (definitions, synonyms) for a vocabulary"),
+    "bench": ("itaclip.cli.bench", "measure speed and memory per mode and device"),
+    "demo": ("itaclip.cli.demo", "start the browser demo"),
+}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="itaclip",
+        description="Training-free open-vocabulary semantic segmentation (ITACLIP).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if argv and argv[0] == name:  # only the chosen command's module is imported
+            importlib.import_module(module).add_arguments(cmd)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        parser.exit(2)
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except ItaclipError as exc:
+        print(f"itaclip {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"itaclip {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

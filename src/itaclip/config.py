@@ -1,0 +1,188 @@
+"""Typed configuration of the ITACLIP pipeline and the paper's presets, as data.
+
+Every knob of SPEC §1–4 lives in :class:`SegmenterConfig`; presets are plain dictionaries of
+overrides (``PRESETS``), so the CLI, the Python API and the evaluation harness cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from .errors import ItaclipError
+
+#: The self-self attention terms a combination may sum (SPEC §1, paper Table 2).
+ATTENTION_TERMS = ("q-k", "q-q", "k-k", "v-v")
+VIEWS = ("grey", "blur", "vflip", "hflip")
+SPATIAL_VIEWS = ("grey", "blur")  # first category: layout kept, features averaged
+FLIP_VIEWS = ("vflip", "hflip")  # second category: logits flipped back, averaged
+
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """All options of the method. Defaults are the paper's shared settings (SPEC §5, "All")."""
+
+    # --- encoder (SPEC §1) ---
+    attention: str = "q-q+k-k"
+    """Attention of the last block and of the recorded maps: '+'-joined terms of q-k, q-q, k-k, v-v."""
+    remove_ffn: bool = True
+    """Drop the MLP of the last block (paper Table 3)."""
+    intermediate_layers: tuple[int, ...] = (7, 8, 10)
+    """1-indexed blocks whose self-self maps are averaged into the last block's map; () for none."""
+    # --- text (SPEC §2) ---
+    alpha: float = 0.0
+    """Auxiliary-text blend: t = (1-α)·t_name + α·t_aux (only when auxiliary texts are given)."""
+    # --- image engineering (SPEC §3) ---
+    image_engineering: bool = True
+    views: tuple[str, ...] = VIEWS
+    """Augmented views used when image_engineering is on (the original crop is always used)."""
+    lam: float = 0.75
+    """λ: L = λ·L1 + (1-λ)·L2."""
+    # --- sliding windows (SPEC §4) ---
+    short_side: int = 336
+    long_side_cap: int = 2048
+    crop: int = 224
+    stride: int = 28
+    # --- refinement and post-processing ---
+    pamr_steps: int = 10
+    pamr_dilations: tuple[int, ...] = (8, 16)
+    logit_scale: float = 40.0
+    prob_thd: float = 0.0
+    area_thd: Optional[float] = None
+    closing: bool = True
+    """3×3 grey-level morphological closing of the label map (authors' code, not in the paper)."""
+    # --- execution (never changes fp32 results) ---
+    batch_size: int = 32
+    """Crops × views encoded per forward pass."""
+    precision: Precision = "fp32"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def attention_terms(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.attention.split("+"))
+
+    def validate(self) -> None:
+        """Raise :class:`ItaclipError` with a one-line message for any out-of-range option."""
+        terms = self.attention_terms
+        bad = [t for t in terms if t not in ATTENTION_TERMS]
+        if bad or len(set(terms)) != len(terms):
+            raise ItaclipError(
+                f"attention {self.attention!r} is not a '+'-joined set of {', '.join(ATTENTION_TERMS)}"
+            )
+        _check(0.0 <= self.alpha <= 1.0, f"alpha must be in [0, 1], got {self.alpha}")
+        _check(0.0 <= self.lam <= 1.0, f"lambda must be in [0, 1], got {self.lam}")
+        bad_views = [v for v in self.views if v not in VIEWS]
+        _check(not bad_views, f"unknown view(s) {bad_views}; choose from {', '.join(VIEWS)}")
+        _check(self.crop > 0, f"crop must be > 0, got {self.crop}")
+        _check(self.stride > 0, f"stride must be > 0, got {self.stride}")
+        _check(self.short_side > 0, f"short side must be > 0, got {self.short_side}")
+        _check(self.long_side_cap > 0, f"long side cap must be > 0, got {self.long_side_cap}")
+        _check(self.pamr_steps >= 0, f"PAMR steps must be >= 0, got {self.pamr_steps}")
+        _check(
+            len(self.pamr_dilations) > 0 and all(d > 0 for d in self.pamr_dilations),
+            f"PAMR dilations must be positive integers, got {self.pamr_dilations}",
+        )
+        _check(self.logit_scale > 0, f"logit scale must be > 0, got {self.logit_scale}")
+        _check(0.0 <= self.prob_thd <= 1.0, f"prob_thd must be in [0, 1], got {self.prob_thd}")
+        _check(
+            self.area_thd is None or 0.0 <= self.area_thd <= 1.0,
+            f"area_thd must be in [0, 1], got {self.area_thd}",
+        )
+        _check(self.batch_size > 0, f"batch size must be > 0, got {self.batch_size}")
+        _check(
+            self.precision in ("fp32", "fp16", "bf16", "int8"),
+            f"precision must be fp32, fp16, bf16 or int8, got {self.precision!r}",
+        )
+        _check(
+            all(layer >= 1 for layer in self.intermediate_layers),
+            f"intermediate layers are 1-indexed, got {self.intermediate_layers}",
+        )
+
+    def replace(self, **overrides) -> "SegmenterConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **overrides)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ItaclipError(message)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named setting: config overrides plus the vocabulary it is meant for."""
+
+    name: str
+    description: str
+    overrides: dict = field(default_factory=dict)
+    classes: Optional[str] = None
+    """Built-in class-name file (itaclip/data/classes/NAME.txt), if any."""
+    has_background: bool = False
+    """Class 0 of the class file is a background set (SPEC §2)."""
+    aux_texts: Optional[str] = None
+    """Built-in auxiliary-text file (itaclip/data/texts/NAME.txt), if any."""
+
+
+def _paper(short_side, alpha, lam, logit_scale, prob_thd, area_thd=None):
+    return dict(
+        short_side=short_side, alpha=alpha, lam=lam, logit_scale=logit_scale,
+        prob_thd=prob_thd, area_thd=area_thd,
+    )
+
+
+#: Presets as data (SPEC §5 and the other standard benchmarks).
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset("voc21", "Pascal VOC 2012, 20 classes + background set (paper)",
+               _paper(336, 0.05, 0.70, 60, 0.1, 0.1), "voc21", True, "voc21_definitions"),
+        Preset("voc20", "Pascal VOC 2012 without background",
+               _paper(336, 0.05, 0.70, 60, 0.0), "voc20", False, "voc20_definitions"),
+        Preset("context60", "Pascal Context, 59 classes + background (paper)",
+               _paper(336, 0.15, 0.75, 55, 0.1), "context60", True, "context60_definitions"),
+        Preset("context59", "Pascal Context without background",
+               _paper(336, 0.15, 0.75, 55, 0.0), "context59", False, "context59_definitions"),
+        Preset("coco_object", "COCO-Object, 80 things + background set (paper)",
+               _paper(336, 0.10, 0.75, 50, 0.1), "coco_object", True, "coco_object_synonyms"),
+        Preset("coco_stuff", "COCO-Stuff 164k, 171 classes (paper)",
+               _paper(448, 0.20, 0.75, 40, 0.0), "coco_stuff", False, "coco_stuff_definitions"),
+        Preset("cityscapes", "Cityscapes, 19 classes (authors' README)",
+               _paper(560, 0.05, 0.70, 40, 0.0), "cityscapes", False, "cityscapes_synonyms"),
+        Preset("ade20k", "ADE20K, 150 classes",
+               _paper(448, 0.20, 0.75, 40, 0.0), "ade20k", False, "ade20k_definitions"),
+        Preset("default", "Open vocabulary: the paper's architecture, VOC-like image settings",
+               _paper(336, 0.0, 0.75, 40, 0.0)),
+        Preset("fast", "Stride 56 (within 0.1 mIoU of 28, paper Table 7), about 3x fewer windows",
+               dict(_paper(336, 0.0, 0.75, 40, 0.0), stride=56)),
+    ]
+}
+
+
+def list_presets() -> list[str]:
+    """Names of the built-in presets."""
+    return sorted(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ItaclipError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}") from None
+
+
+def build_config(preset: Optional[str] = None, **overrides) -> SegmenterConfig:
+    """Preset values first, then explicit overrides (``None`` values are ignored)."""
+    values = dict(get_preset(preset).overrides) if preset else {}
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(SegmenterConfig)}
+    if unknown:
+        raise ItaclipError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return SegmenterConfig(**values)
+    except TypeError as exc:  # wrong type passed from Python
+        raise ItaclipError(str(exc)) from None
