@@ -1,0 +1,190 @@
+"""On-disk cache of computed tensors (text features), keyed by a digest of what produced them.
+
+Encoding a vocabulary (every name × 80 templates, plus auxiliary texts) takes minutes on a CPU for
+large vocabularies; the result depends only on the text encoder's weights, the texts, the templates
+and the code that combines them. :class:`FeatureCache` stores such a tensor under a key made from
+exactly those parts, so the second run with the same vocabulary loads it in milliseconds::
+
+    cache = FeatureCache()                        # $ITACLIP_CACHE or ~/.cache/itaclip/text
+    key = cache.key(model=fingerprint, texts=texts, templates=templates, version=3)
+    features = cache.get_or_compute(key, lambda: encode(texts))
+
+Entry format (one file ``<key>.pt`` per entry)::
+
+    magic (12 bytes) | payload length (8 bytes, little endian) | SHA-256 of payload (32 bytes) | payload
+
+where the payload is ``torch.save`` of one CPU tensor. A file that is truncated, has a wrong checksum
+or does not hold a tensor is never trusted: it is recomputed and overwritten. Files are written to a
+temporary name in the same directory and moved into place with :func:`os.replace`, so concurrent
+writers (several processes of a ``torchrun`` job) and readers only ever see complete entries; when
+two processes compute the same entry at once both results are identical and the last rename wins.
+An unusable cache directory (read-only, not a directory) only disables caching, with one warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+
+__all__ = ["FeatureCache", "default_cache_dir"]
+
+_MAGIC = b"ITACLIP-FC1\n"  # 12 bytes; change the digit when the layout changes
+_HEADER = struct.Struct("<Q32s")  # payload length, SHA-256 of the payload
+_KEY_VERSION = 1  # part of every key: bump to invalidate all entries written by older layouts
+_SUFFIX = ".pt"
+
+
+def default_cache_dir() -> Path:
+    """``$ITACLIP_CACHE`` if set, else ``~/.cache/itaclip/text``."""
+    env = os.environ.get("ITACLIP_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "itaclip" / "text"
+
+
+class FeatureCache:
+    """A directory of tensors addressed by :meth:`key` digests.
+
+    Args:
+        directory: where entries live; ``None`` → :func:`default_cache_dir`. Created on the first
+            write. If it cannot be created or written, caching is disabled (one warning) and
+            :meth:`get_or_compute` simply computes.
+    """
+
+    def __init__(self, directory: Union[str, os.PathLike, None] = None) -> None:
+        self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
+        self._write_warned = False
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({str(self.directory)!r})"
+
+    # ------------------------------------------------------------------ keys
+    def key(self, **parts) -> str:
+        """A stable hex digest (SHA-256, 64 characters) of JSON-serialisable ``parts``.
+
+        Keyword order does not matter; list order does. Tuples count as lists. Typical parts: the
+        model fingerprint, the templates, the texts, the context length and a code version.
+
+        Raises:
+            TypeError: a part is not JSON-serialisable (e.g. a tensor: pass its digest instead).
+        """
+        try:
+            blob = json.dumps(
+                {"_key_version": _KEY_VERSION, **parts},
+                sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+            )
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"FeatureCache.key: parts must be JSON-serialisable ({exc})") from None
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def path(self, key: str) -> Path:
+        """File of the entry ``key``."""
+        if not key or any(c not in "0123456789abcdef" for c in key):
+            raise ValueError(f"FeatureCache: malformed key {key!r} (use FeatureCache.key(...))")
+        return self.directory / f"{key}{_SUFFIX}"
+
+    # ------------------------------------------------------------------ access
+    def get(self, key: str) -> Optional[torch.Tensor]:
+        """The stored tensor (on the CPU), or ``None`` when absent, unreadable or corrupt."""
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return None
+        tensor = _decode(data)
+        if tensor is None:
+            warnings.warn(f"itaclip: cache entry {path} is corrupt; recomputing it", stacklevel=3)
+        return tensor
+
+    def put(self, key: str, tensor: torch.Tensor) -> bool:
+        """Store ``tensor`` (a CPU copy) atomically; ``False`` (and one warning) if the directory
+        cannot be written."""
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"FeatureCache stores tensors, got {type(tensor).__name__}")
+        path = self.path(key)
+        payload = _encode(tensor)
+        tmp_name = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.directory)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+            tmp_name = None
+            return True
+        except OSError as exc:
+            if not self._write_warned:
+                self._write_warned = True
+                warnings.warn(
+                    f"itaclip: cannot write the feature cache in {self.directory} ({exc.strerror or exc}); "
+                    "continuing without caching (set ITACLIP_CACHE to a writable directory)",
+                    stacklevel=3,
+                )
+            return False
+        finally:
+            if tmp_name is not None:
+                try:
+                    os.unlink(tmp_name)
+                except OSError:
+                    pass
+
+    def get_or_compute(
+        self,
+        key: str,
+        compute: Callable[[], torch.Tensor],
+        *,
+        device: Union[str, torch.device, None] = None,
+    ) -> torch.Tensor:
+        """The tensor stored under ``key``; on a miss (or a corrupt entry) ``compute()`` is called,
+        its result stored and returned.
+
+        Args:
+            key: from :meth:`key`.
+            compute: returns the tensor (any dtype, any device); called at most once.
+            device: move the result there. ``None``: a hit is returned on the CPU, a miss as
+                ``compute`` returned it.
+
+        Returns:
+            The tensor, bit-identical to what ``compute`` returned when it was stored.
+        """
+        tensor = self.get(key)
+        if tensor is None:
+            tensor = compute()
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"FeatureCache: compute() must return a tensor, got {type(tensor).__name__}")
+            self.put(key, tensor)
+        return tensor if device is None else tensor.to(device)
+
+
+def _encode(tensor: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(tensor.detach().to("cpu").contiguous().clone(), buffer)
+    payload = buffer.getvalue()
+    return _MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest()) + payload
+
+
+def _decode(data: bytes) -> Optional[torch.Tensor]:
+    """The tensor in ``data``, or ``None`` if anything about the entry is wrong."""
+    start = len(_MAGIC) + _HEADER.size
+    if len(data) < start or not data.startswith(_MAGIC):
+        return None
+    length, digest = _HEADER.unpack_from(data, len(_MAGIC))
+    payload = data[start:]
+    if len(payload) != length or hashlib.sha256(payload).digest() != digest:
+        return None
+    try:
+        tensor = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception:  # a payload with a valid checksum but unloadable: treat as corrupt
+        return None
+    return tensor if isinstance(tensor, torch.Tensor) else None
