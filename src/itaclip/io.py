@@ -1,0 +1,113 @@
+"""Reading images the way the authors' pipeline does, and writing outputs atomically.
+
+Images are decoded with OpenCV's ``IMREAD_COLOR``, as mmcv does for the authors' evaluation, so
+pixels match theirs bit for bit (JPEG decoders differ between libraries). That flag also applies
+EXIF orientation, expands greyscale to three channels, drops alpha and reduces 16-bit to 8-bit.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+
+from .errors import ItaclipError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2")
+
+ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821
+
+
+def read_image(path: Union[str, os.PathLike]) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 RGB array (EXIF orientation applied)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ItaclipError(f"image {path} does not exist")
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ItaclipError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ItaclipError(f"cannot read image {path}: not an image or an unsupported format")
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def to_rgb_array(image: ImageInput) -> np.ndarray:
+    """Any supported image input as an (H, W, 3) uint8 RGB array.
+
+    Accepts a path, a PIL image, or an array: (H, W) greyscale, (H, W, 3) RGB, (H, W, 4) RGBA
+    (alpha dropped), uint8, uint16 (high byte kept, as OpenCV does) or float in [0, 1].
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if not isinstance(image, np.ndarray):
+        try:
+            from PIL import Image, ImageOps
+        except ImportError:  # pragma: no cover - Pillow is a dependency
+            raise ItaclipError(f"unsupported image type {type(image).__name__}") from None
+        if not isinstance(image, Image.Image):
+            raise ItaclipError(f"unsupported image type {type(image).__name__}: give a path, array or PIL image")
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            image = np.asarray(image).astype(np.uint16)
+        else:
+            image = np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
+        raise ItaclipError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    if array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ItaclipError("image array has NaN or infinite values")
+        array = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise ItaclipError(f"unsupported image dtype {array.dtype}: use uint8, uint16 or float in [0, 1]")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
+    """Write a file so that readers see either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8/uint16 greyscale or an RGB array."""
+    if array.ndim == 3:
+        array = np.ascontiguousarray(array[:, :, ::-1])  # OpenCV writes BGR
+    ok, buffer = cv2.imencode(".png", array)
+    if not ok:  # pragma: no cover - OpenCV always encodes these dtypes
+        raise ItaclipError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def write_png(path: Union[str, os.PathLike], array: np.ndarray) -> None:
+    """Atomically write a greyscale label map (uint8/uint16) or an RGB image as PNG."""
+    atomic_write_bytes(path, encode_png(array))
+
+
+def write_npz(path: Union[str, os.PathLike], **arrays: np.ndarray) -> None:
+    """Atomically write a compressed ``.npz``."""
+    import io as _io
+
+    buffer = _io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())

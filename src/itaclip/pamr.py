@@ -1,0 +1,54 @@
+"""Pixel-Adaptive Mask Refinement (Araslanov & Roth 2020) as ITACLIP applies it (SPEC §4.4).
+
+Written here rather than taken from a library because no maintained package ships it, and the
+reference implementation materialises (channels × 16 neighbours × H × W) tensors; this one
+accumulates neighbour by neighbour, so memory stays at a few copies of the map.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+#: The 3×3 stencil's offsets minus the centre, in the reference's kernel order.
+NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def _shifted(padded: torch.Tensor, pad: int, dy: int, dx: int, height: int, width: int) -> torch.Tensor:
+    return padded[..., pad + dy:pad + dy + height, pad + dx:pad + dx + width]
+
+
+def pamr_affinity(guide: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
+    """Softmax-normalised affinities (16 for two dilations, H, W) of a (C, H, W) guide image."""
+    channels, height, width = guide.shape
+    stencil, diffs = [], []
+    for d in dilations:
+        padded = F.pad(guide[None], [d] * 4, mode="replicate")[0]
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                stencil.append(_shifted(padded, d, dy * d, dx * d, height, width))
+        diffs.extend((guide - _shifted(padded, d, dy * d, dx * d, height, width)).abs()
+                     for dy, dx in NEIGHBOURS)
+    std = torch.stack(stencil, dim=1).std(dim=1)  # (C, H, W), unbiased, over all dilations' stencils
+    denom = 1e-8 + 0.1 * std
+    affinity = torch.stack([(-diff / denom).mean(dim=0) for diff in diffs])  # (P, H, W)
+    return affinity.softmax(dim=0)
+
+
+def pamr(guide: torch.Tensor, logits: torch.Tensor, steps: int, dilations: Sequence[int] = (8, 16)) -> torch.Tensor:
+    """Refine (Q, H, W) ``logits`` with a (C, H, W) ``guide``; each step replaces every pixel by the
+    affinity-weighted sum of its neighbours (replicate padding)."""
+    if steps <= 0:
+        return logits
+    affinity = pamr_affinity(guide.float(), dilations)
+    height, width = logits.shape[-2:]
+    offsets = [(d, dy * d, dx * d) for d in dilations for dy, dx in NEIGHBOURS]
+    for _ in range(steps):
+        padded = {d: F.pad(logits[None], [d] * 4, mode="replicate")[0] for d in dilations}
+        out = torch.zeros_like(logits)
+        for weight, (d, dy, dx) in zip(affinity, offsets):
+            out.addcmul_(_shifted(padded[d], d, dy, dx, height, width), weight)
+        logits = out
+    return logits

@@ -1,0 +1,251 @@
+"""The user-facing predictor: build once, set a vocabulary, segment many images.
+
+    seg = itaclip.Segmenter(weights="ViT-B/16", preset="voc21", device="cuda")
+    seg.set_vocabulary()                      # the preset's classes (or any list / file)
+    result = seg.segment("photo.jpg")         # labels (H, W), probs (C, H, W), class_names
+
+Data flow per image: resize → sliding windows → views → dense encoder → similarity maps →
+view fusion → canvas → resize to the image → PAMR → class probabilities → labels.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import SegmenterConfig, build_config, get_preset
+from .encoder import DenseEncoder
+from .errors import ItaclipError
+from .io import ImageInput, to_rgb_array
+from .models import DEFAULT_WEIGHTS, load_clip, resolve_device, text_tower_fingerprint
+from .pamr import pamr
+from .postprocess import apply_area_threshold, class_probabilities, label_map
+from .preprocess import normalize, resize_image, sliding_windows
+from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
+from .views import fuse_logits, make_views, view_names
+from .vocabulary import Vocabulary, builtin_path, load_aux_texts, load_classes
+
+Progress = Callable[[int, int], None]
+"""Called with (done, total) windows while an image is processed."""
+
+
+@dataclass
+class SegmentationResult:
+    """Output of :meth:`Segmenter.segment` for one image of size (H, W)."""
+
+    labels: np.ndarray
+    """(H, W) uint8 (uint16 above 256 classes): the class index of each pixel."""
+    probs: np.ndarray
+    """(C, H, W) float32 in [0, 1]: per-class probabilities after the area threshold."""
+    class_names: list[str]
+    """C display names; index = label value."""
+
+    def present(self) -> list[int]:
+        """Class indices that occur in the label map, ascending."""
+        return np.unique(self.labels).tolist()
+
+
+class _Shared:
+    """What every configuration of one loaded model shares: weights, tokenizer, text features."""
+
+    def __init__(self, weights: Union[str, os.PathLike], device: torch.device, cache_dir: Optional[str],
+                 text_cache: Union[bool, str, os.PathLike]):
+        import open_clip
+
+        self.weights = os.fspath(weights)
+        self.device = device
+        self.model = load_clip(weights, device="cpu", cache_dir=cache_dir).to(device)
+        self.model.requires_grad_(False)
+        self.tokenizer = open_clip.get_tokenizer("ViT-B-16", context_length=self.model.context_length)
+        self.text_cache = text_cache
+        self.lock = threading.Lock()
+        self.features: dict[tuple[str, ...], torch.Tensor] = {}
+        self._fingerprint: Optional[str] = None
+
+    def name_features(self, texts: Sequence[str], progress: Optional[Progress] = None) -> torch.Tensor:
+        """Template-ensembled features (N, E) of ``texts``, memoised and cached on disk."""
+        key = tuple(texts)
+        with self.lock:
+            if key not in self.features:
+                self.features[key] = self._cached(list(texts), progress)
+            return self.features[key]
+
+    def _cached(self, texts: list[str], progress: Optional[Progress]) -> torch.Tensor:
+        def compute() -> torch.Tensor:
+            return template_features(self.model, self.tokenizer, texts, progress=progress).cpu()
+
+        if self.text_cache is False:
+            return compute().to(self.device)
+        from .feature_cache import FeatureCache
+
+        cache = FeatureCache(None if self.text_cache is True else self.text_cache)
+        if self._fingerprint is None:
+            self._fingerprint = text_tower_fingerprint(self.model)
+        key = cache.key(
+            model=self._fingerprint, texts=texts, templates=[t("{}") for t in TEMPLATES],
+            context_length=self.model.context_length, version=TEXT_FEATURE_VERSION,
+        )
+        return cache.get_or_compute(key, compute).to(self.device)
+
+
+class Segmenter:
+    """ITACLIP segmenter: the model and text features are built once, images segmented many times.
+
+    Args:
+        weights: an OpenAI model name (``"ViT-B/16"``, downloaded once into ~/.cache/clip) or a
+            path to an OpenAI-layout checkpoint (state dict or TorchScript archive).
+        preset: a name from :func:`itaclip.list_presets` (``"voc21"``, ``"coco_stuff"``, …);
+            its values come first, explicit ``overrides`` win.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``None`` picks CUDA when available.
+        config: a full :class:`SegmenterConfig` instead of preset + overrides.
+        text_cache: ``True`` (default directory), a directory, or ``False`` to never touch disk.
+        **overrides: any :class:`SegmenterConfig` field, e.g. ``stride=56, pamr_steps=0``.
+    """
+
+    def __init__(self, weights: Union[str, os.PathLike] = DEFAULT_WEIGHTS, preset: Optional[str] = None,
+                 device: Optional[Union[str, torch.device]] = None, config: Optional[SegmenterConfig] = None,
+                 cache_dir: Optional[str] = None, text_cache: Union[bool, str, os.PathLike] = True,
+                 **overrides):
+        self.preset = get_preset(preset) if preset else None
+        self.config = config.replace(**overrides) if config else build_config(preset, **overrides)
+        self._shared = _Shared(weights, resolve_device(device), cache_dir, text_cache)
+        self._setup()
+
+    def _setup(self) -> None:
+        cfg = self.config
+        visual = self._shared.model.visual
+        self.encoder = DenseEncoder(visual, cfg.attention_terms, cfg.intermediate_layers, cfg.remove_ffn)
+        self.encoder.eval()
+        self.views = view_names(cfg.image_engineering, cfg.views)
+        self.vocabulary: Optional[Vocabulary] = None
+        self.text_features: Optional[torch.Tensor] = None
+
+    @property
+    def device(self) -> torch.device:
+        return self._shared.device
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._shared.model
+
+    def with_config(self, **overrides) -> "Segmenter":
+        """A segmenter with some options changed that shares this one's model and text features."""
+        other = object.__new__(Segmenter)
+        other.preset = self.preset
+        other.config = self.config.replace(**overrides)
+        other._shared = self._shared
+        other._setup()
+        if self.vocabulary is not None:
+            other.set_vocabulary(self.vocabulary)
+        return other
+
+    # ------------------------------------------------------------------ vocabulary
+    def set_vocabulary(self, classes: Union[None, Vocabulary, str, os.PathLike, Sequence[str]] = None, *,
+                       background: Union[None, str, Sequence[str]] = None,
+                       aux_texts: Union[None, str, os.PathLike, Sequence[str]] = None,
+                       has_background: Optional[bool] = None,
+                       progress: Optional[Progress] = None) -> Vocabulary:
+        """Encode the text side once: class names (with template ensembling), background set and
+        auxiliary texts.
+
+        Args:
+            classes: a :class:`Vocabulary`, a class file (one class per line, names separated by
+                ", "), a built-in list name (``"voc21"``), an inline ``"cat, dog"`` or a list of
+                strings. ``None`` → the preset's own class list and auxiliary texts.
+            background: words of a background set to add as class 0 (``"sky, wall, floor"``).
+            aux_texts: a file in the authors' ``name >=text`` format or one string per
+                non-background class; blended with weight ``config.alpha``.
+            has_background: whether the first class of ``classes`` is a background set; defaults
+                to the preset's convention (voc21, context60, coco_object).
+        """
+        if isinstance(classes, Vocabulary):
+            vocab = classes
+        else:
+            preset = self.preset
+            if classes is None:
+                if preset is None or preset.classes is None:
+                    raise ItaclipError("no classes given and the preset has no class list: pass classes")
+                classes = preset.classes
+                if aux_texts is None and preset.aux_texts and builtin_path("texts", preset.aux_texts).is_file():
+                    aux_texts = preset.aux_texts
+            if has_background is None:
+                has_background = bool(preset and preset.has_background) and background is None
+            vocab = load_classes(classes, has_background=has_background)
+            if background is not None:
+                vocab = vocab.with_background(background)
+            if aux_texts is not None:
+                texts = load_aux_texts(aux_texts) if isinstance(aux_texts, (str, os.PathLike)) else list(aux_texts)
+                vocab = vocab.with_aux_texts(texts)
+        features = self._shared.name_features(vocab.queries, progress)
+        if vocab.aux_texts is not None and self.config.alpha > 0:
+            aux = self._shared.name_features(list(vocab.aux_texts), progress)
+            features = blend_aux(features, aux, vocab, self.config.alpha)
+        self.vocabulary, self.text_features = vocab, features
+        return vocab
+
+    # ------------------------------------------------------------------ images
+    def segment(self, image: ImageInput, classes=None, *, progress: Optional[Progress] = None) -> SegmentationResult:
+        """Segment one image.
+
+        Args:
+            image: a path, a PIL image or an (H, W, 3) uint8 RGB array (greyscale, RGBA and
+                16-bit inputs are converted).
+            classes: if given, :meth:`set_vocabulary` is called with it first.
+            progress: called with (windows done, windows total).
+        Returns:
+            :class:`SegmentationResult` at the input's size (H, W).
+        """
+        if classes is not None:
+            self.set_vocabulary(classes)
+        if self.vocabulary is None or self.text_features is None:
+            raise ItaclipError("no vocabulary: call set_vocabulary(classes) before segment(image)")
+        vocab, text = self.vocabulary, self.text_features
+        rgb = to_rgb_array(image)
+        with torch.inference_mode():
+            logits = self.similarity_maps(rgb, text, progress)
+            probs = class_probabilities(logits, vocab.query_class, self.config.logit_scale)
+            del logits
+            probs = apply_area_threshold(probs, self.config.area_thd)
+            labels = label_map(probs, self.config.prob_thd, self.config.closing)
+        return SegmentationResult(labels, probs.float().cpu().numpy(), vocab.names)
+
+    def similarity_maps(self, rgb: np.ndarray, text: torch.Tensor,
+                        progress: Optional[Progress] = None) -> torch.Tensor:
+        """(Q, H, W) query similarities at the image's size, after PAMR (before the logit scale)."""
+        cfg = self.config
+        height, width = rgb.shape[:2]
+        image = normalize(resize_image(rgb, cfg.short_side, cfg.long_side_cap), self.device)
+        canvas = self._slide(image, text, progress)
+        logits = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        del canvas
+        if cfg.pamr_steps > 0:
+            guide = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+            logits = pamr(guide, logits, cfg.pamr_steps, cfg.pamr_dilations)
+        return logits
+
+    def _slide(self, image: torch.Tensor, text: torch.Tensor, progress: Optional[Progress]) -> torch.Tensor:
+        """Average of the windows' fused logits over the resized image: (Q, h, w)."""
+        cfg = self.config
+        _, height, width = image.shape
+        windows = sliding_windows(height, width, cfg.crop, cfg.stride)
+        canvas = torch.zeros(text.shape[0], height, width, device=self.device)
+        count = torch.zeros(1, height, width, device=self.device)
+        per_batch = max(1, cfg.batch_size // len(self.views))
+        for start in range(0, len(windows), per_batch):
+            chunk = windows[start:start + per_batch]
+            crops = torch.stack([image[:, w.y1:w.y2, w.x1:w.x2] for w in chunk])
+            features, grid = self.encoder(make_views(crops, self.views))
+            logits = fuse_logits(features.float(), self.views, text, grid, crops.shape[-2:], cfg.lam)
+            for w, window_logits in zip(chunk, logits):
+                canvas[:, w.y1:w.y2, w.x1:w.x2] += window_logits
+                count[:, w.y1:w.y2, w.x1:w.x2] += 1
+            if progress is not None:
+                progress(min(start + per_batch, len(windows)), len(windows))
+        return canvas / count

@@ -1,0 +1,66 @@
+"""Image Engineering (SPEC §3): augmented views of each crop and the fusion of their logits.
+
+First category (layout kept: greyscale, blur) — features averaged with the crop's own → L1.
+Second category (flips) — logits flipped back and averaged → L2.  L = λ·L1 + (1-λ)·L2.
+The augmentations are torchvision's own functions, as in the authors' code.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import functional as TF
+
+from .config import FLIP_VIEWS, SPATIAL_VIEWS
+
+BLUR_KERNEL = 11
+BLUR_SIGMA = 5.0
+#: Flip dimension of each second-category view on (..., H, W) tensors.
+FLIP_DIMS = {"vflip": -2, "hflip": -1}
+
+
+def view_names(image_engineering: bool, views: Sequence[str]) -> tuple[str, ...]:
+    """The views encoded per crop, original first, in a fixed order."""
+    if not image_engineering:
+        return ("original",)
+    return ("original",) + tuple(v for v in SPATIAL_VIEWS + FLIP_VIEWS if v in views)
+
+
+def make_views(crops: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
+    """(B, 3, h, w) normalised crops → (B·V, 3, h, w), views of each crop adjacent, in ``names`` order."""
+    out = []
+    for name in names:
+        if name == "original":
+            out.append(crops)
+        elif name == "grey":
+            out.append(TF.rgb_to_grayscale(crops).expand(-1, 3, -1, -1))
+        elif name == "blur":
+            out.append(TF.gaussian_blur(crops, [BLUR_KERNEL, BLUR_KERNEL], [BLUR_SIGMA, BLUR_SIGMA]))
+        else:
+            out.append(crops.flip(FLIP_DIMS[name]))
+    return torch.stack(out, dim=1).flatten(0, 1)
+
+
+def fuse_logits(features: torch.Tensor, names: Sequence[str], text: torch.Tensor, grid: tuple[int, int],
+                size: tuple[int, int], lam: float) -> torch.Tensor:
+    """Per-crop logits L at crop resolution.
+
+    features: (B·V, gh·gw, E) unit patch features in ``make_views`` order; text: (Q, E).
+    Returns (B, Q, h, w).  Both categories are combined at patch resolution and upsampled once:
+    bilinear upsampling is linear and commutes with flips, so this equals upsampling each term.
+    """
+    views = len(names)
+    feats = features.view(-1, views, *features.shape[1:])
+    spatial = [i for i, n in enumerate(names) if n not in FLIP_VIEWS]
+    flips = [(i, FLIP_DIMS[n]) for i, n in enumerate(names) if n in FLIP_VIEWS]
+
+    def patch_logits(f: torch.Tensor) -> torch.Tensor:  # (B, N, E) → (B, Q, gh, gw)
+        return (f @ text.T).transpose(1, 2).reshape(f.shape[0], -1, *grid)
+
+    logits = patch_logits(feats[:, spatial].mean(dim=1))
+    if flips:
+        flipped = sum(patch_logits(feats[:, i]).flip(dim) for i, dim in flips) / len(flips)
+        logits = lam * logits + (1 - lam) * flipped
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
