@@ -1,0 +1,162 @@
+"""Image decoding (EXIF, greyscale, RGBA, 16-bit), atomic writes and the CLIP factory's errors."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from itaclip import ItaclipError, load_clip
+from itaclip.io import read_image, to_rgb_array, write_png
+from itaclip.models import random_openai_state_dict, resolve_device, text_tower_fingerprint
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    rng = np.random.RandomState(0)
+    return (rng.rand(20, 30, 3) * 255).astype(np.uint8)
+
+
+def test_png_round_trip_rgb(tmp_path, rgb):
+    write_png(tmp_path / "a.png", rgb)
+    assert np.array_equal(read_image(tmp_path / "a.png"), rgb)
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary left behind
+
+
+def test_greyscale_rgba_and_16bit_files(tmp_path, rgb):
+    grey = rgb[:, :, 0]
+    cv2.imwrite(str(tmp_path / "g.png"), grey)
+    assert np.array_equal(read_image(tmp_path / "g.png"), np.repeat(grey[:, :, None], 3, axis=2))
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 7, np.uint8)], axis=2)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert np.array_equal(read_image(tmp_path / "a.png"), rgb)
+    deep = rgb.astype(np.uint16) * 257 + 3
+    cv2.imwrite(str(tmp_path / "d.png"), deep[:, :, ::-1])
+    assert np.array_equal(read_image(tmp_path / "d.png"), (deep >> 8).astype(np.uint8))  # OpenCV keeps the high byte
+
+
+def test_exif_orientation_is_applied(tmp_path, rgb):
+    image = Image.fromarray(rgb)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    image.save(tmp_path / "r.jpg", exif=exif, quality=100)
+    decoded = read_image(tmp_path / "r.jpg")
+    assert decoded.shape == (30, 20, 3)
+    pil_view = to_rgb_array(Image.open(tmp_path / "r.jpg"))
+    assert pil_view.shape == (30, 20, 3)
+
+
+def test_array_inputs_are_converted(rgb):
+    assert np.array_equal(to_rgb_array(rgb[:, :, 0]), np.repeat(rgb[:, :, :1], 3, axis=2))
+    assert np.array_equal(to_rgb_array(rgb.astype(np.float32) / 255.0), rgb)
+    assert np.array_equal(to_rgb_array((rgb.astype(np.uint16) << 8)), rgb)
+    with pytest.raises(ItaclipError, match="shape"):
+        to_rgb_array(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ItaclipError, match="dtype"):
+        to_rgb_array(np.zeros((4, 4, 3), np.int32))
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all"])
+def test_unreadable_image_is_one_line_error(tmp_path, content):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ItaclipError, match="cannot read image") as info:
+        read_image(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ItaclipError, match="does not exist"):
+        read_image(tmp_path / "missing.png")
+
+
+@pytest.fixture(scope="module")
+def tiny_state():
+    return random_openai_state_dict(vision_layers=3, text_layers=1, grid=4)
+
+
+def test_checkpoint_as_state_dict_and_torchscript(tmp_path, tiny_state):
+    torch.save(tiny_state, tmp_path / "sd.pt")
+    model = load_clip(tmp_path / "sd.pt", device="cpu")
+    assert model.visual.conv1.weight.dtype == torch.float32
+    assert model.visual.positional_embedding.shape == (17, 64)
+    assert torch.equal(model.visual.proj, tiny_state["visual.proj"].float())
+
+    # OpenAI ships TorchScript archives whose state_dict() has the same dotted keys.
+    jit_path = tmp_path / "jit.pt"
+    torch.jit.save(torch.jit.script(_StateModule(tiny_state)), jit_path)
+    model2 = load_clip(jit_path, device="cpu")
+    assert torch.equal(model2.visual.proj, model.visual.proj)
+    assert text_tower_fingerprint(model2) == text_tower_fingerprint(model)
+
+
+class _StateModule(torch.nn.Module):
+    """Nested modules so that ``state_dict()`` of the scripted archive has OpenAI's dotted keys."""
+
+    def __init__(self, state):
+        super().__init__()
+        tree: dict = {}
+        for key, value in state.items():
+            node = tree
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        _fill(self, tree)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _fill(module: torch.nn.Module, tree: dict) -> None:
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            child = torch.nn.Module()
+            _fill(child, value)
+            module.add_module(name, child)
+        else:
+            module.register_parameter(name, torch.nn.Parameter(value, requires_grad=False))
+
+
+def test_fingerprint_changes_with_text_weights(tmp_path, tiny_state):
+    torch.save(tiny_state, tmp_path / "a.pt")
+    changed = dict(tiny_state)
+    changed["token_embedding.weight"] = changed["token_embedding.weight"] + 1
+    torch.save(changed, tmp_path / "b.pt")
+    assert text_tower_fingerprint(load_clip(tmp_path / "a.pt", "cpu")) != text_tower_fingerprint(load_clip(tmp_path / "b.pt", "cpu"))
+
+
+def test_bad_weights_are_one_line_errors(tmp_path, tiny_state):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ItaclipError, match="cannot load weights") as info:
+        load_clip(corrupt, "cpu")
+    assert "\n" not in str(info.value)
+    partial = dict(tiny_state)
+    partial.pop("visual.proj")
+    partial.pop("visual.ln_post.weight")
+    torch.save(partial, tmp_path / "partial.pt")
+    with pytest.raises(ItaclipError, match="cannot load weights"):
+        load_clip(tmp_path / "partial.pt", "cpu")
+    with pytest.raises(ItaclipError, match="does not exist"):
+        load_clip(tmp_path / "missing.pt", "cpu")
+    with pytest.raises(ItaclipError, match="unknown weights"):
+        load_clip("ViT-Q-99", "cpu")
+
+
+def test_offline_download_says_how_to_get_weights(tmp_path, monkeypatch):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(ItaclipError, match="could not download ViT-B/16.*--weights PATH") as info:
+        load_clip("ViT-B/16", "cpu", cache_dir=str(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_unavailable_device():
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ItaclipError, match="not available"):
+            resolve_device("cuda:0")
+    with pytest.raises(ItaclipError, match="device"):
+        resolve_device("tpu")
