@@ -12,7 +12,9 @@ the same computation as the module's.
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -45,7 +47,8 @@ class DenseEncoder(nn.Module):
     """Patch features of crops: (B, 3, H, W) normalised images → (B, gh·gw, E) unit vectors."""
 
     def __init__(self, visual: nn.Module, attention: Sequence[str] = ("q-q", "k-k"),
-                 intermediate_layers: Sequence[int] = (7, 8, 10), remove_ffn: bool = True):
+                 intermediate_layers: Sequence[int] = (7, 8, 10), remove_ffn: bool = True,
+                 int8: bool = False):
         super().__init__()
         self.visual = visual
         self.blocks = visual.transformer.resblocks
@@ -61,6 +64,15 @@ class DenseEncoder(nn.Module):
         self.remove_ffn = remove_ffn
         self.patch_size = visual.conv1.kernel_size[0]
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
+        # The projections of every block as plain Linear modules sharing the model's parameters,
+        # so that one place decides their arithmetic (fp32, or int8 dynamic quantisation).
+        self.linears = nn.ModuleList(_block_linears(block) for block in self.blocks)
+        if int8:
+            from torch.ao.quantization import quantize_dynamic
+
+            with warnings.catch_warnings():  # torch announces a future move of quantised tensors
+                warnings.simplefilter("ignore")
+                self.linears = quantize_dynamic(copy.deepcopy(self.linears), {nn.Linear}, dtype=torch.qint8)
 
     def positional_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """(1 + gh·gw, D) table; resampled with the '+0.1' bicubic scale factor when the grid differs."""
@@ -80,12 +92,12 @@ class DenseEncoder(nn.Module):
             self._pos_cache[key] = torch.cat([table[:1], patch], dim=0).detach()
         return self._pos_cache[key]
 
-    def _qkv(self, block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k, v of ``block`` for tokens x (B, T, D), each (B·heads, T, head_dim)."""
-        attn = block.attn
+    def _qkv(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v of block ``index`` for tokens x (B, T, D), each (B·heads, T, head_dim)."""
+        block = self.blocks[index]
         batch, tokens, width = x.shape
-        heads = attn.num_heads
-        qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+        heads = block.attn.num_heads
+        qkv = self.linears[index]["qkv"](block.ln_1(x))
         qkv = qkv.view(batch, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
         q, k, v = (t.reshape(batch * heads, tokens, width // heads) for t in qkv)
         return q, k, v
@@ -114,7 +126,8 @@ class DenseEncoder(nn.Module):
         scale = head_dim ** -0.5
         recorded_sum: Optional[torch.Tensor] = None
         for index, block in enumerate(body):
-            q, k, v = self._qkv(block, x)
+            linears = self.linears[index]
+            q, k, v = self._qkv(index, x)
             if index in self.recorded:
                 attn = self_self_attention(self.attention, q, k, v, scale)
                 recorded_sum = attn if recorded_sum is None else recorded_sum.add_(attn)
@@ -123,16 +136,34 @@ class DenseEncoder(nn.Module):
                 q.view(batch, heads, -1, head_dim), k.view(batch, heads, -1, head_dim),
                 v.view(batch, heads, -1, head_dim),
             )
-            x = x + block.attn.out_proj(out.transpose(1, 2).reshape(x.shape))
-            x = x + block.mlp(block.ln_2(x))
+            x = x + linears["out"](out.transpose(1, 2).reshape(x.shape))
+            x = x + linears["mlp"](block.ln_2(x))
 
-        q, k, v = self._qkv(last, x)
+        linears = self.linears[-1]
+        q, k, v = self._qkv(len(body), x)
         fused = self_self_attention(self.attention, q, k, v, scale)
         if recorded_sum is not None:
             fused = 0.5 * fused + 0.5 * (recorded_sum / len(self.recorded))
-        x = x + last.attn.out_proj(self._merge_heads(torch.bmm(fused, v), batch))
+        x = x + linears["out"](self._merge_heads(torch.bmm(fused, v), batch))
         if not self.remove_ffn:
-            x = x + last.mlp(last.ln_2(x))
+            x = x + linears["mlp"](last.ln_2(x))
 
         features = visual.ln_post(x[:, 1:]) @ visual.proj
         return F.normalize(features, dim=-1), (grid_h, grid_w)
+
+
+def _linear_sharing(weight: nn.Parameter, bias: Optional[nn.Parameter]) -> nn.Linear:
+    """An ``nn.Linear`` whose parameters are the given tensors (no copy)."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    layer.weight = weight
+    layer.bias = bias
+    return layer
+
+
+def _block_linears(block: nn.Module) -> nn.ModuleDict:
+    attn = block.attn
+    return nn.ModuleDict({
+        "qkv": _linear_sharing(attn.in_proj_weight, attn.in_proj_bias),
+        "out": _linear_sharing(attn.out_proj.weight, attn.out_proj.bias),
+        "mlp": block.mlp,
+    })

@@ -120,9 +120,16 @@ class Segmenter:
 
     def _setup(self) -> None:
         cfg = self.config
+        device_type = self.device.type
+        if cfg.precision == "int8" and device_type != "cpu":
+            raise ItaclipError("int8 (dynamic quantisation) runs on the CPU: use --device cpu, or fp16/bf16 on a GPU")
+        if cfg.precision == "fp16" and device_type == "cpu":
+            raise ItaclipError("fp16 needs a GPU: use --device cuda, or bf16/int8 on the CPU")
         visual = self._shared.model.visual
-        self.encoder = DenseEncoder(visual, cfg.attention_terms, cfg.intermediate_layers, cfg.remove_ffn)
+        self.encoder = DenseEncoder(visual, cfg.attention_terms, cfg.intermediate_layers, cfg.remove_ffn,
+                                    int8=cfg.precision == "int8")
         self.encoder.eval()
+        self._autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.precision)
         self.views = view_names(cfg.image_engineering, cfg.views)
         self.vocabulary: Optional[Vocabulary] = None
         self.text_features: Optional[torch.Tensor] = None
@@ -241,7 +248,8 @@ class Segmenter:
         for start in range(0, len(windows), per_batch):
             chunk = windows[start:start + per_batch]
             crops = torch.stack([image[:, w.y1:w.y2, w.x1:w.x2] for w in chunk])
-            features, grid = self.encoder(make_views(crops, self.views))
+            with torch.autocast(self.device.type, dtype=self._autocast, enabled=self._autocast is not None):
+                features, grid = self.encoder(make_views(crops, self.views))
             logits = fuse_logits(features.float(), self.views, text, grid, crops.shape[-2:], cfg.lam)
             for w, window_logits in zip(chunk, logits):
                 canvas[:, w.y1:w.y2, w.x1:w.x2] += window_logits
