@@ -1,0 +1,331 @@
+"""``itaclip eval`` end to end with a tiny random CLIP: every dataset layout, resume, settings
+hashing, bad input, paper tables, and 1-process vs 2-process (torchrun, gloo) bit-for-bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from itaclip.cli import main
+from itaclip.datasets import DATASETS, load_dataset
+from test_datasets import LABELME_VOC, build_dataset, build_for, expected_labels, write_label
+
+FAST = ["--short-side", "224", "--stride", "112", "--pamr-steps", "1", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _cheap_text_features(request, tmp_path_factory, monkeypatch):
+    """Text encoding with 4 of the 80 prompt templates (the harness, not the text side, is under
+    test here), cached in this session's own folder; tests marked ``real_text`` (the torchrun test,
+    whose worker processes cannot be patched) use all templates and another cache folder."""
+    base = tmp_path_factory.getbasetemp()
+    if "real_text" in request.fixturenames:
+        monkeypatch.setenv("ITACLIP_CACHE", str(base / "text-cache"))
+        return
+    monkeypatch.setenv("ITACLIP_CACHE", str(base / "text-cache-4-templates"))
+    import itaclip.predictor as predictor
+    from itaclip.text import TEMPLATES, template_features
+
+    def four_templates(model, tokenizer, names, templates=TEMPLATES, progress=None):
+        return template_features(model, tokenizer, names, templates=templates[:4], progress=progress)
+
+    monkeypatch.setattr(predictor, "template_features", four_templates)
+
+
+def run_eval(*args) -> int:
+    return main(["eval", *map(str, args)])
+
+
+def results_of(out: Path, dataset: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob(f"{dataset}-*/results.json"))]
+
+
+def only_result(out: Path, dataset: str) -> dict:
+    found = results_of(out, dataset)
+    assert len(found) == 1, [r["run_dir"] for r in found]
+    return found[0]
+
+
+def confusion_of(result: dict) -> np.ndarray:
+    return np.load(Path(result["run_dir"]) / "confusion.npy")
+
+
+# ------------------------------------------------------------------------------ every dataset
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_end_to_end_every_dataset(dataset, tmp_path, tiny_ckpt, capsys):
+    root, stored = build_for(dataset, tmp_path / "data", n=2)
+    out = tmp_path / "out"
+    assert run_eval("--dataset", dataset, "--data-root", tmp_path / "data", "--weights", tiny_ckpt,
+                    "--out", out, *FAST) == 0
+    result = only_result(out, dataset)
+    n = DATASETS[dataset].num_classes
+    assert result["complete"] is True and result["status"] == "complete"
+    assert result["images_evaluated"] == 2 and result["images_skipped"] == 0 and result["images_pending"] == 0
+    assert len(result["per_class"]) == n
+    assert 0.0 <= result["mIoU"] <= 100.0
+    # Ground-truth side of the confusion matrix, checked against the stored label maps directly.
+    cm = confusion_of(result)
+    assert cm.shape == (n, n) and cm.dtype == np.int64
+    gt = np.concatenate([expected_labels(dataset, labels).ravel() for labels in stored.values()])
+    np.testing.assert_array_equal(cm.sum(axis=1), np.bincount(gt[gt != 255], minlength=n))
+    assert [row["gt_pixels"] for row in result["per_class"]] == cm.sum(axis=1).tolist()
+    md = (Path(result["run_dir"]) / "results.md").read_text()
+    assert "| class | IoU | Acc |" in md and "PARTIAL" not in md
+    assert f"{dataset}: mIoU" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not LABELME_VOC.is_dir(), reason="tests/data/voc not present")
+def test_labelme_voc_end_to_end(tmp_path, tiny_ckpt):
+    out = tmp_path / "out"
+    assert run_eval("--dataset", "voc21", "--data-root", LABELME_VOC, "--weights", tiny_ckpt, "--out", out,
+                    *FAST) == 0
+    result = only_result(out, "voc21")
+    assert result["complete"] and result["images_evaluated"] == 3
+    ds = load_dataset("voc21", LABELME_VOC)
+    gt = np.concatenate([ds.load_label(s).ravel() for s in ds.samples])
+    np.testing.assert_array_equal(confusion_of(result).sum(axis=1), np.bincount(gt[gt != 255], minlength=21))
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+def test_resume_after_interruption(tmp_path, tiny_ckpt, monkeypatch, capsys):
+    build_dataset("voc", tmp_path / "data", n=4)
+    out = tmp_path / "out"
+    common = ["--dataset", "voc21", "--data-root", tmp_path / "data", "--weights", tiny_ckpt, *FAST]
+
+    from itaclip.predictor import Segmenter
+
+    original = Segmenter.segment
+    calls = {"n": 0}
+
+    def interrupting(self, image, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, image, *a, **k)
+
+    monkeypatch.setattr(Segmenter, "segment", interrupting)
+    assert run_eval(*common, "--out", out) == 130
+    partial = only_result(out, "voc21")
+    assert partial["complete"] is False and partial["status"] == "partial"
+    assert partial["images_evaluated"] == 2 and partial["images_pending"] == 2
+    assert "interrupted" in partial["note"]
+    assert "PARTIAL" in (Path(partial["run_dir"]) / "results.md").read_text()
+    assert len(list(Path(partial["run_dir"]).glob("samples/*.npz"))) == 2
+
+    def counting(self, image, *a, **k):
+        calls["n"] += 1
+        return original(self, image, *a, **k)
+
+    monkeypatch.setattr(Segmenter, "segment", counting)
+    calls["n"] = 0
+    capsys.readouterr()
+    assert run_eval(*common, "--out", out) == 0
+    assert calls["n"] == 2  # only the two missing images
+    assert "resuming" in capsys.readouterr().err
+    resumed = only_result(out, "voc21")
+    assert resumed["complete"] is True and resumed["run_dir"] == partial["run_dir"]
+
+    # Identical to an uninterrupted run.
+    fresh_out = tmp_path / "fresh"
+    assert run_eval(*common, "--out", fresh_out) == 0
+    fresh = only_result(fresh_out, "voc21")
+    np.testing.assert_array_equal(confusion_of(resumed), confusion_of(fresh))
+    assert resumed["mIoU"] == fresh["mIoU"]
+
+    # A damaged per-image file is recomputed, not trusted.
+    sample = sorted(Path(resumed["run_dir"]).glob("samples/*.npz"))[0]
+    sample.write_bytes(b"garbage")
+    calls["n"] = 0
+    assert run_eval(*common, "--out", out) == 0
+    assert calls["n"] == 1
+    np.testing.assert_array_equal(confusion_of(only_result(out, "voc21")), confusion_of(fresh))
+
+    # --restart recomputes everything.
+    calls["n"] = 0
+    assert run_eval(*common, "--out", out, "--restart") == 0
+    assert calls["n"] == 4
+
+
+def test_limit_is_partial_and_settings_are_keyed(tmp_path, tiny_ckpt):
+    build_dataset("voc", tmp_path / "data", n=3)
+    out = tmp_path / "out"
+    common = ["--dataset", "voc21", "--data-root", tmp_path / "data", "--weights", tiny_ckpt, "--out", out]
+    assert run_eval(*common, *FAST, "--limit", "1") == 0
+    limited = only_result(out, "voc21")
+    assert limited["complete"] is False and limited["images_evaluated"] == 1 and "--limit 1" in limited["note"]
+    assert run_eval(*common, *FAST) == 0  # same settings: continues the limited run
+    full = only_result(out, "voc21")
+    assert full["complete"] and full["run_dir"] == limited["run_dir"]
+    # Execution-only knobs share the run; anything that changes predictions gets its own.
+    assert run_eval(*common, *FAST, "--batch-size", "7") == 0
+    assert len(results_of(out, "voc21")) == 1
+    fast = [a if a != "112" else "224" for a in FAST]  # stride 224
+    assert run_eval(*common, *fast) == 0
+    assert run_eval(*common, *FAST, "--attention", "q-k") == 0
+    assert run_eval(*common, *FAST, "--background", "background") == 0
+    runs = results_of(out, "voc21")
+    assert len(runs) == 4 and len({r["settings_hash"] for r in runs}) == 4
+    assert all(r["complete"] for r in runs)
+    by_stride = {r["settings"]["config"]["stride"] for r in runs}
+    assert by_stride == {112, 224}
+    assert any(r["settings"]["vocabulary"]["classes"][0] == ["background"] for r in runs)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def _last_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "no error message"
+    return err[-1]
+
+
+def test_bad_inputs(tmp_path, tiny_ckpt, capsys):
+    common = ["--weights", tiny_ckpt, "--out", tmp_path / "out", *FAST]
+    assert run_eval("--dataset", "voc21", "--data-root", tmp_path / "missing", *common) == 2
+    line = _last_error_line(capsys)
+    assert line.startswith("itaclip eval: error:") and str(tmp_path / "missing") in line
+
+    assert run_eval("--data-root", tmp_path, *common) == 2
+    assert "--dataset is required" in _last_error_line(capsys)
+    assert run_eval("--dataset", "voc99", "--data-root", tmp_path, *common) == 2
+    assert "unknown dataset" in _last_error_line(capsys)
+
+    # Wrong layout: an ADE20K folder given as VOC.
+    build_dataset("ade", tmp_path / "ade", n=1)
+    assert run_eval("--dataset", "voc21", "--data-root", tmp_path / "ade", *common) == 2
+    assert "JPEGImages" in _last_error_line(capsys)
+
+    # A missing label map is named.
+    root, stored = build_dataset("cityscapes", tmp_path / "city", n=2)
+    key = sorted(stored)[1]
+    city, stem = key.split("/")
+    victim = root / "gtFine/val" / city / f"{stem}_gtFine_labelTrainIds.png"
+    victim.rename(victim.with_suffix(".bak"))
+    assert run_eval("--dataset", "cityscapes", "--data-root", root, *common) == 2
+    assert str(victim) in _last_error_line(capsys)
+    victim.with_suffix(".bak").rename(victim)
+
+    # A label map whose size differs from its image.
+    write_label(victim, np.zeros((10, 12), np.uint8))
+    assert run_eval("--dataset", "cityscapes", "--data-root", root, *common) == 2
+    line = _last_error_line(capsys)
+    assert str(victim) in line and "12x10" in line
+
+
+def test_unreadable_sample_is_skipped_and_counted(tmp_path, tiny_ckpt, capsys):
+    root, stored = build_dataset("ade", tmp_path / "data", n=3)
+    bad_key = sorted(stored)[1]
+    (root / "images/validation" / f"{bad_key}.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "out"
+    assert run_eval("--dataset", "ade20k", "--data-root", root, "--weights", tiny_ckpt, "--out", out, *FAST) == 1
+    captured = capsys.readouterr()
+    assert f"skipped {bad_key}" in captured.err and "1 unreadable image(s) skipped" in captured.err
+    result = only_result(out, "ade20k")
+    assert result["images_evaluated"] == 2 and result["images_skipped"] == 1
+    assert result["skipped"][0]["key"] == bad_key and "cannot read image" in result["skipped"][0]["error"]
+    assert result["complete"] is True  # every image accounted for
+    assert bad_key in (Path(result["run_dir"]) / "results.md").read_text()
+    assert "1 skipped" in captured.out
+
+
+# ------------------------------------------------------------------------------ paper tables
+
+
+def test_paper_table_rows_beside_paper_figures(tmp_path, tiny_ckpt, capsys):
+    build_dataset("voc", tmp_path / "data", n=1)
+    out = tmp_path / "out"
+    assert run_eval("--paper-table", "4", "--data-root", tmp_path / "data", "--weights", tiny_ckpt,
+                    "--out", out, *FAST) == 0
+    text = capsys.readouterr().out
+    for figure in ("65.0", "65.4", "65.5", "65.6"):
+        assert figure in text
+    assert "{7, 8, 10}" in text and "| setting | mIoU (ours) | paper |" in text
+    runs = results_of(out, "voc21")
+    assert len(runs) == 6
+    assert {tuple(r["settings"]["config"]["intermediate_layers"]) for r in runs} == {
+        (), (7,), (8,), (7, 8), (7, 8, 10), (7, 8, 9, 10)}
+    assert all(r["settings"]["config"]["pamr_steps"] == 0 for r in runs)  # row overrides beat --pamr-steps
+    table = json.loads((out / "paper_table_4_voc21.json").read_text())
+    assert [r["paper"] for r in table["rows"]] == [65.0, 65.4, 65.5, 65.5, 65.6, 65.5]
+
+
+def test_paper_table_11_background_word(tmp_path, tiny_ckpt, capsys):
+    root, _ = build_for("coco_object", tmp_path / "data", n=1)
+    out = tmp_path / "out"
+    assert run_eval("--paper-table", "11", "--data-root", root, "--weights", tiny_ckpt, "--out", out,
+                    "--limit", "1", *FAST) == 0
+    text = capsys.readouterr().out
+    assert "34.5" in text and "37.7" in text
+    backgrounds = sorted(len(r["settings"]["vocabulary"]["classes"][0]) for r in results_of(out, "coco_object"))
+    assert backgrounds == [1, 26]
+
+
+def test_paper_table_checks(tmp_path, capsys):
+    assert run_eval("--paper-table", "list") == 0
+    listing = capsys.readouterr().out
+    assert "Table 10" in listing and "67.9" in listing
+    assert run_eval("--paper-table", "2", "--dataset", "coco_stuff", "--data-root", tmp_path) == 2
+    assert "reports voc21" in _last_error_line(capsys)
+
+
+def test_convert_coco_object_command(tmp_path, capsys):
+    root, stored = build_dataset("coco_stuff", tmp_path, n=2)
+    assert run_eval("--convert-coco-object", "--data-root", root, "--no-progress") == 0
+    assert "wrote 2 COCO-Object label maps" in capsys.readouterr().err
+    assert len(load_dataset("coco_object", root)) == 2
+    assert run_eval("--list-datasets") == 0
+    assert "coco_object" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ torchrun
+
+
+@pytest.fixture
+def real_text():
+    """Opt out of the 4-template text encoding (see ``_cheap_text_features``)."""
+
+
+def test_torchrun_two_processes_bit_for_bit(tmp_path, tiny_ckpt, real_text):
+    build_dataset("voc", tmp_path / "data", n=3)  # odd: uneven shards
+    # One name per class keeps the text encoding short (21 × 80 prompts).
+    classes = tmp_path / "classes.txt"
+    classes.write_text("background\n" + "\n".join(f"class {i}" for i in range(1, 21)) + "\n")
+    args = ["--dataset", "voc21", "--data-root", tmp_path / "data", "--weights", tiny_ckpt, "--classes", classes,
+            *FAST]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun worker (OMP_NUM_THREADS=1)
+    try:
+        assert run_eval(*args, "--out", tmp_path / "one") == 0
+    finally:
+        torch.set_num_threads(threads)
+    single = only_result(tmp_path / "one", "voc21")
+
+    itaclip = shutil.which("itaclip", path=str(Path(sys.executable).parent)) or "itaclip"
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*torchrun, "--standalone", "--nproc-per-node", "2", "--no-python", itaclip, "eval",
+         *map(str, args), "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 processes (gloo)" in proc.stderr
+    double = only_result(tmp_path / "two", "voc21")
+    assert double["world_size"] == 2 and double["complete"]
+    np.testing.assert_array_equal(confusion_of(double), confusion_of(single))
+    assert double["mIoU"] == single["mIoU"] and double["per_class"] == single["per_class"]
+    assert double["settings_hash"] == single["settings_hash"]
+    assert len(list(Path(double["run_dir"]).glob("samples/*.npz"))) == 3
