@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from ..config import build_config
 from ..errors import ItaclipError
-from .options import add_engine_arguments, add_model_arguments, add_vocabulary_arguments, build_segmenter
+from .options import (add_engine_arguments, add_model_arguments, add_vocabulary_arguments, build_segmenter,
+                      config_overrides)
 
 
 class Job(NamedTuple):
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from ..exports import normalize_formats
     from ..io import read_image
 
+    build_config(args.preset, **config_overrides(args))  # bad options fail before any work
     formats = normalize_formats(args.export)
     out_dir = Path(args.out)
     jobs, errors = collect_jobs(args.images, out_dir, args.recursive)

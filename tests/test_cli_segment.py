@@ -1,0 +1,186 @@
+"""``itaclip segment`` end to end on a tiny random model: outputs, folders, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from itaclip.cli import main
+
+FAST = ["--short-side", "224", "--stride", "112", "--pamr-steps", "2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, smooth_image, random_image) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    cv2.imwrite(str(folder / "smooth.png"), smooth_image[:, :, ::-1])
+    cv2.imwrite(str(folder / "noise.jpg"), random_image[:, :, ::-1])
+    return folder
+
+
+def run_cli(*args: str) -> int:
+    return main([str(a) for a in args])
+
+
+def test_outputs_for_each_image(tmp_path, images, tiny_ckpt, smooth_image):
+    out = tmp_path / "out"
+    rc = run_cli("segment", images / "smooth.png", images / "noise.jpg", "--classes", "cat, dog, tree",
+                 "--out", out, "--weights", tiny_ckpt, "--save-probs", *FAST)
+    assert rc == 0
+    labels = np.asarray(Image.open(out / "smooth.png"))
+    assert labels.shape == smooth_image.shape[:2] and labels.dtype == np.uint8 and labels.max() < 3
+    overlay = np.asarray(Image.open(out / "smooth_overlay.png"))
+    assert overlay.ndim == 3 and overlay.shape[0] >= labels.shape[0] and overlay.shape[1] > labels.shape[1]
+    data = np.load(out / "smooth.npz")
+    assert data["probs"].dtype == np.float32 and data["probs"].shape == (3,) + labels.shape
+    assert list(data["class_names"]) == ["cat", "dog", "tree"]
+    assert (out / "noise.png").exists() and (out / "noise_overlay.png").exists()
+    assert not list(out.glob(".*"))  # no temporaries left
+
+
+def test_labels_are_argmax_of_saved_probs_without_closing(tmp_path, images, tiny_ckpt):
+    out = tmp_path / "out"
+    assert run_cli("segment", images / "smooth.png", "--classes", "cat, dog, tree, sky", "--out", out,
+                   "--weights", tiny_ckpt, "--save-probs", "--no-closing", *FAST) == 0
+    probs = np.load(out / "smooth.npz")["probs"]
+    labels = np.asarray(Image.open(out / "smooth.png"))
+    top2 = np.sort(probs, axis=0)[-2:]
+    decided = top2[1] - top2[0] > 1e-6
+    assert np.array_equal(labels[decided], probs.argmax(0)[decided])
+
+
+def test_background_preset_and_background_words(tmp_path, images, tiny_ckpt):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("sky, wall\ncat\ndog\n")
+    out = tmp_path / "a"
+    assert run_cli("segment", images / "smooth.png", "--classes", classes, "--preset", "voc21", "--out", out,
+                   "--weights", tiny_ckpt, "--save-probs", *FAST) == 0
+    assert list(np.load(out / "smooth.npz")["class_names"]) == ["background", "cat", "dog"]
+    out = tmp_path / "b"
+    assert run_cli("segment", images / "smooth.png", "--classes", "cat, dog", "--background", "sky, wall",
+                   "--out", out, "--weights", tiny_ckpt, "--save-probs", *FAST) == 0
+    assert list(np.load(out / "smooth.npz")["class_names"]) == ["background", "cat", "dog"]
+
+
+def test_one_bad_image_does_not_lose_the_others(tmp_path, images, tiny_ckpt, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"definitely not a jpeg")
+    out = tmp_path / "out"
+    rc = run_cli("segment", bad, images / "smooth.png", tmp_path / "missing.png", "--classes", "cat, dog",
+                 "--out", out, "--weights", tiny_ckpt, *FAST)
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "missing.png" in err and "Traceback" not in err
+    assert "1 done" in err and "2 failed" in err
+    assert (out / "smooth.png").exists() and not (out / "broken.png").exists()
+
+
+def test_folder_recursive_resume_and_overwrite(tmp_path, images, tiny_ckpt, capsys, smooth_image):
+    tree = tmp_path / "photos"
+    (tree / "sub").mkdir(parents=True)
+    cv2.imwrite(str(tree / "a.png"), smooth_image[:, :, ::-1])
+    cv2.imwrite(str(tree / "sub" / "b.png"), smooth_image[::-1, :, ::-1])
+    out = tmp_path / "out"
+    args = ["segment", tree, "--recursive", "--classes", "cat, dog", "--out", out, "--weights", tiny_ckpt, *FAST]
+    assert run_cli(*args) == 0
+    assert (out / "a.png").exists() and (out / "sub" / "b.png").exists()
+    first = (out / "sub" / "b.png").stat().st_mtime_ns
+    capsys.readouterr()
+    (out / "a_overlay.png").unlink()  # an interrupted image: redone, the finished one skipped
+    assert run_cli(*args) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s) already done" in err and "1 done" in err
+    assert (out / "a_overlay.png").exists() and (out / "sub" / "b.png").stat().st_mtime_ns == first
+    assert run_cli(*args, "--overwrite") == 0
+    assert (out / "sub" / "b.png").stat().st_mtime_ns != first
+    assert run_cli("segment", tree, "--classes", "cat", "--out", tmp_path / "o2", "--weights", tiny_ckpt, *FAST) == 0
+    assert not (tmp_path / "o2" / "sub").exists()  # without --recursive, only the top level
+
+
+def test_exports_are_written(tmp_path, images, tiny_ckpt):
+    out = tmp_path / "out"
+    assert run_cli("segment", images / "smooth.png", "--classes", "cat, dog", "--out", out, "--weights", tiny_ckpt,
+                   "--export", "coco", "--export", "labelstudio", "--export", "masks", *FAST) == 0
+    coco = json.loads((out / "smooth.coco.json").read_text())
+    assert coco["images"][0]["file_name"] == "smooth.png"
+    assert (out / "smooth.labelstudio.json").exists() and any((out / "smooth_masks").iterdir())
+
+
+def test_special_images_greyscale_rgba_16bit_exif(tmp_path, tiny_ckpt, smooth_image):
+    folder = tmp_path / "special"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "grey.png"), smooth_image[:, :, 0])
+    Image.fromarray(np.dstack([smooth_image, np.full(smooth_image.shape[:2], 128, np.uint8)]), "RGBA").save(folder / "rgba.png")
+    cv2.imwrite(str(folder / "deep.png"), smooth_image[:, :, ::-1].astype(np.uint16) * 257)
+    rotated = Image.fromarray(smooth_image)
+    exif = rotated.getexif()
+    exif[0x0112] = 8
+    rotated.save(folder / "exif.jpg", exif=exif)
+    out = tmp_path / "out"
+    assert run_cli("segment", folder, "--classes", "cat, dog", "--out", out, "--weights", tiny_ckpt, *FAST) == 0
+    h, w = smooth_image.shape[:2]
+    for stem in ("grey", "rgba", "deep"):
+        assert np.asarray(Image.open(out / f"{stem}.png")).shape == (h, w)
+    assert np.asarray(Image.open(out / "exif.png")).shape == (w, h)  # displayed orientation
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--stride", "0"], "stride must be > 0"),
+    (["--alpha", "1.5"], "alpha must be in [0, 1]"),
+    (["--lambda", "-1"], "lambda must be in [0, 1]"),
+    (["--device", "cuda:7"], "not available"),
+    (["--intermediate-layers", "7,8,40"], "invalid for a 12-block model"),
+    (["--attention", "q-z"], "attention"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, images, tiny_ckpt, capsys, extra, message):
+    rc = run_cli("segment", images / "smooth.png", "--classes", "cat", "--out", tmp_path, "--weights", tiny_ckpt,
+                 *FAST, *extra)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("classes, message", [
+    ("", "empty"), ("cat,,dog", "empty name"), ("nofile.txt", "does not exist"),
+])
+def test_bad_class_lists(tmp_path, images, tiny_ckpt, capsys, classes, message):
+    rc = run_cli("segment", images / "smooth.png", "--classes", classes, "--out", tmp_path, "--weights", tiny_ckpt, *FAST)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+
+
+def test_missing_and_corrupt_weights(tmp_path, images, capsys):
+    corrupt = tmp_path / "w.pt"
+    corrupt.write_bytes(b"junk")
+    for weights, message in ((tmp_path / "none.pt", "does not exist"), (corrupt, "cannot load weights")):
+        rc = run_cli("segment", images / "smooth.png", "--classes", "cat", "--out", tmp_path, "--weights", weights)
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_aux_texts_change_the_result_by_alpha(tmp_path, images, tiny_ckpt):
+    aux = tmp_path / "aux.txt"
+    aux.write_text("cat >=a small furry pet.\ndog >=a loyal animal that barks.\n")
+    results = []
+    for alpha in ("0", "0.5"):
+        out = tmp_path / alpha
+        assert run_cli("segment", images / "smooth.png", "--classes", "cat, dog", "--aux-texts", aux, "--alpha",
+                       alpha, "--out", out, "--weights", tiny_ckpt, "--save-probs", *FAST) == 0
+        results.append(np.load(out / "smooth.npz")["probs"])
+    assert not np.allclose(results[0], results[1])
+    aux.write_text("cat >=only one line\n")
+    assert run_cli("segment", images / "smooth.png", "--classes", "cat, dog", "--aux-texts", aux, "--out",
+                   tmp_path / "x", "--weights", tiny_ckpt, *FAST) == 2
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    exe = Path(sys.executable).with_name("itaclip")
+    proc = subprocess.run([str(exe), "segment", str(tmp_path / "x.png"), "--classes", "cat", "--out", str(tmp_path),
+                           "--stride", "-1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "stride must be > 0" in proc.stderr and "Traceback" not in proc.stderr
