@@ -1,0 +1,175 @@
+"""Shared test fixtures: tiny random CLIP checkpoints in OpenAI's layout and small test images.
+
+Everything here is cheap (session-scoped, built once) and needs no network. Sections:
+
+* checkpoints — ``tiny_ckpt`` (1 head, 12 vision layers, the default test model),
+  ``two_head_ckpt`` (width 128: 2 heads in both towers), ``six_layer_ckpt`` (6 vision layers);
+  each has a ``*_state`` twin: the fp32 state dict as the naive reference loads it.
+* ``single_thread`` — use with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
+* images — (H, W, 3) uint8 RGB arrays: ``random_image``, ``smooth_image``, ``blocks_image``.
+
+Other test modules may add fixtures below, in the matching section.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+TESTS_DIR = Path(__file__).parent
+if str(TESTS_DIR) not in sys.path:  # lets test modules `import naive_reference`
+    sys.path.insert(0, str(TESTS_DIR))
+
+
+# ---------------------------------------------------------------------------------------- threads
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for the module (restored after): the naive reference runs many small ops,
+    which OpenMP spinning makes many times slower on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def _save_random_checkpoint(directory: Path, name: str, **shape) -> Path:
+    from itaclip.models import random_openai_state_dict
+
+    path = directory / f"{name}.pt"
+    torch.save(random_openai_state_dict(**shape), path)
+    return path
+
+
+#: Shapes of the test checkpoints (kwargs of ``itaclip.models.random_openai_state_dict``).
+TINY_SHAPE = dict(vision_width=64, vision_layers=12, patch_size=16, grid=14, text_width=64,
+                  text_layers=2, embed_dim=32, seed=0)
+TWO_HEAD_SHAPE = dict(vision_width=128, vision_layers=12, patch_size=16, grid=14, text_width=128,
+                      text_layers=2, embed_dim=32, seed=1)
+SIX_LAYER_SHAPE = dict(vision_width=64, vision_layers=6, patch_size=16, grid=14, text_width=64,
+                       text_layers=2, embed_dim=32, seed=2)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(checkpoint_dir) -> Path:
+    """ViT-B/16-shaped grid (patch 16, 14×14 = 224 px), width 64 (1 head), 12 layers, 2 text layers."""
+    return _save_random_checkpoint(checkpoint_dir, "tiny", **TINY_SHAPE)
+
+
+@pytest.fixture(scope="session")
+def two_head_ckpt(checkpoint_dir) -> Path:
+    """Like ``tiny_ckpt`` with width 128 in both towers: 2 attention heads."""
+    return _save_random_checkpoint(checkpoint_dir, "two_head", **TWO_HEAD_SHAPE)
+
+
+@pytest.fixture(scope="session")
+def six_layer_ckpt(checkpoint_dir) -> Path:
+    """Like ``tiny_ckpt`` with 6 vision layers (the paper's layers 7, 8, 10 do not exist)."""
+    return _save_random_checkpoint(checkpoint_dir, "six_layer", **SIX_LAYER_SHAPE)
+
+
+def _reference_state(path: Path) -> dict:
+    from naive_reference import load_reference_state
+
+    return load_reference_state(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_state(tiny_ckpt) -> dict:
+    return _reference_state(tiny_ckpt)
+
+
+@pytest.fixture(scope="session")
+def two_head_state(two_head_ckpt) -> dict:
+    return _reference_state(two_head_ckpt)
+
+
+@pytest.fixture(scope="session")
+def six_layer_state(six_layer_ckpt) -> dict:
+    return _reference_state(six_layer_ckpt)
+
+
+# ----------------------------------------------------------------------------------------- images
+
+
+def make_random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Uniform noise, (h, w, 3) uint8 RGB."""
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def make_smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth colour gradients plus a few soft blobs and mild noise: no flat regions."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack([
+        128 + 100 * np.sin(xx / max(w, 1) * 3.1 + rng.uniform(0, 6)) * np.cos(yy / max(h, 1) * 2.3),
+        128 + 100 * np.cos((xx + yy) / max(h + w, 1) * 5.0 + rng.uniform(0, 6)),
+        128 + 100 * np.sin(yy / max(h, 1) * 4.0 + rng.uniform(0, 6)),
+    ], axis=-1)
+    for _ in range(3):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.1, 0.3) * min(h, w)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+        img += blob[..., None] * rng.uniform(-80, 80, size=3)
+    img += rng.normal(0, 2.0, size=img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def make_blocks_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Piecewise-constant colour rectangles: exactly flat regions (a PAMR stress case)."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = rng.integers(0, 256, size=3)
+    for _ in range(5):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        y1, x1 = y0 + rng.integers(h // 5, h // 2 + 1), x0 + rng.integers(w // 5, w // 2 + 1)
+        img[y0:y1, x0:x1] = rng.integers(0, 256, size=3)
+    return img
+
+
+@pytest.fixture(scope="session")
+def random_image() -> np.ndarray:
+    """96×128 noise."""
+    return make_random_image(96, 128, seed=0)
+
+
+@pytest.fixture(scope="session")
+def smooth_image() -> np.ndarray:
+    """90×120 smooth synthetic picture."""
+    return make_smooth_image(90, 120, seed=1)
+
+
+@pytest.fixture(scope="session")
+def blocks_image() -> np.ndarray:
+    """80×104 flat colour rectangles."""
+    return make_blocks_image(80, 104, seed=2)
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_text_cache(tmp_path_factory):
+    """Text-feature cache in a per-session folder: tests never read or write the user's cache."""
+    import os
+
+    path = tmp_path_factory.mktemp("text-cache")
+    before = os.environ.get("ITACLIP_CACHE")
+    os.environ["ITACLIP_CACHE"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("ITACLIP_CACHE", None)
+    else:
+        os.environ["ITACLIP_CACHE"] = before
