@@ -104,7 +104,7 @@ def test_class_text_is_never_a_path():
     assert parse_aux_text("") is None
 
 
-def test_engine_matches_segmenter_and_handles_bad_input(checkpoint, photo, tmp_path):
+def test_engine_matches_segmenter_and_handles_bad_input(checkpoint, photo, tmp_path, monkeypatch):
     from itaclip.demo import DemoEngine
 
     height, width = cv2.imread(str(photo)).shape[:2]
@@ -134,6 +134,10 @@ def test_engine_matches_segmenter_and_handles_bad_input(checkpoint, photo, tmp_p
     garbage.write_bytes(os.urandom(2000))
     with pytest.raises(ItaclipError, match="not an image"):
         engine.segment(garbage, "cat")
+    monkeypatch.setattr("itaclip.demo.HARD_MAX_PIXELS", 1000)
+    with pytest.raises(ItaclipError, match="megapixels: downscale it first"):
+        engine.segment(photo, "cat")
+    monkeypatch.undo()
     with pytest.raises(ItaclipError, match="unknown speed"):
         engine.segment(photo, "cat", speed="warp")
     # aux texts must match the class count; background words add class 0
@@ -280,8 +284,12 @@ def test_upload_segment_download_matches_cli(browser, server, checkpoint, photo,
     page.screenshot(path=str(artifacts / "demo.png"), full_page=True)
     docs_shot = ROOT / "docs" / "demo.png"
     if os.environ.get("ITACLIP_UPDATE_SCREENSHOT") == "1" or not docs_shot.exists():
-        docs_shot.parent.mkdir(exist_ok=True)
-        shutil.copy(artifacts / "demo.png", docs_shot)
+        from PIL import Image
+
+        with Image.open(artifacts / "demo.png") as shot:  # a lighter copy for the README
+            shot = shot.convert("RGB")
+            shot = shot.resize((1000, round(shot.height * 1000 / shot.width)), Image.LANCZOS)
+            shot.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(docs_shot, optimize=True)
     page.context.close()
 
 

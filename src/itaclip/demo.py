@@ -217,13 +217,13 @@ class DemoEngine:
             with Image.open(path) as probe:
                 width, height = probe.size
         except Image.DecompressionBombError:
-            raise ItaclipError("the image is too large (over 100 megapixels): downscale it first") from None
-        except (OSError, ValueError):
+            raise ItaclipError("the image is too large to open safely: downscale it first") from None
+        except Exception:  # noqa: BLE001 - PIL raises assorted errors on broken headers
             width = height = None  # let OpenCV try (formats PIL does not know); it raises if it can't
         if width is not None and width * height > HARD_MAX_PIXELS:
             raise ItaclipError(
                 f"the image is {width}×{height} ({width * height / 1e6:.0f} megapixels); "
-                f"the demo takes at most {HARD_MAX_PIXELS // 1_000_000}: downscale it first"
+                f"the demo takes at most {HARD_MAX_PIXELS / 1e6:g} megapixels: downscale it first"
             )
         image = read_image(path)
         height, width = image.shape[:2]
@@ -540,8 +540,7 @@ def launch(engine: DemoEngine, host: str = "127.0.0.1", port: Optional[int] = No
     _, url, _ = app.launch(
         server_name=host, server_port=port, prevent_thread_lock=True, show_error=True, quiet=False,
         inbrowser=False, share=False, ssr_mode=False, mcp_server=False, theme=theme,
-        footer_links=[], allowed_paths=[str(engine.work_dir)] + [str(Path(e).parent) for e in examples],
-        max_file_size="50mb",
+        footer_links=[], max_file_size="50mb",  # results and examples are served from Gradio's cache
     )
     if block:
         try:
