@@ -203,3 +203,24 @@ def test_real_voc_samples_end_to_end(tmp_path, tiny_ckpt):
         probs = np.load(out / f"{source.stem}.npz")["probs"]
         assert labels.shape == (height, width) and probs.shape == (21, height, width)
         assert labels.max() <= 20 and np.isfinite(probs).all()
+
+
+def test_every_flag_maps_onto_the_config():
+    from itaclip.cli import parse_args
+    from itaclip.cli.options import config_overrides
+    from itaclip.config import build_config
+
+    args = parse_args([
+        "segment", "x.png", "--classes", "cat", "--out", "o", "--preset", "voc21", "--alpha", "0.3",
+        "--lambda", "0.6", "--logit-scale", "70", "--prob-thd", "0.2", "--area-thd", "0.05", "--stride", "56",
+        "--crop", "192", "--short-side", "280", "--pamr-steps", "3", "--pamr-dilations", "4,8",
+        "--no-image-engineering", "--views", "grey,hflip", "--attention", "q-q+v-v", "--keep-ffn",
+        "--intermediate-layers", "none", "--no-closing", "--batch-size", "7", "--precision", "int8",
+    ])
+    cfg = build_config(args.preset, **config_overrides(args))
+    assert (cfg.alpha, cfg.lam, cfg.logit_scale, cfg.prob_thd, cfg.area_thd) == (0.3, 0.6, 70, 0.2, 0.05)
+    assert (cfg.stride, cfg.crop, cfg.short_side, cfg.pamr_steps, cfg.pamr_dilations) == (56, 192, 280, 3, (4, 8))
+    assert (cfg.image_engineering, cfg.views, cfg.attention, cfg.remove_ffn) == (False, ("grey", "hflip"), "q-q+v-v", False)
+    assert (cfg.intermediate_layers, cfg.closing, cfg.batch_size, cfg.precision) == ((), False, 7, "int8")
+    defaults = build_config("voc21", **config_overrides(parse_args(["segment", "x", "--classes", "c", "--out", "o"])))
+    assert defaults == build_config("voc21")  # flags not given keep the preset's values
