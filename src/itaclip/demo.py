@@ -295,9 +295,10 @@ class DemoEngine:
         seconds = time.perf_counter() - start
         if progress:
             progress(0.97, "writing files")
-        return self._finish(stem, image, result, notes, seconds)
+        return self._finish(stem, Path(os.fspath(image_path)).name, image, result, notes, seconds)
 
-    def _finish(self, stem: str, image: np.ndarray, result, notes: list[str], seconds: float) -> DemoResult:
+    def _finish(self, stem: str, source_name: str, image: np.ndarray, result, notes: list[str],
+                seconds: float) -> DemoResult:
         from .exports import write_exports
         from .io import write_png
         from .visualize import overlay
@@ -308,7 +309,7 @@ class DemoEngine:
         write_png(files["label"], result.labels)  # as `itaclip segment` writes it
         write_png(files["overlay"], over)
         exported = write_exports(result.labels, result.class_names, stem, out, ["coco", "labelstudio", "masks"],
-                                 image_file=f"{stem}.png", probs=result.probs)
+                                 image_file=source_name, probs=result.probs)
         files["coco"] = exported["coco"]
         files["labelstudio"] = exported["labelstudio"]
         files["masks"] = _zip_folder(exported["masks"])
@@ -522,8 +523,9 @@ def build_app(engine: DemoEngine, examples: Sequence[str] = ()):
 
         inputs = [image, classes, background, aux_texts, preset, speed, alpha]
         outputs = [overlay_out, summary, class_pick, heat_out, files, state]
-        button.click(run, inputs, outputs, concurrency_limit=1, concurrency_id="segment")
-        classes.submit(run, inputs, outputs, concurrency_limit=1, concurrency_id="segment")
+        for trigger in (button.click, classes.submit):
+            trigger(run, inputs, outputs, concurrency_limit=1, concurrency_id="segment",
+                    show_progress_on=[overlay_out])
         class_pick.change(show_heatmap, [class_pick, state], heat_out)
         preset.change(preset_changed, preset, speed)
     app.queue(default_concurrency_limit=1, max_size=32)
