@@ -15,7 +15,12 @@ import pytest
 from PIL import Image
 
 from itaclip.datasets import (
-    DATASETS, SampleError, coco_stuff_to_object, convert_coco_object, get_dataset_spec, load_dataset,
+    DATASETS,
+    SampleError,
+    coco_stuff_to_object,
+    convert_coco_object,
+    get_dataset_spec,
+    load_dataset,
 )
 from itaclip.errors import ItaclipError
 
@@ -26,7 +31,10 @@ LABELME_VOC = TESTS_DIR / "data" / "voc"
 
 #: layout kind → (label values drawn, whether 255 occurs)
 _VALUES = {
-    "voc": (21, True), "context": (60, False), "coco_stuff": (171, True), "cityscapes": (19, True),
+    "voc": (21, True),
+    "context": (60, False),
+    "coco_stuff": (171, True),
+    "cityscapes": (19, True),
     "ade": (151, False),
 }
 
@@ -120,8 +128,14 @@ def build_dataset(kind: str, base: Path, n: int = 2, seed: int = 0) -> tuple[Pat
 
 #: dataset → (layout kind, folder to pass above the MMSegmentation root)
 DATASET_KINDS = {
-    "voc21": "voc", "voc20": "voc", "context60": "context", "context59": "context", "coco_stuff": "coco_stuff",
-    "coco_object": "coco_stuff", "cityscapes": "cityscapes", "ade20k": "ade",
+    "voc21": "voc",
+    "voc20": "voc",
+    "context60": "context",
+    "context59": "context",
+    "coco_stuff": "coco_stuff",
+    "coco_object": "coco_stuff",
+    "cityscapes": "cityscapes",
+    "ade20k": "ade",
 }
 
 
@@ -214,6 +228,21 @@ def test_coco_object_conversion_matches_raw_and_train_id_sources(tmp_path):
         np.testing.assert_array_equal(a, expected_labels("coco_object", stored[key]))
 
 
+def test_coco_stuff_raw_maps_fallback(tmp_path):
+    from itaclip.datasets.convert import RAW_TO_TRAIN_ID
+
+    root, stored = build_dataset("coco_stuff", tmp_path, n=2)
+    to_raw = {t: r for r, t in RAW_TO_TRAIN_ID.items()}
+    key = sorted(stored)[0]
+    (root / "annotations/val2017" / f"{key}_labelTrainIds.png").unlink()
+    raw = np.vectorize(lambda t: to_raw.get(int(t), 255))(stored[key]).astype(np.uint8)
+    write_label(root / "annotations/val2017" / f"{key}.png", raw)
+    ds = load_dataset("coco_stuff", root)
+    sample = next(s for s in ds.samples if s.key == key)
+    assert sample.label.name == f"{key}.png"
+    np.testing.assert_array_equal(ds.load_label(sample), stored[key])
+
+
 def test_coco_object_without_conversion_says_how(tmp_path):
     root, _ = build_dataset("coco_stuff", tmp_path, n=1)
     with pytest.raises(ItaclipError, match="--convert-coco-object"):
@@ -265,8 +294,16 @@ def test_class_files_match_presets_and_query_counts():
     from itaclip.config import get_preset
     from itaclip.vocabulary import COCO_BACKGROUND, VOC_BACKGROUND, load_classes
 
-    queries = {"voc21": 80, "context60": 75, "coco_object": 119, "coco_stuff": 183, "cityscapes": 26,
-               "voc20": 36, "context59": 74, "ade20k": 150}
+    queries = {
+        "voc21": 80,
+        "context60": 75,
+        "coco_object": 119,
+        "coco_stuff": 183,
+        "cityscapes": 26,
+        "voc20": 36,
+        "context59": 74,
+        "ade20k": 150,
+    }
     for name, spec in DATASETS.items():
         preset = get_preset(spec.preset)
         vocab = load_classes(preset.classes, has_background=preset.has_background)

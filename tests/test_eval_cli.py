@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_datasets import LABELME_VOC, build_dataset, build_for, expected_labels, write_label
 
 from itaclip.cli import main
 from itaclip.datasets import DATASETS, load_dataset
-from test_datasets import LABELME_VOC, build_dataset, build_for, expected_labels, write_label
 
 FAST = ["--short-side", "224", "--stride", "112", "--pamr-steps", "1", "--device", "cpu", "--no-progress"]
 
@@ -65,8 +65,20 @@ def confusion_of(result: dict) -> np.ndarray:
 def test_end_to_end_every_dataset(dataset, tmp_path, tiny_ckpt, capsys):
     root, stored = build_for(dataset, tmp_path / "data", n=2)
     out = tmp_path / "out"
-    assert run_eval("--dataset", dataset, "--data-root", tmp_path / "data", "--weights", tiny_ckpt,
-                    "--out", out, *FAST) == 0
+    assert (
+        run_eval(
+            "--dataset",
+            dataset,
+            "--data-root",
+            tmp_path / "data",
+            "--weights",
+            tiny_ckpt,
+            "--out",
+            out,
+            *FAST,
+        )
+        == 0
+    )
     result = only_result(out, dataset)
     n = DATASETS[dataset].num_classes
     assert result["complete"] is True and result["status"] == "complete"
@@ -87,8 +99,12 @@ def test_end_to_end_every_dataset(dataset, tmp_path, tiny_ckpt, capsys):
 @pytest.mark.skipif(not LABELME_VOC.is_dir(), reason="tests/data/voc not present")
 def test_labelme_voc_end_to_end(tmp_path, tiny_ckpt):
     out = tmp_path / "out"
-    assert run_eval("--dataset", "voc21", "--data-root", LABELME_VOC, "--weights", tiny_ckpt, "--out", out,
-                    *FAST) == 0
+    assert (
+        run_eval(
+            "--dataset", "voc21", "--data-root", LABELME_VOC, "--weights", tiny_ckpt, "--out", out, *FAST
+        )
+        == 0
+    )
     result = only_result(out, "voc21")
     assert result["complete"] and result["images_evaluated"] == 3
     ds = load_dataset("voc21", LABELME_VOC)
@@ -159,12 +175,14 @@ def test_resume_after_interruption(tmp_path, tiny_ckpt, monkeypatch, capsys):
 
 
 def test_limit_is_partial_and_settings_are_keyed(tmp_path, tiny_ckpt):
-    build_dataset("voc", tmp_path / "data", n=3)
+    build_dataset("voc", tmp_path / "data", n=2)
     out = tmp_path / "out"
     common = ["--dataset", "voc21", "--data-root", tmp_path / "data", "--weights", tiny_ckpt, "--out", out]
     assert run_eval(*common, *FAST, "--limit", "1") == 0
     limited = only_result(out, "voc21")
-    assert limited["complete"] is False and limited["images_evaluated"] == 1 and "--limit 1" in limited["note"]
+    assert (
+        limited["complete"] is False and limited["images_evaluated"] == 1 and "--limit 1" in limited["note"]
+    )
     assert run_eval(*common, *FAST) == 0  # same settings: continues the limited run
     full = only_result(out, "voc21")
     assert full["complete"] and full["run_dir"] == limited["run_dir"]
@@ -230,7 +248,9 @@ def test_unreadable_sample_is_skipped_and_counted(tmp_path, tiny_ckpt, capsys):
     bad_key = sorted(stored)[1]
     (root / "images/validation" / f"{bad_key}.jpg").write_bytes(b"\xff\xd8 truncated")
     out = tmp_path / "out"
-    assert run_eval("--dataset", "ade20k", "--data-root", root, "--weights", tiny_ckpt, "--out", out, *FAST) == 1
+    assert (
+        run_eval("--dataset", "ade20k", "--data-root", root, "--weights", tiny_ckpt, "--out", out, *FAST) == 1
+    )
     captured = capsys.readouterr()
     assert f"skipped {bad_key}" in captured.err and "1 unreadable image(s) skipped" in captured.err
     result = only_result(out, "ade20k")
@@ -247,8 +267,20 @@ def test_unreadable_sample_is_skipped_and_counted(tmp_path, tiny_ckpt, capsys):
 def test_paper_table_rows_beside_paper_figures(tmp_path, tiny_ckpt, capsys):
     build_dataset("voc", tmp_path / "data", n=1)
     out = tmp_path / "out"
-    assert run_eval("--paper-table", "4", "--data-root", tmp_path / "data", "--weights", tiny_ckpt,
-                    "--out", out, *FAST) == 0
+    assert (
+        run_eval(
+            "--paper-table",
+            "4",
+            "--data-root",
+            tmp_path / "data",
+            "--weights",
+            tiny_ckpt,
+            "--out",
+            out,
+            *FAST,
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     for figure in ("65.0", "65.4", "65.5", "65.6"):
         assert figure in text
@@ -256,7 +288,13 @@ def test_paper_table_rows_beside_paper_figures(tmp_path, tiny_ckpt, capsys):
     runs = results_of(out, "voc21")
     assert len(runs) == 6
     assert {tuple(r["settings"]["config"]["intermediate_layers"]) for r in runs} == {
-        (), (7,), (8,), (7, 8), (7, 8, 10), (7, 8, 9, 10)}
+        (),
+        (7,),
+        (8,),
+        (7, 8),
+        (7, 8, 10),
+        (7, 8, 9, 10),
+    }
     assert all(r["settings"]["config"]["pamr_steps"] == 0 for r in runs)  # row overrides beat --pamr-steps
     table = json.loads((out / "paper_table_4_voc21.json").read_text())
     assert [r["paper"] for r in table["rows"]] == [65.0, 65.4, 65.5, 65.5, 65.6, 65.5]
@@ -265,11 +303,27 @@ def test_paper_table_rows_beside_paper_figures(tmp_path, tiny_ckpt, capsys):
 def test_paper_table_11_background_word(tmp_path, tiny_ckpt, capsys):
     root, _ = build_for("coco_object", tmp_path / "data", n=1)
     out = tmp_path / "out"
-    assert run_eval("--paper-table", "11", "--data-root", root, "--weights", tiny_ckpt, "--out", out,
-                    "--limit", "1", *FAST) == 0
+    assert (
+        run_eval(
+            "--paper-table",
+            "11",
+            "--data-root",
+            root,
+            "--weights",
+            tiny_ckpt,
+            "--out",
+            out,
+            "--limit",
+            "1",
+            *FAST,
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "34.5" in text and "37.7" in text
-    backgrounds = sorted(len(r["settings"]["vocabulary"]["classes"][0]) for r in results_of(out, "coco_object"))
+    backgrounds = sorted(
+        len(r["settings"]["vocabulary"]["classes"][0]) for r in results_of(out, "coco_object")
+    )
     assert backgrounds == [1, 26]
 
 
@@ -303,8 +357,17 @@ def test_torchrun_two_processes_bit_for_bit(tmp_path, tiny_ckpt, real_text):
     # One name per class keeps the text encoding short (21 × 80 prompts).
     classes = tmp_path / "classes.txt"
     classes.write_text("background\n" + "\n".join(f"class {i}" for i in range(1, 21)) + "\n")
-    args = ["--dataset", "voc21", "--data-root", tmp_path / "data", "--weights", tiny_ckpt, "--classes", classes,
-            *FAST]
+    args = [
+        "--dataset",
+        "voc21",
+        "--data-root",
+        tmp_path / "data",
+        "--weights",
+        tiny_ckpt,
+        "--classes",
+        classes,
+        *FAST,
+    ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun worker (OMP_NUM_THREADS=1)
     try:
@@ -317,9 +380,22 @@ def test_torchrun_two_processes_bit_for_bit(tmp_path, tiny_ckpt, real_text):
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [*torchrun, "--standalone", "--nproc-per-node", "2", "--no-python", itaclip, "eval",
-         *map(str, args), "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            *torchrun,
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--no-python",
+            itaclip,
+            "eval",
+            *map(str, args),
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 processes (gloo)" in proc.stderr

@@ -16,7 +16,7 @@ def plain_metrics(preds, gts, num_classes, ignore=255):
     union = [0] * num_classes
     gt_area = [0] * num_classes
     correct = labelled = 0
-    for pred, gt in zip(preds, gts):
+    for pred, gt in zip(preds, gts, strict=True):
         valid = gt != ignore
         for c in range(num_classes):
             p = (pred == c) & valid
@@ -55,8 +55,10 @@ def test_metrics_match_plain_computation(seed):
     rng = np.random.default_rng(seed)
     num_classes = 9
     absent, pred_only = (3, 7), (5,)
-    pairs = [random_pair(rng, (rng.integers(5, 40), rng.integers(5, 40)), num_classes, absent, pred_only)
-             for _ in range(6)]
+    pairs = [
+        random_pair(rng, (rng.integers(5, 40), rng.integers(5, 40)), num_classes, absent, pred_only)
+        for _ in range(6)
+    ]
     cm = sum(metrics.confusion_matrix(p, g, num_classes) for p, g in pairs)
     assert cm.dtype == np.int64
     iou, acc, miou, macc, aacc = plain_metrics([p for p, _ in pairs], [g for _, g in pairs], num_classes)
@@ -101,8 +103,9 @@ def test_accumulation_is_exact_and_order_free():
     rng = np.random.default_rng(5)
     pairs = [random_pair(rng, (17, 23), 6) for _ in range(5)]
     per_image = [metrics.confusion_matrix(p, g, 6) for p, g in pairs]
-    whole = metrics.confusion_matrix(np.concatenate([p.ravel() for p, _ in pairs]),
-                                     np.concatenate([g.ravel() for _, g in pairs]), 6)
+    whole = metrics.confusion_matrix(
+        np.concatenate([p.ravel() for p, _ in pairs]), np.concatenate([g.ravel() for _, g in pairs]), 6
+    )
     np.testing.assert_array_equal(sum(per_image), whole)
     np.testing.assert_array_equal(sum(per_image[::-1]), whole)
     # Sharded sums (as torchrun ranks do) add up to the same integers.

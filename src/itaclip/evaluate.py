@@ -73,6 +73,7 @@ class DistInfo:
 
 def dist_env() -> DistInfo:
     """Rank, world size and local rank from torchrun's environment (defaults: one process)."""
+
     def env_int(name: str, default: int) -> int:
         value = os.environ.get(name, "")
         try:
@@ -115,8 +116,13 @@ def init_distributed(device: str) -> DistInfo:
         for name in ("MASTER_ADDR", "MASTER_PORT"):
             if name not in os.environ:
                 raise ItaclipError(f"WORLD_SIZE={info.world_size} but {name} is not set: start with torchrun")
-        dist.init_process_group(backend=backend, init_method="env://", rank=info.rank,
-                                world_size=info.world_size, timeout=_dt.timedelta(hours=24))
+        dist.init_process_group(
+            backend=backend,
+            init_method="env://",
+            rank=info.rank,
+            world_size=info.world_size,
+            timeout=_dt.timedelta(hours=24),
+        )
     return dataclasses.replace(info, backend=backend)
 
 
@@ -273,24 +279,50 @@ def markdown_report(result: EvalResult, title: str = "") -> str:
     m = result.metrics
     lines = [f"# {title or result.dataset}", ""]
     if result.complete:
-        lines.append(f"**mIoU {_fmt(m.get('mIoU'))}** · mAcc {_fmt(m.get('mAcc'))} · aAcc {_fmt(m.get('aAcc'))} "
-                     f"— complete: {result.images_evaluated} of {result.images_total} images"
-                     + (f", {len(result.skipped)} unreadable and skipped" if result.skipped else ""))
+        lines.append(
+            f"**mIoU {_fmt(m.get('mIoU'))}** · mAcc {_fmt(m.get('mAcc'))} · aAcc {_fmt(m.get('aAcc'))} "
+            f"— complete: {result.images_evaluated} of {result.images_total} images"
+            + (f", {len(result.skipped)} unreadable and skipped" if result.skipped else "")
+        )
     else:
-        lines.append(f"**PARTIAL — not a final number.** mIoU {_fmt(m.get('mIoU'))} over "
-                     f"{result.images_evaluated} of {result.images_total} images ({result.note})")
-    lines += ["", f"Run directory: `{result.run_dir}` · {result.world_size} process(es) · "
-              f"{result.seconds:.1f} s", ""]
+        lines.append(
+            f"**PARTIAL — not a final number.** mIoU {_fmt(m.get('mIoU'))} over "
+            f"{result.images_evaluated} of {result.images_total} images ({result.note})"
+        )
+    lines += [
+        "",
+        f"Run directory: `{result.run_dir}` · {result.world_size} process(es) · {result.seconds:.1f} s",
+        "",
+    ]
     cfg = result.settings.get("config", {})
     if cfg:
-        keys = ["attention", "remove_ffn", "intermediate_layers", "image_engineering", "alpha", "lam",
-                "short_side", "crop", "stride", "pamr_steps", "logit_scale", "prob_thd", "area_thd", "closing",
-                "precision"]
-        lines.append("Settings: " + ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
-                     + f"; weights {result.settings.get('weights', '?')}")
+        keys = [
+            "attention",
+            "remove_ffn",
+            "intermediate_layers",
+            "image_engineering",
+            "alpha",
+            "lam",
+            "short_side",
+            "crop",
+            "stride",
+            "pamr_steps",
+            "logit_scale",
+            "prob_thd",
+            "area_thd",
+            "closing",
+            "precision",
+        ]
+        lines.append(
+            "Settings: "
+            + ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
+            + f"; weights {result.settings.get('weights', '?')}"
+        )
         lines.append("")
     if result.skipped:
-        lines += ["Skipped (unreadable):", ""] + [f"- `{s['key']}`: {s['error']}" for s in result.skipped] + [""]
+        lines += (
+            ["Skipped (unreadable):", ""] + [f"- `{s['key']}`: {s['error']}" for s in result.skipped] + [""]
+        )
     lines += ["| class | IoU | Acc |", "|---|---:|---:|"]
     for row in m.get("per_class", []):
         lines.append(f"| {row['class']} | {_fmt(row['IoU'])} | {_fmt(row['Acc'])} |")
@@ -315,8 +347,15 @@ def _save_sample_result(path: Path, key: str, cm: np.ndarray, seconds: float) ->
 
     rows, cols, counts = sparse_confusion(cm)
     buffer = _io.BytesIO()
-    np.savez_compressed(buffer, key=np.array(key), num_classes=np.array(cm.shape[0]), rows=rows, cols=cols,
-                        counts=counts, seconds=np.array(seconds))
+    np.savez_compressed(
+        buffer,
+        key=np.array(key),
+        num_classes=np.array(cm.shape[0]),
+        rows=rows,
+        cols=cols,
+        counts=counts,
+        seconds=np.array(seconds),
+    )
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -332,8 +371,8 @@ def evaluate_sample(segmenter, dataset: Dataset, sample: Sample) -> np.ndarray:
     labels = dataset.load_label(sample)
     if labels.shape != image.shape[:2]:
         raise ItaclipError(
-            f"label map {sample.label} is {labels.shape[1]}x{labels.shape[0]} but its image {sample.image} is "
-            f"{image.shape[1]}x{image.shape[0]} (width x height): wrong or mismatched files"
+            f"label map {sample.label} is {labels.shape[1]}x{labels.shape[0]} but its image "
+            f"{sample.image} is {image.shape[1]}x{image.shape[0]} (width x height): wrong or mismatched files"
         )
     result = segmenter.segment(image)
     return confusion_matrix(result.labels, labels, dataset.num_classes)
@@ -378,7 +417,9 @@ def evaluate(
         _all_gather_objects(None, info)  # barrier: nobody reads before rank 0 has cleared
     samples_dir.mkdir(parents=True, exist_ok=True)
     if info.is_main:
-        atomic_write_bytes(run_dir / "settings.json", (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(
+            run_dir / "settings.json", (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode()
+        )
 
     selected = dataset.samples if limit is None else dataset.samples[:limit]
     mine = list(range(info.rank, len(selected), info.world_size))
@@ -404,13 +445,19 @@ def evaluate(
     interrupted = False
     start = time.perf_counter()
     bar = None
+    miou_label = "mIoU (rank 0's share)" if info.distributed else "mIoU"
     if progress and info.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(mine), initial=resumed, unit="img", dynamic_ncols=True,
-                   desc=f"{dataset.name}" + (f" [rank 0/{info.world_size}]" if info.distributed else ""))
+        bar = tqdm(
+            total=len(mine),
+            initial=resumed,
+            unit="img",
+            dynamic_ncols=True,
+            desc=f"{dataset.name}" + (f" [rank 0/{info.world_size}]" if info.distributed else ""),
+        )
         if resumed:
-            bar.set_postfix_str(f"mIoU {100 * mean_iou(total):.2f}")
+            bar.set_postfix_str(f"{miou_label} {100 * mean_iou(total):.2f}")
     try:
         for index in todo:
             sample = selected[index]
@@ -421,18 +468,19 @@ def evaluate(
                 skipped.append({"key": sample.key, "error": str(exc)})
                 message = f"skipped {sample.key}: {exc}"
                 if bar is not None:
-                    bar.write(message)
+                    bar.write(message, file=sys.stderr)
+                    bar.update()
                 else:
                     log(message)
-                if bar is not None:
-                    bar.update()
                 continue
-            _save_sample_result(samples_dir / sample_filename(sample.key), sample.key, cm, time.perf_counter() - t0)
+            _save_sample_result(
+                samples_dir / sample_filename(sample.key), sample.key, cm, time.perf_counter() - t0
+            )
             total += cm
             evaluated_now += 1
             if bar is not None:
                 bar.update()
-                postfix = f"mIoU {100 * mean_iou(total):.2f}"
+                postfix = f"{miou_label} {100 * mean_iou(total):.2f}"
                 if skipped:
                     postfix += f", skipped {len(skipped)}"
                 bar.set_postfix_str(postfix)
@@ -455,7 +503,8 @@ def evaluate(
     done_all = evaluated + len(skipped) == len(selected)
     complete = done_all and len(selected) == len(dataset.samples) and not interrupted
     if interrupted:
-        note = f"interrupted: {len(selected) - evaluated - len(skipped)} image(s) pending; re-run the same command to resume"
+        pending = len(selected) - evaluated - len(skipped)
+        note = f"interrupted: {pending} image(s) pending; re-run the same command to resume"
     elif len(selected) < len(dataset.samples):
         note = f"--limit {limit}: {len(selected)} of {len(dataset.samples)} images selected"
     elif not done_all:
@@ -463,10 +512,19 @@ def evaluate(
     else:
         note = ""
     result = EvalResult(
-        dataset=dataset.name, run_dir=run_dir, complete=complete, images_total=len(dataset.samples),
-        images_selected=len(selected), images_evaluated=evaluated, skipped=skipped, confusion=total,
-        class_names=list(vocab.names), settings=settings, seconds=time.perf_counter() - start,
-        world_size=info.world_size, note=note,
+        dataset=dataset.name,
+        run_dir=run_dir,
+        complete=complete,
+        images_total=len(dataset.samples),
+        images_selected=len(selected),
+        images_evaluated=evaluated,
+        skipped=skipped,
+        confusion=total,
+        class_names=list(vocab.names),
+        settings=settings,
+        seconds=time.perf_counter() - start,
+        world_size=info.world_size,
+        note=note,
     )
     result.metrics = summarize(total, result.class_names)
     if info.is_main:
@@ -491,5 +549,8 @@ def summary_line(result: EvalResult) -> str:
     m = result.metrics
     status = "complete" if result.complete else f"PARTIAL, not final ({result.note})"
     skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
-    return (f"{result.dataset}: mIoU {_fmt(m.get('mIoU'))}  mAcc {_fmt(m.get('mAcc'))}  aAcc {_fmt(m.get('aAcc'))}"
-            f"  [{result.images_evaluated}/{result.images_total} images{skipped}; {status}]")
+    return (
+        f"{result.dataset}: mIoU {_fmt(m.get('mIoU'))}  mAcc {_fmt(m.get('mAcc'))}  "
+        f"aAcc {_fmt(m.get('aAcc'))}  "
+        f"[{result.images_evaluated}/{result.images_total} images{skipped}; {status}]"
+    )

@@ -44,7 +44,9 @@ def confusion_matrix(
     if gt.size:
         if gt.min() < 0 or gt.max() >= num_classes:
             bad = np.unique(gt[(gt < 0) | (gt >= num_classes)])[:5].tolist()
-            raise ValueError(f"ground-truth labels {bad} are outside 0..{num_classes - 1} (and not {ignore_index})")
+            raise ValueError(
+                f"ground-truth labels {bad} are outside 0..{num_classes - 1} (and not {ignore_index})"
+            )
         if pred.min() < 0 or pred.max() >= num_classes:
             bad = np.unique(pred[(pred < 0) | (pred >= num_classes)])[:5].tolist()
             raise ValueError(f"predicted labels {bad} are outside 0..{num_classes - 1}")
@@ -150,6 +152,9 @@ def sparse_confusion(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def dense_confusion(rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, num_classes: int) -> np.ndarray:
     """Inverse of :func:`sparse_confusion`."""
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)),
-              np.asarray(counts, dtype=np.int64))
+    np.add.at(
+        cm,
+        (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)),
+        np.asarray(counts, dtype=np.int64),
+    )
     return cm

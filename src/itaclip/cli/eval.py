@@ -2,7 +2,8 @@
 ablation tables from flags alone.
 
     itaclip eval --dataset voc21 --data-root data/VOCdevkit/VOC2012
-    torchrun --nproc-per-node 4 -m itaclip.cli eval --dataset coco_stuff --data-root data/coco_stuff164k
+    torchrun --standalone --nproc-per-node 4 --no-python itaclip eval --dataset coco_stuff \
+        --data-root data/coco_stuff164k
     itaclip eval --paper-table 2 --dataset voc21 --data-root data/VOCdevkit/VOC2012 --stride 56
     itaclip eval --convert-coco-object --data-root data/coco_stuff164k
 
@@ -63,58 +64,126 @@ NO_PAMR = {"pamr_steps": 0}
 #: The paper's tables, as flags. Every row runs the dataset's paper preset plus the row's overrides
 #: (and any method flag given on the command line, which the row's own overrides win over).
 PAPER_TABLES: dict[str, PaperTable] = {
-    "1": PaperTable("1", "Main results (paper preset; Cityscapes from the authors' README)", (
-        PaperRow("ITACLIP", _cols(27.0, 37.7, 67.9, 37.5, cityscapes=40.2)),
-    )),
-    "2": PaperTable("2", "Self-self attention combinations (Pascal VOC)", tuple(
-        PaperRow(label, {"voc21": fig}, {"attention": att}) for label, att, fig in [
-            ("q-k", "q-k", 19.0), ("q-q", "q-q", 58.9), ("k-k", "k-k", 52.2), ("v-v", "v-v", 57.7),
-            ("q-q + k-k", "q-q+k-k", 67.9), ("q-q + v-v", "q-q+v-v", 64.9),
-            ("q-q + k-k + v-v", "q-q+k-k+v-v", 66.4),
-        ]
-    )),
-    "3": PaperTable("3", "Removing the feed-forward block of the last layer", (
-        PaperRow("FFN kept", _cols(26.3, 36.9, 66.3, 36.3), {"remove_ffn": False}),
-        PaperRow("FFN removed", _cols(27.0, 37.7, 67.9, 37.5), {"remove_ffn": True}),
-    )),
-    "4": PaperTable("4", "Intermediate layers l' (Pascal VOC, without PAMR)", tuple(
-        PaperRow(label, {"voc21": fig}, {**NO_PAMR, "intermediate_layers": layers}) for label, layers, fig in [
-            ("none", (), 65.0), ("{7}", (7,), 65.4), ("{8}", (8,), 65.5), ("{7, 8}", (7, 8), 65.5),
-            ("{7, 8, 10}", (7, 8, 10), 65.6), ("{7, 8, 9, 10}", (7, 8, 9, 10), 65.5),
-        ]
-    ), "PAMR off in every row, as in the paper."),
-    "5": PaperTable("5", "Post-processing (PAMR)", (
-        PaperRow("PAMR off", _cols(26.3, 36.4, 65.6, 36.0), NO_PAMR),
-        PaperRow("PAMR on", _cols(27.0, 37.7, 67.9, 37.5), {}),
-    )),
-    "6": PaperTable("6", "Image Engineering (IE) and LLM-based Text Generation (LTG), without PAMR", (
-        PaperRow("LTG off, IE off", {"context60": 34.3, "coco_stuff": 24.5},
-                 {**NO_PAMR, "alpha": 0.0, "image_engineering": False}),
-        PaperRow("LTG on, IE off", {"context60": 34.6, "coco_stuff": 24.8}, {**NO_PAMR, "image_engineering": False}),
-        PaperRow("LTG on, IE on", {"context60": 35.4, "coco_stuff": 25.4}, dict(NO_PAMR)),
-    ), "LTG = the preset's auxiliary texts with its α; LTG off = α 0. PAMR off in every row."),
-    "7": PaperTable("7", "Sliding-window stride", tuple(
-        PaperRow(f"stride {s}", _cols(*figs), {"stride": s}) for s, figs in [
-            (224, (25.3, 36.7, 66.1, 36.9)), (112, (26.6, 37.4, 67.1, 37.4)),
-            (56, (26.9, 37.7, 67.9, 37.5)), (28, (27.0, 37.7, 67.9, 37.5)),
-        ]
-    )),
-    "8": PaperTable("8", "λ and α (Pascal Context, without PAMR)", tuple(
-        PaperRow(f"λ {lam}, α {alpha}", {"context60": fig}, {**NO_PAMR, "lam": lam, "alpha": alpha})
-        for lam, alpha, fig in [
-            (0.75, 0.15, 36.0), (0.6, 0.15, 35.9), (0.5, 0.15, 35.8), (0.75, 0.2, 35.9),
-            (0.5, 0.2, 35.7), (0.6, 0.2, 35.9), (0.6, 0.1, 35.9), (0.5, 0.1, 35.8),
-        ]
-    ), "PAMR off in every row, as in the paper."),
-    "10": PaperTable("10", "Visual backbone (Pascal VOC)", (
-        PaperRow("ViT-L/14", {"voc21": 53.3}, weights="ViT-L/14"),
-        PaperRow("ViT-B/32", {"voc21": 56.7}, weights="ViT-B/32"),
-        PaperRow("ViT-B/16", {"voc21": 67.9}, weights="ViT-B/16"),
-    ), "Local checkpoints: --backbone ViT-L/14=PATH (repeatable); the ViT-B/16 row uses --weights."),
-    "11": PaperTable("11", "Background set (COCO-Object)", (
-        PaperRow("the word 'background' as class 0", {"coco_object": 34.5}, background="background"),
-        PaperRow("background set (paper appendix)", {"coco_object": 37.7}),
-    )),
+    "1": PaperTable(
+        "1",
+        "Main results (paper preset; Cityscapes from the authors' README)",
+        (PaperRow("ITACLIP", _cols(27.0, 37.7, 67.9, 37.5, cityscapes=40.2)),),
+    ),
+    "2": PaperTable(
+        "2",
+        "Self-self attention combinations (Pascal VOC)",
+        tuple(
+            PaperRow(label, {"voc21": fig}, {"attention": att})
+            for label, att, fig in [
+                ("q-k", "q-k", 19.0),
+                ("q-q", "q-q", 58.9),
+                ("k-k", "k-k", 52.2),
+                ("v-v", "v-v", 57.7),
+                ("q-q + k-k", "q-q+k-k", 67.9),
+                ("q-q + v-v", "q-q+v-v", 64.9),
+                ("q-q + k-k + v-v", "q-q+k-k+v-v", 66.4),
+            ]
+        ),
+    ),
+    "3": PaperTable(
+        "3",
+        "Removing the feed-forward block of the last layer",
+        (
+            PaperRow("FFN kept", _cols(26.3, 36.9, 66.3, 36.3), {"remove_ffn": False}),
+            PaperRow("FFN removed", _cols(27.0, 37.7, 67.9, 37.5), {"remove_ffn": True}),
+        ),
+    ),
+    "4": PaperTable(
+        "4",
+        "Intermediate layers l' (Pascal VOC, without PAMR)",
+        tuple(
+            PaperRow(label, {"voc21": fig}, {**NO_PAMR, "intermediate_layers": layers})
+            for label, layers, fig in [
+                ("none", (), 65.0),
+                ("{7}", (7,), 65.4),
+                ("{8}", (8,), 65.5),
+                ("{7, 8}", (7, 8), 65.5),
+                ("{7, 8, 10}", (7, 8, 10), 65.6),
+                ("{7, 8, 9, 10}", (7, 8, 9, 10), 65.5),
+            ]
+        ),
+        "PAMR off in every row, as in the paper.",
+    ),
+    "5": PaperTable(
+        "5",
+        "Post-processing (PAMR)",
+        (
+            PaperRow("PAMR off", _cols(26.3, 36.4, 65.6, 36.0), NO_PAMR),
+            PaperRow("PAMR on", _cols(27.0, 37.7, 67.9, 37.5), {}),
+        ),
+    ),
+    "6": PaperTable(
+        "6",
+        "Image Engineering (IE) and LLM-based Text Generation (LTG), without PAMR",
+        (
+            PaperRow(
+                "LTG off, IE off",
+                {"context60": 34.3, "coco_stuff": 24.5},
+                {**NO_PAMR, "alpha": 0.0, "image_engineering": False},
+            ),
+            PaperRow(
+                "LTG on, IE off",
+                {"context60": 34.6, "coco_stuff": 24.8},
+                {**NO_PAMR, "image_engineering": False},
+            ),
+            PaperRow("LTG on, IE on", {"context60": 35.4, "coco_stuff": 25.4}, dict(NO_PAMR)),
+        ),
+        "LTG = the preset's auxiliary texts with its α; LTG off = α 0. PAMR off in every row.",
+    ),
+    "7": PaperTable(
+        "7",
+        "Sliding-window stride",
+        tuple(
+            PaperRow(f"stride {s}", _cols(*figs), {"stride": s})
+            for s, figs in [
+                (224, (25.3, 36.7, 66.1, 36.9)),
+                (112, (26.6, 37.4, 67.1, 37.4)),
+                (56, (26.9, 37.7, 67.9, 37.5)),
+                (28, (27.0, 37.7, 67.9, 37.5)),
+            ]
+        ),
+    ),
+    "8": PaperTable(
+        "8",
+        "λ and α (Pascal Context, without PAMR)",
+        tuple(
+            PaperRow(f"λ {lam}, α {alpha}", {"context60": fig}, {**NO_PAMR, "lam": lam, "alpha": alpha})
+            for lam, alpha, fig in [
+                (0.75, 0.15, 36.0),
+                (0.6, 0.15, 35.9),
+                (0.5, 0.15, 35.8),
+                (0.75, 0.2, 35.9),
+                (0.5, 0.2, 35.7),
+                (0.6, 0.2, 35.9),
+                (0.6, 0.1, 35.9),
+                (0.5, 0.1, 35.8),
+            ]
+        ),
+        "PAMR off in every row, as in the paper.",
+    ),
+    "10": PaperTable(
+        "10",
+        "Visual backbone (Pascal VOC)",
+        (
+            PaperRow("ViT-L/14", {"voc21": 53.3}, weights="ViT-L/14"),
+            PaperRow("ViT-B/32", {"voc21": 56.7}, weights="ViT-B/32"),
+            PaperRow("ViT-B/16", {"voc21": 67.9}, weights="ViT-B/16"),
+        ),
+        "Local checkpoints: --backbone ViT-L/14=PATH (repeatable); the ViT-B/16 row uses --weights.",
+    ),
+    "11": PaperTable(
+        "11",
+        "Background set (COCO-Object)",
+        (
+            PaperRow("the word 'background' as class 0", {"coco_object": 34.5}, background="background"),
+            PaperRow("background set (paper appendix)", {"coco_object": 37.7}),
+        ),
+    ),
 }
 
 
@@ -126,34 +195,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "examples:\n"
         "  itaclip eval --dataset voc21 --data-root data/VOCdevkit/VOC2012\n"
-        "  torchrun --nproc-per-node 4 -m itaclip.cli eval --dataset coco_stuff --data-root data/coco_stuff164k\n"
+        "  torchrun --standalone --nproc-per-node 4 --no-python itaclip eval --dataset coco_stuff \\\n"
+        "      --data-root data/coco_stuff164k --device cuda\n"
         "  itaclip eval --paper-table 7 --dataset context60 --data-root data/VOCdevkit/VOC2010\n"
         "  itaclip eval --convert-coco-object --data-root data/coco_stuff164k\n"
         "datasets: voc21 voc20 context60 context59 coco_stuff coco_object cityscapes ade20k "
         "(layouts: itaclip eval --list-datasets; docs/EVALUATION.md)"
     )
     group = parser.add_argument_group("evaluation")
-    group.add_argument("--dataset", metavar="NAME", help="voc21, voc20, context60, context59, coco_stuff, "
-                       "coco_object, cityscapes or ade20k")
-    group.add_argument("--data-root", metavar="DIR", help="the dataset's folder in MMSegmentation's layout "
-                       "(e.g. data/VOCdevkit/VOC2012) or a folder above it")
-    group.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                       help="results folder; each setting gets DIR/<dataset>-<hash>/ (default: %(default)s)")
-    group.add_argument("--limit", type=int, metavar="N",
-                       help="evaluate only the first N images (a partial, non-final number)")
-    group.add_argument("--restart", action="store_true",
-                       help="discard this setting's stored per-image results and start over")
+    group.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="voc21, voc20, context60, context59, coco_stuff, coco_object, cityscapes or ade20k",
+    )
+    group.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="the dataset's folder in MMSegmentation's layout "
+        "(e.g. data/VOCdevkit/VOC2012) or a folder above it",
+    )
+    group.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help="results folder; each setting gets DIR/<dataset>-<hash>/ (default: %(default)s)",
+    )
+    group.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="evaluate only the first N images (a partial, non-final number)",
+    )
+    group.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard this setting's stored per-image results and start over",
+    )
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group.add_argument("--paper-table", metavar="N", choices=sorted(PAPER_TABLES, key=int) + ["list"],
-                       help="run the rows of paper table N (1-8, 10, 11; 'list' shows them) and print them "
-                            "beside the paper's figures")
-    group.add_argument("--backbone", action="append", default=[], metavar="NAME=PATH",
-                       help="local checkpoint for a Table 10 backbone, e.g. ViT-B/32=/ckpt/ViT-B-32.pt")
-    group.add_argument("--convert-coco-object", action="store_true",
-                       help="write COCO-Object label maps (*_instanceTrainIds.png) from COCO-Stuff's under "
-                            "--data-root, then exit")
-    group.add_argument("--nproc", type=int, default=1, metavar="N", help="worker processes for --convert-coco-object")
-    group.add_argument("--list-datasets", action="store_true", help="print the datasets and their layouts, then exit")
+    group.add_argument(
+        "--paper-table",
+        metavar="N",
+        choices=sorted(PAPER_TABLES, key=int) + ["list"],
+        help="run the rows of paper table N (1-8, 10, 11; 'list' shows them) and print them "
+        "beside the paper's figures",
+    )
+    group.add_argument(
+        "--backbone",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="local checkpoint for a Table 10 backbone, e.g. ViT-B/32=/ckpt/ViT-B-32.pt",
+    )
+    group.add_argument(
+        "--convert-coco-object",
+        action="store_true",
+        help="write COCO-Object label maps (*_instanceTrainIds.png) from COCO-Stuff's under "
+        "--data-root, then exit",
+    )
+    group.add_argument(
+        "--nproc", type=int, default=1, metavar="N", help="worker processes for --convert-coco-object"
+    )
+    group.add_argument(
+        "--list-datasets", action="store_true", help="print the datasets and their layouts, then exit"
+    )
     add_model_arguments(parser, default_preset=None)
     add_vocabulary_arguments(parser, required=False)
     add_engine_arguments(parser)
@@ -204,9 +308,11 @@ def _list_datasets() -> int:
     from ..datasets import DATASETS
 
     for spec in DATASETS.values():
-        print(f"{spec.name:12s} {spec.title}\n{'':12s} preset {spec.preset}; layout (MMSegmentation root "
-              f"{spec.mmseg_root}): {spec.layout}"
-              + (f"\n{'':12s} label 0 is ignored, others shifted down by one" if spec.reduce_zero_label else ""))
+        print(
+            f"{spec.name:12s} {spec.title}\n{'':12s} preset {spec.preset}; layout (MMSegmentation root "
+            f"{spec.mmseg_root}): {spec.layout}"
+            + (f"\n{'':12s} label 0 is ignored, others shifted down by one" if spec.reduce_zero_label else "")
+        )
     return 0
 
 
@@ -233,8 +339,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.data_root:
             raise ItaclipError("--convert-coco-object needs --data-root (the coco_stuff164k folder)")
         count = convert_coco_object(args.data_root, nproc=max(1, args.nproc), progress=not args.no_progress)
-        print(f"itaclip eval: wrote {count} COCO-Object label maps (*_instanceTrainIds.png) under {args.data_root}",
-              file=sys.stderr)
+        print(
+            f"itaclip eval: wrote {count} COCO-Object label maps (*_instanceTrainIds.png) "
+            f"under {args.data_root}",
+            file=sys.stderr,
+        )
         return 0
 
     from ..datasets import get_dataset_spec, load_dataset
@@ -244,8 +353,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset is None and table is not None and len(table.datasets) == 1:
         args.dataset = table.datasets[0]
     if not args.dataset:
-        raise ItaclipError("--dataset is required (voc21, voc20, context60, context59, coco_stuff, coco_object, "
-                           "cityscapes, ade20k)")
+        raise ItaclipError(
+            "--dataset is required (voc21, voc20, context60, context59, coco_stuff, coco_object, "
+            "cityscapes, ade20k)"
+        )
     if not args.data_root:
         raise ItaclipError("--data-root is required: the dataset's folder (see docs/EVALUATION.md)")
     spec = get_dataset_spec(args.dataset)
@@ -256,8 +367,11 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed(device)
     try:
         dataset = load_dataset(spec.name, args.data_root)
-        _say(info, f"itaclip eval: {spec.name}: {len(dataset)} images in {dataset.root}"
-             + (f"; {info.world_size} processes ({info.backend})" if info.distributed else ""))
+        _say(
+            info,
+            f"itaclip eval: {spec.name}: {len(dataset)} images in {dataset.root}"
+            + (f"; {info.world_size} processes ({info.backend})" if info.distributed else ""),
+        )
         if table is not None:
             return _run_table(args, table, spec, dataset, device, info)
         return _run_single(args, spec, dataset, device, info)
@@ -281,15 +395,27 @@ def _run_single(args, spec, dataset, device, info) -> int:
 
     segmenter = _make_segmenter(args, spec, args.weights, device)
     segmenter.set_vocabulary(dataset_vocabulary(spec, args.classes, args.background, args.aux_texts))
-    result = evaluate(dataset, segmenter, args.out, weights=args.weights, limit=args.limit, info=info,
-                      progress=not args.no_progress, restart=args.restart, title=spec.title)
+    result = evaluate(
+        dataset,
+        segmenter,
+        args.out,
+        weights=args.weights,
+        limit=args.limit,
+        info=info,
+        progress=not args.no_progress,
+        restart=args.restart,
+        title=spec.title,
+    )
     if info.is_main:
         print(summary_line(result))
         _say(info, f"itaclip eval: results in {result.run_dir}/results.json and results.md")
         if not result.complete:
             _say(info, f"itaclip eval: PARTIAL result, not a final number: {result.note}")
         if result.skipped:
-            _say(info, f"itaclip eval: {len(result.skipped)} unreadable image(s) skipped and listed in results.json")
+            _say(
+                info,
+                f"itaclip eval: {len(result.skipped)} unreadable image(s) skipped and listed in results.json",
+            )
     return _exit_code(result)
 
 
@@ -299,38 +425,66 @@ def _run_table(args, table: PaperTable, spec, dataset, device, info) -> int:
 
     backbones = _backbones(args.backbone)
     base_vocab = dataset_vocabulary(spec, args.classes, args.background, args.aux_texts)
-    if base_vocab.aux_texts is None and any("alpha" in r.overrides or r.label.startswith("LTG") for r in table.rows):
+    if base_vocab.aux_texts is None and any(
+        "alpha" in r.overrides or r.label.startswith("LTG") for r in table.rows
+    ):
         _say(info, f"itaclip eval: warning: no auxiliary texts for {spec.name}: LTG rows equal α = 0")
     base = None
     rows_out = []
     skipped_any = False
     for number, row in enumerate(table.rows, 1):
-        weights = args.weights if row.weights in (None, "ViT-B/16") else backbones.get(row.weights, row.weights)
+        weights = (
+            args.weights if row.weights in (None, "ViT-B/16") else backbones.get(row.weights, row.weights)
+        )
         _say(info, f"itaclip eval: Table {table.number} row {number}/{len(table.rows)}: {row.label}")
         if base is None or weights != base[0]:
             base = (weights, _make_segmenter(args, spec, weights, device))
         seg = base[1].with_config(**row.overrides) if row.overrides else base[1]
-        vocab = base_vocab if row.background is None else \
-            dataset_vocabulary(spec, args.classes, row.background, args.aux_texts)
+        vocab = (
+            base_vocab
+            if row.background is None
+            else dataset_vocabulary(spec, args.classes, row.background, args.aux_texts)
+        )
         seg.set_vocabulary(vocab)
-        result = evaluate(dataset, seg, args.out, weights=weights, limit=args.limit, info=info,
-                          progress=not args.no_progress, restart=args.restart,
-                          title=f"{spec.title} — Table {table.number}: {row.label}")
+        result = evaluate(
+            dataset,
+            seg,
+            args.out,
+            weights=weights,
+            limit=args.limit,
+            info=info,
+            progress=not args.no_progress,
+            restart=args.restart,
+            title=f"{spec.title} — Table {table.number}: {row.label}",
+        )
         skipped_any |= bool(result.skipped)
         if info.is_main:
             print(summary_line(result), file=sys.stderr)
-        rows_out.append({
-            "row": row.label, "paper": row.paper.get(spec.name), "ours": result.miou,
-            "complete": result.complete, "images": result.images_evaluated, "run_dir": str(result.run_dir),
-        })
+        rows_out.append(
+            {
+                "row": row.label,
+                "paper": row.paper.get(spec.name),
+                "ours": result.miou,
+                "complete": result.complete,
+                "images": result.images_evaluated,
+                "run_dir": str(result.run_dir),
+            }
+        )
     if info.is_main:
         text = format_table(table, spec, rows_out, dataset)
         print(text)
         out = Path(args.out).expanduser()
         atomic_write_bytes(out / f"paper_table_{table.number}_{spec.name}.md", text.encode())
-        atomic_write_bytes(out / f"paper_table_{table.number}_{spec.name}.json",
-                           (json.dumps({"table": table.number, "title": table.title, "dataset": spec.name,
-                                        "rows": rows_out}, indent=2) + "\n").encode())
+        atomic_write_bytes(
+            out / f"paper_table_{table.number}_{spec.name}.json",
+            (
+                json.dumps(
+                    {"table": table.number, "title": table.title, "dataset": spec.name, "rows": rows_out},
+                    indent=2,
+                )
+                + "\n"
+            ).encode(),
+        )
         _say(info, f"itaclip eval: table written to {out / f'paper_table_{table.number}_{spec.name}.md'}")
     return 1 if skipped_any else 0
 
@@ -349,6 +503,9 @@ def format_table(table: PaperTable, spec, rows: list[dict], dataset) -> str:
         delta = "" if r["ours"] is None or r["paper"] is None else f"{r['ours'] - r['paper']:+.2f}"
         lines.append(f"| {r['row']} | {ours} | {paper} | {delta} |")
     if not complete:
-        lines += ["", f"* evaluated on {min(r['images'] for r in rows)}–{max(r['images'] for r in rows)} "
-                      f"of {len(dataset)} images"]
+        lines += [
+            "",
+            f"* evaluated on {min(r['images'] for r in rows)}–{max(r['images'] for r in rows)} "
+            f"of {len(dataset)} images",
+        ]
     return "\n".join(lines) + "\n"

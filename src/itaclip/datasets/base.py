@@ -100,7 +100,8 @@ def read_label_map(path: Path) -> np.ndarray:
         raise SampleError(f"cannot read label map {path}: {exc}") from None
     if array.ndim != 2:
         raise ItaclipError(
-            f"label map {path} has {array.shape[2] if array.ndim == 3 else array.ndim} channels (mode {mode}); "
+            f"label map {path} has {array.shape[2] if array.ndim == 3 else array.ndim} channels "
+            f"(mode {mode}); "
             "expected a single-channel PNG of class ids (palette or greyscale), not a colour rendering"
         )
     if array.dtype != np.uint8:
@@ -137,8 +138,9 @@ def lookup_table(mapping: dict[int, int], default: int = IGNORE_INDEX) -> np.nda
 # Layout helpers
 
 
-def pick_root(data_root: Path, candidates: Sequence[str], required: Sequence[str], spec_name: str,
-              layout: str) -> Path:
+def pick_root(
+    data_root: Path, candidates: Sequence[str], required: Sequence[str], spec_name: str, layout: str
+) -> Path:
     """The first of ``data_root/<candidate>`` that holds every ``required`` path.
 
     Users may point ``--data-root`` at MMSegmentation's data root for the dataset or at a folder
@@ -169,13 +171,21 @@ def check_samples(name: str, samples: list[Sample], where: Path) -> list[Sample]
     if missing_images:
         raise ItaclipError(
             f"{name}: image {missing_images[0]} not found"
-            + (f" ({len(missing_images)} of {len(samples)} images missing)" if len(missing_images) > 1 else "")
+            + (
+                f" ({len(missing_images)} of {len(samples)} images missing)"
+                if len(missing_images) > 1
+                else ""
+            )
         )
     missing_labels = [s.label for s in samples if not s.label.is_file()]
     if missing_labels:
         raise ItaclipError(
             f"{name}: label map {missing_labels[0]} not found"
-            + (f" ({len(missing_labels)} of {len(samples)} label maps missing)" if len(missing_labels) > 1 else "")
+            + (
+                f" ({len(missing_labels)} of {len(samples)} label maps missing)"
+                if len(missing_labels) > 1
+                else ""
+            )
         )
     keys = [s.key for s in samples]
     if len(set(keys)) != len(keys):

@@ -28,9 +28,7 @@ NUM_THINGS = 80
 #: COCO-Stuff raw id (0-indexed COCO category id) → COCO-Stuff train id (0–170), as in the
 #: converters of MMSegmentation and GroupViT: the 11 unused COCO ids are skipped.
 _UNUSED_RAW_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
-RAW_TO_TRAIN_ID = {
-    raw: train for train, raw in enumerate(r for r in range(182) if r not in _UNUSED_RAW_IDS)
-}
+RAW_TO_TRAIN_ID = {raw: train for train, raw in enumerate(r for r in range(182) if r not in _UNUSED_RAW_IDS)}
 
 
 def _object_lut_from_train_ids() -> np.ndarray:
@@ -98,8 +96,10 @@ def convert_coco_object(
     for split in splits:
         ann = root / "annotations" / split
         if not ann.is_dir():
-            raise ItaclipError(f"coco_object conversion: {ann} not found (expected COCO-Stuff 164k layout "
-                               "coco_stuff164k/annotations/val2017/*_labelTrainIds.png)")
+            raise ItaclipError(
+                f"coco_object conversion: {ann} not found (expected COCO-Stuff 164k layout "
+                "coco_stuff164k/annotations/val2017/*_labelTrainIds.png)"
+            )
         train_ids = {p.name[: -len("_labelTrainIds.png")]: p for p in ann.glob("*_labelTrainIds.png")}
         raws = {p.stem: p for p in ann.glob("*.png") if "TrainIds" not in p.name}
         for stem in sorted(set(train_ids) | set(raws)):
@@ -125,5 +125,7 @@ def convert_coco_object(
             bar.update()
     bar.close()
     if errors:
-        raise ItaclipError(f"{len(errors)} COCO-Stuff label map(s) could not be converted; first: {errors[0]}")
+        raise ItaclipError(
+            f"{len(errors)} COCO-Stuff label map(s) could not be converted; first: {errors[0]}"
+        )
     return len(jobs)

@@ -17,11 +17,16 @@ VOC_LAYOUT = "VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png, Imag
 
 def find_voc(spec: DatasetSpec, data_root: Path) -> Dataset:
     root = pick_root(
-        data_root, ["", "VOC2012", "VOCdevkit/VOC2012"],
-        ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation/val.txt"], spec.name, VOC_LAYOUT,
+        data_root,
+        ["", "VOC2012", "VOCdevkit/VOC2012"],
+        ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation/val.txt"],
+        spec.name,
+        VOC_LAYOUT,
     )
     keys = read_split_file(root / "ImageSets/Segmentation/val.txt")
-    samples = [Sample(k, root / "JPEGImages" / f"{k}.jpg", root / "SegmentationClass" / f"{k}.png") for k in keys]
+    samples = [
+        Sample(k, root / "JPEGImages" / f"{k}.jpg", root / "SegmentationClass" / f"{k}.png") for k in keys
+    ]
     return Dataset(spec, root, check_samples(spec.name, samples, root / "ImageSets/Segmentation/val.txt"))
 
 
@@ -35,20 +40,28 @@ CONTEXT_LAYOUT = (
 
 def find_context(spec: DatasetSpec, data_root: Path) -> Dataset:
     root = pick_root(
-        data_root, ["", "VOC2010", "VOCdevkit/VOC2010"],
-        ["JPEGImages", "SegmentationClassContext", "ImageSets/SegmentationContext/val.txt"], spec.name,
+        data_root,
+        ["", "VOC2010", "VOCdevkit/VOC2010"],
+        ["JPEGImages", "SegmentationClassContext", "ImageSets/SegmentationContext/val.txt"],
+        spec.name,
         CONTEXT_LAYOUT,
     )
     keys = read_split_file(root / "ImageSets/SegmentationContext/val.txt")
     samples = [
-        Sample(k, root / "JPEGImages" / f"{k}.jpg", root / "SegmentationClassContext" / f"{k}.png") for k in keys
+        Sample(k, root / "JPEGImages" / f"{k}.jpg", root / "SegmentationClassContext" / f"{k}.png")
+        for k in keys
     ]
-    return Dataset(spec, root, check_samples(spec.name, samples, root / "ImageSets/SegmentationContext/val.txt"))
+    return Dataset(
+        spec, root, check_samples(spec.name, samples, root / "ImageSets/SegmentationContext/val.txt")
+    )
 
 
 # ---------------------------------------------------------------------------- COCO-Stuff / Object
 
-COCO_STUFF_LAYOUT = "coco_stuff164k/{images/val2017/*.jpg, annotations/val2017/*_labelTrainIds.png}"
+COCO_STUFF_LAYOUT = (
+    "coco_stuff164k/{images/val2017/*.jpg, annotations/val2017/*_labelTrainIds.png (or the raw *.png of "
+    "stuffthingmaps_trainval2017.zip, mapped to train ids)}"
+)
 COCO_OBJECT_LAYOUT = (
     "coco_stuff164k/{images/val2017/*.jpg, annotations/val2017/*_instanceTrainIds.png} "
     "(made by `itaclip eval --convert-coco-object --data-root DIR`)"
@@ -56,16 +69,37 @@ COCO_OBJECT_LAYOUT = (
 
 
 def _coco_samples(spec: DatasetSpec, data_root: Path, suffix: str, layout: str) -> Dataset:
-    root = pick_root(data_root, ["", "coco_stuff164k"], ["images/val2017", "annotations/val2017"],
-                     spec.name, layout)
+    root = pick_root(
+        data_root, ["", "coco_stuff164k"], ["images/val2017", "annotations/val2017"], spec.name, layout
+    )
     images = sorted((root / "images/val2017").glob("*.jpg"))
-    samples = [Sample(p.stem, p, root / "annotations/val2017" / f"{p.stem}{suffix}") for p in images]
+    samples, transforms = [], {}
+    for path in images:
+        label = root / "annotations/val2017" / f"{path.stem}{suffix}"
+        raw = label.with_name(f"{path.stem}.png")  # stuffthingmaps as unzipped: COCO ids 0-181
+        if spec.name == "coco_stuff" and not label.is_file() and raw.is_file():
+            label = raw
+            transforms[path.stem] = coco_raw_to_train_ids
+        samples.append(Sample(path.stem, path, label))
     if spec.name == "coco_object" and samples and not any(s.label.is_file() for s in samples):
         raise ItaclipError(
             f"coco_object: no *_instanceTrainIds.png label maps in {root / 'annotations/val2017'}; "
             f"create them from COCO-Stuff with: itaclip eval --convert-coco-object --data-root {root}"
         )
-    return Dataset(spec, root, check_samples(spec.name, samples, root / "images/val2017"))
+    return Dataset(spec, root, check_samples(spec.name, samples, root / "images/val2017"), transforms)
+
+
+def coco_raw_to_train_ids(labels: np.ndarray) -> np.ndarray:
+    """COCO-Stuff raw maps (COCO ids 0–181, 255) → train ids 0–170 (MMSegmentation's converter)."""
+    from .convert import RAW_TO_TRAIN_ID
+
+    global _COCO_RAW_LUT
+    if _COCO_RAW_LUT is None:
+        _COCO_RAW_LUT = lookup_table(RAW_TO_TRAIN_ID)
+    return _COCO_RAW_LUT[labels]
+
+
+_COCO_RAW_LUT = None
 
 
 def find_coco_stuff(spec: DatasetSpec, data_root: Path) -> Dataset:
@@ -85,8 +119,25 @@ CITYSCAPES_LAYOUT = (
 
 #: Cityscapes label id → train id (cityscapesScripts' ``labels.py``); everything else is ignored.
 CITYSCAPES_ID_TO_TRAINID = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
-    24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
 }
 _CITYSCAPES_LUT = lookup_table(CITYSCAPES_ID_TO_TRAINID)
 
@@ -96,7 +147,9 @@ def cityscapes_ids_to_train_ids(labels: np.ndarray) -> np.ndarray:
 
 
 def find_cityscapes(spec: DatasetSpec, data_root: Path) -> Dataset:
-    root = pick_root(data_root, ["", "cityscapes"], ["leftImg8bit/val", "gtFine/val"], spec.name, CITYSCAPES_LAYOUT)
+    root = pick_root(
+        data_root, ["", "cityscapes"], ["leftImg8bit/val", "gtFine/val"], spec.name, CITYSCAPES_LAYOUT
+    )
     images = sorted((root / "leftImg8bit/val").glob("*/*_leftImg8bit.png"))
     samples, transforms = [], {}
     for path in images:
@@ -118,8 +171,11 @@ ADE_LAYOUT = "ADEChallengeData2016/{images/validation/*.jpg, annotations/validat
 
 def find_ade20k(spec: DatasetSpec, data_root: Path) -> Dataset:
     root = pick_root(
-        data_root, ["", "ADEChallengeData2016", "ade/ADEChallengeData2016"],
-        ["images/validation", "annotations/validation"], spec.name, ADE_LAYOUT,
+        data_root,
+        ["", "ADEChallengeData2016", "ade/ADEChallengeData2016"],
+        ["images/validation", "annotations/validation"],
+        spec.name,
+        ADE_LAYOUT,
     )
     images = sorted((root / "images/validation").glob("*.jpg"))
     samples = [Sample(p.stem, p, root / "annotations/validation" / f"{p.stem}.png") for p in images]
