@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 from ..errors import ItaclipError
 
@@ -288,34 +288,35 @@ class WordNet:
             matching = [s for s in senses if _matches(s, hint)]
             if not matching:
                 listing = "; ".join(f"{_lexname(s)}: {s.definition[:60]}" for s in senses[:6])
-                raise ItaclipError(f"no sense of {lemma.replace('_', ' ')!r} matches {hint!r} (senses: {listing})")
+                word = lemma.replace("_", " ")
+                raise ItaclipError(f"no sense of {word!r} matches {hint!r} (senses: {listing})")
             senses = matching
         # min keeps WordNet's frequency order among equals; proper-noun senses ("Monitor") last
         return min(senses, key=lambda s: (_tier(s), _proper(s, lemma)))
 
-    def spellings(self, name: str) -> list[tuple[str, str]]:
-        """``(spelling, how)`` pairs to look up for a class name, the name itself first.
+    def spellings(self, name: str) -> Iterator[tuple[str, str]]:
+        """``(spelling, how)`` pairs to look up for a class name, the name itself first (lazily:
+        splitting a joined word needs the full word list, read only when it comes to that).
 
         ``traffic light`` → also ``trafficlight``; ``pottedplant`` → also ``potted plant``;
         COCO-Stuff's ``category-material`` names: ``window-blind`` → ``window blind``,
         ``blind window``, ``windowblind``; ``sky-other`` → ``sky``.
         """
         text = " ".join(name.strip().split())
-        forms = [(text, "exact")]
+        yield text, "exact"
         if "-" in text:
             parts = [p for p in text.split("-") if p]
             if len(parts) == 2 and parts[1].lower() in _VAGUE_SUFFIXES:
-                forms.append((parts[0], "category"))
+                yield parts[0], "category"
             elif len(parts) == 2:
                 a, b = parts
-                forms += [(f"{a} {b}", "split"), (f"{b} {a}", "split"), (a + b, "joined")]
+                yield from ((f"{a} {b}", "split"), (f"{b} {a}", "split"), (a + b, "joined"))
         elif " " in text:
-            forms.append((text.replace(" ", ""), "joined"))
+            yield text.replace(" ", ""), "joined"
         else:
             split = self.split_joined(text)
             if split:
-                forms.append((split, "split"))
-        return forms
+                yield split, "split"
 
     def head(self, name: str) -> Optional[str]:
         """The noun a name is a kind of: the last word (``sports ball`` → ``ball``), or the first
@@ -439,6 +440,9 @@ class WordNetTextSource:
         unused = sorted(k for k in self.senses if k not in known)
         if unused:
             raise ItaclipError(f"sense hint(s) for unknown class name(s): {', '.join(unused)}")
+        for names in classes:  # a hint that matches no sense fails now, before any text is written
+            if any(n.lower() in self.senses for n in names):
+                self.resolve(names)
 
     def resolve(self, names: Sequence[str]) -> Optional[Resolution]:
         hint = next((self.senses[n.lower()] for n in names if n.lower() in self.senses), None)
@@ -558,7 +562,7 @@ def _matches(synset: Synset, hint: str) -> bool:
     if hint in (_lexname(synset).lower(), _lexname(synset).lower()[5:]):
         return True
     words = " ".join(w for w, _ in synset.words).replace("_", " ").lower() + " " + synset.definition.lower()
-    return re.search(rf"\b{re.escape(hint)}\b", words) is not None
+    return re.search(rf"\b{re.escape(hint)}(s|es)?\b", words) is not None
 
 
 def _proper(synset: Synset, lemma: str) -> bool:
