@@ -430,39 +430,29 @@ def test_existing_output_needs_overwrite(serve, tmp_path):
 
 
 # ----------------------------------------------------------------------------- CLI
+def run_texts(*args: str) -> int:
+    return cli_main(["texts", "generate", *args])
+
+
 def test_cli_openai(serve, tmp_path, monkeypatch, capsys):
     server = serve(definition_of, models=["served-llama"])
     monkeypatch.setenv("MY_KEY", "secret")
     classes = tmp_path / "classes.txt"
     classes.write_text("sky, wall\ncat, feline\ndog\n")
     out = tmp_path / "out.txt"
-    rc = cli_main(
-        [
-            "texts",
-            "generate",
-            "--classes",
-            str(classes),
-            "--background-first",
-            "--kind",
-            "definition",
-            "--out",
-            str(out),
-            "--base-url",
-            server.url,
-            "--api-key-env",
-            "MY_KEY",
-            "--no-progress",
-            "--retry-delay",
-            "0",
-        ]
-    )
-    assert rc == 0
+    common = ["--classes", str(classes), "--background-first", "--kind", "definition",
+              "--base-url", server.url, "--no-progress", "--retry-delay", "0"]
+    assert run_texts(*common, "--out", str(out), "--api-key-env", "MY_KEY") == 0
     assert out.read_text().splitlines() == [
         "cat >=a thing called cat, for testing.",
         "dog >=a thing called dog, for testing.",
     ]
     assert server.requests[0]["headers"]["Authorization"] == "Bearer secret"
     assert server.requests[0]["body"]["model"] == "served-llama"
+    # OPENAI_API_KEY is never sent to a server it was not named for
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    assert run_texts(*common, "--out", str(tmp_path / "out2.txt")) == 0
+    assert "Authorization" not in server.requests[-1]["headers"]
 
 
 @pytest.mark.parametrize(
@@ -470,32 +460,15 @@ def test_cli_openai(serve, tmp_path, monkeypatch, capsys):
     [
         (["--classes", "cat, dog", "--kind", "synonym"], "choose a backend"),
         (["--classes", "cat, dog", "--backend", "openai", "--kind", "synonym"], "needs --base-url"),
-        (
-            [
-                "--classes",
-                "cat, dog",
-                "--base-url",
-                "http://127.0.0.1:9/v1",
-                "--model",
-                "m",
-                "--kind",
-                "synonym",
-                "--api-key-env",
-                "ITACLIP_SURELY_UNSET",
-            ],
-            "not set",
-        ),
+        (["--classes", "cat, dog", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--kind", "synonym",
+          "--api-key-env", "ITACLIP_SURELY_UNSET"], "not set"),
         (["--classes", "cat, dog", "--backend", "wordnet"], "--kind"),
         (["--kind", "synonym", "--backend", "wordnet"], "--classes"),
         (["--classes", "no_such_file.txt", "--kind", "synonym", "--backend", "wordnet"], "does not exist"),
-        (
-            ["--classes", "cat, dog", "--kind", "synonym", "--backend", "wordnet", "--sense", "cat"],
-            "NAME=HINT",
-        ),
-        (
-            ["--classes", "cat, dog", "--kind", "synonym", "--base-url", "http://x/v1", "--sense", "cat=x"],
-            "wordnet only",
-        ),
+        (["--classes", "cat, dog", "--kind", "synonym", "--backend", "wordnet", "--sense", "cat"],
+         "NAME=HINT"),
+        (["--classes", "cat, dog", "--kind", "synonym", "--base-url", "http://x/v1", "--sense", "cat=x"],
+         "wordnet only"),
     ],
 )
 def test_cli_user_errors(tmp_path, capsys, argv, message):
@@ -506,22 +479,8 @@ def test_cli_user_errors(tmp_path, capsys, argv, message):
 
 def test_cli_transformers_missing_is_clear(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import fails like an absent package
-    rc = cli_main(
-        [
-            "texts",
-            "generate",
-            "--classes",
-            "cat, dog",
-            "--kind",
-            "synonym",
-            "--backend",
-            "transformers",
-            "--model",
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "o.txt"),
-        ]
-    )
+    rc = run_texts("--classes", "cat, dog", "--kind", "synonym", "--backend", "transformers",
+                   "--model", str(tmp_path), "--out", str(tmp_path / "o.txt"))
     assert rc == 2 and "pip install 'itaclip[llm]'" in capsys.readouterr().err
 
 
@@ -641,9 +600,8 @@ def test_wordnet_definitions(wordnet, names, expected):
 def test_wordnet_strips_examples(wordnet):
     from itaclip.auxtexts.wordnet import strip_examples
 
-    assert (
-        strip_examples('a seat for one person; "he sat in the chair"; "a chair"') == "a seat for one person"
-    )
+    gloss = 'a seat for one person; "he sat in the chair"; "a chair"'
+    assert strip_examples(gloss) == "a seat for one person"
     assert '"' not in wordnet.text(("car",), "definition")  # WordNet's gloss has an example sentence
 
 
@@ -704,68 +662,21 @@ def test_wordnet_missing_directory(tmp_path):
 @needs_wordnet
 def test_cli_wordnet_with_preset_and_builtin_name(tmp_path, capsys):
     out = tmp_path / "voc.txt"
-    assert (
-        cli_main(
-            [
-                "texts",
-                "generate",
-                "--preset",
-                "voc21",
-                "--backend",
-                "wordnet",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert run_texts("--preset", "voc21", "--backend", "wordnet", "--out", str(out), "--no-progress") == 0
     lines = out.read_text().splitlines()
     voc = load_classes("voc21", has_background=True)
     assert len(lines) == voc.num_foreground and lines[0].startswith("aeroplane >=an aircraft")
     # a built-in list's name alone: its background line is known to be one
     out2 = tmp_path / "voc2.txt"
-    assert (
-        cli_main(
-            [
-                "texts",
-                "generate",
-                "--classes",
-                "voc21",
-                "--kind",
-                "definition",
-                "--backend",
-                "wordnet",
-                "--out",
-                str(out2),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    rc = run_texts("--classes", "voc21", "--kind", "definition", "--backend", "wordnet", "--out", str(out2),
+                   "--no-progress")
+    assert rc == 0
     assert out2.read_text() == out.read_text()
     # --sense on the command line
     out3 = tmp_path / "s.txt"
-    assert (
-        cli_main(
-            [
-                "texts",
-                "generate",
-                "--classes",
-                "mouse, cat",
-                "--kind",
-                "definition",
-                "--backend",
-                "wordnet",
-                "--sense",
-                "mouse=rodent",
-                "--out",
-                str(out3),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    rc = run_texts("--classes", "mouse, cat", "--kind", "definition", "--backend", "wordnet",
+                   "--sense", "mouse=rodent", "--out", str(out3), "--no-progress")
+    assert rc == 0
     assert "rodents" in out3.read_text().splitlines()[0]
 
 
@@ -801,20 +712,5 @@ def test_shipped_texts_are_what_the_tool_writes(name, tmp_path):
     """The shipped files are exactly the output of ``itaclip texts generate --preset NAME
     --backend wordnet`` (docs/TEXTS.md): regenerate them when the class files change."""
     out = tmp_path / "t.txt"
-    assert (
-        cli_main(
-            [
-                "texts",
-                "generate",
-                "--preset",
-                name,
-                "--backend",
-                "wordnet",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert run_texts("--preset", name, "--backend", "wordnet", "--out", str(out), "--no-progress") == 0
     assert out.read_text() == builtin_path("texts", f"{name}_{SHIPPED[name]}s").read_text()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import urllib.parse
 from pathlib import Path
 
 from ..config import PRESETS, get_preset, list_presets
@@ -63,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="openai: the served model's name (default: the only one the server lists); "
                          "transformers: a local model directory")
     backend.add_argument("--api-key-env", metavar="VAR",
-                         help="environment variable holding the API key (default: OPENAI_API_KEY if set; "
-                         "local servers need none)")
+                         help="environment variable holding the API key, sent as a Bearer token (default: "
+                         "none; OPENAI_API_KEY for api.openai.com). Local servers need none")
     backend.add_argument("--timeout", type=float, default=120.0, metavar="S",
                          help="seconds to wait for each answer (default: %(default)s)")
     backend.add_argument("--device", help="transformers: cpu, cuda or cuda:N (default: cuda if available)")
@@ -164,8 +165,8 @@ def _source(args: argparse.Namespace):
 
         if not args.base_url:
             raise ItaclipError("--backend openai needs --base-url, e.g. http://localhost:8000/v1")
-        chat = OpenAICompatibleChat(args.base_url, args.model, api_key=_api_key(args.api_key_env),
-                                    timeout=args.timeout)
+        api_key = _api_key(args.api_key_env, args.base_url)
+        chat = OpenAICompatibleChat(args.base_url, args.model, api_key=api_key, timeout=args.timeout)
     else:
         from ..auxtexts.hf_local import TransformersChat
 
@@ -181,9 +182,13 @@ def _source(args: argparse.Namespace):
     )
 
 
-def _api_key(variable):
+def _api_key(variable, base_url):
     if variable is None:
-        return os.environ.get("OPENAI_API_KEY") or None
+        # A key is never sent to a server the user did not name it for, except OpenAI's own key to
+        # OpenAI's API.
+        if urllib.parse.urlsplit(base_url).hostname == "api.openai.com":
+            return os.environ.get("OPENAI_API_KEY") or None
+        return None
     value = os.environ.get(variable)
     if not value:
         raise ItaclipError(f"--api-key-env {variable}: that environment variable is not set")
