@@ -327,6 +327,32 @@ def test_paper_table_11_background_word(tmp_path, tiny_ckpt, capsys):
     assert backgrounds == [1, 26]
 
 
+def test_paper_table_10_local_backbones(tmp_path, tiny_ckpt, capsys):
+    build_dataset("voc", tmp_path / "data", n=1)
+    out = tmp_path / "out"
+    backbones = ["--backbone", f"ViT-L/14={tiny_ckpt}", "--backbone", f"ViT-B/32={tiny_ckpt}"]
+    assert (
+        run_eval(
+            "--paper-table",
+            "10",
+            "--data-root",
+            tmp_path / "data",
+            "--weights",
+            tiny_ckpt,
+            "--out",
+            out,
+            *backbones,
+            *FAST,
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert all(f in text for f in ("53.3", "56.7", "67.9"))
+    assert len(results_of(out, "voc21")) == 1  # the same checkpoint three times: one run, reused
+    assert run_eval("--paper-table", "10", "--data-root", tmp_path / "data", "--backbone", "ViT-B/32") == 2
+    assert "NAME=PATH" in _last_error_line(capsys)
+
+
 def test_paper_table_checks(tmp_path, capsys):
     assert run_eval("--paper-table", "list") == 0
     listing = capsys.readouterr().out
