@@ -121,6 +121,79 @@ def test_plain_encoder_equals_open_clip_visual(which, tiny_state, two_head_state
     torch.testing.assert_close(got[1:], tokens[0] @ visual.proj, atol=2e-5, rtol=1e-5)
 
 
+def _encode_with_open_clip_modules(visual, image, terms, layers, remove_ffn):
+    """A second, module-based form of the modified encoder: open_clip's own conv1 / ln_pre /
+    resblocks (blocks 1 … L-1 called as modules) and, for the maps and the last block, projections
+    laid out as (tokens, batch·heads, head_dim) like OpenAI's attention code."""
+    x = visual.conv1(image[None])
+    g_h, g_w = x.shape[-2:]
+    x = x.flatten(2).transpose(1, 2)
+    x = torch.cat([visual.class_embedding.reshape(1, 1, -1), x], dim=1)
+    table = visual.positional_embedding
+    n = table.shape[0] - 1
+    if g_h * g_w != n:
+        side = int(math.sqrt(n))
+        grid = F.interpolate(table[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2),
+                             scale_factor=((g_h + 0.1) / side, (g_w + 0.1) / side), mode="bicubic",
+                             align_corners=False)
+        table = torch.cat([table[:1], grid.permute(0, 2, 3, 1).reshape(g_h * g_w, -1)])
+    x = visual.ln_pre(x + table)
+
+    def projections(block, tokens):  # tokens (1, N, D) -> three (heads, N, hd)
+        heads = block.attn.num_heads
+        lnd = block.ln_1(tokens).transpose(0, 1)
+        q, k, v = F.linear(lnd, block.attn.in_proj_weight, block.attn.in_proj_bias).chunk(3, dim=-1)
+        hd = lnd.shape[-1] // heads
+        return [t.contiguous().view(-1, heads, hd).transpose(0, 1) for t in (q, k, v)]
+
+    def fused_map(block, tokens):
+        q, k, v = projections(block, tokens)
+        s = q.shape[-1] ** -0.5
+        total = 0
+        for term in terms:
+            if term == "q-k":
+                total = total + F.softmax(torch.bmm(q * s, k.transpose(1, 2)), dim=-1)
+            else:
+                a = {"q": q, "k": k, "v": v}[term[0]]
+                total = total + F.softmax(torch.bmm(a, a.transpose(1, 2)) * s, dim=-1)
+        return total
+
+    *body, last = visual.transformer.resblocks
+    recorded = []
+    for index, block in enumerate(body):
+        if index + 1 in layers:
+            recorded.append(fused_map(block, x))
+        x = block(x)
+    attn = fused_map(last, x)
+    if recorded:
+        attn = 0.5 * attn + 0.5 * torch.stack(recorded).mean(dim=0)
+    _, _, v = projections(last, x)
+    out = torch.bmm(attn, v).transpose(0, 1).reshape(1, x.shape[1], -1)
+    x = x + last.attn.out_proj(out)
+    if not remove_ffn:
+        x = x + last.mlp(last.ln_2(x))
+    return (visual.ln_post(x) @ visual.proj)[0]
+
+
+@pytest.mark.parametrize("options", [
+    dict(attention="q-q+k-k", remove_ffn=True, intermediate_layers=(7, 8, 10)),
+    dict(attention="q-k", remove_ffn=True, intermediate_layers=(7,)),
+    dict(attention="q-q+k-k+v-v", remove_ffn=False, intermediate_layers=(2, 11, 5)),
+    dict(attention="v-v", remove_ffn=True, intermediate_layers=()),
+])
+@pytest.mark.parametrize("size", [(224, 224), (170, 224), (39, 100)])
+@pytest.mark.parametrize("which", ["tiny", "two_head"])
+def test_modified_encoder_equals_module_based_form(which, size, options, tiny_state, two_head_state,
+                                                   open_clip_tiny, open_clip_two_head):
+    state, model = (tiny_state, open_clip_tiny) if which == "tiny" else (two_head_state, open_clip_two_head)
+    image = _normalised(*size, seed=10)
+    with torch.no_grad():
+        expected = _encode_with_open_clip_modules(model.visual, image, ref.parse_attention(options["attention"]),
+                                                  options["intermediate_layers"], options["remove_ffn"])
+    got = ref.reference_encode_tokens(state, image, **options)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+
+
 def test_patch_embed_equals_strided_conv_and_drops_leftover(tiny_state):
     image = _normalised(70, 53, seed=4)
     conv = F.conv2d(image[None], tiny_state["visual.conv1.weight"], stride=16)[0]  # (64, 4, 3)
@@ -327,6 +400,7 @@ def _pamr_by_convolution(guide: torch.Tensor, mask: torch.Tensor, steps: int, di
         return torch.cat(outs, 1).reshape(b, k, -1, h, w)
 
     x, m = guide[None], mask[None]
+    m = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=True)  # same size: identity
     std = apply(stencil_kernel, x).std(2, keepdim=True)
     aff = -apply(diff_kernel, x).abs() / (1e-8 + 0.1 * std)
     aff = torch.softmax(aff.mean(1, keepdim=True), 2)
@@ -344,6 +418,19 @@ def test_pamr_equals_convolution_form(size, dilations, steps):
     got = ref.reference_pamr(guide, logits, steps, dilations)
     expected = _pamr_by_convolution(guide, logits, steps, dilations)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_pamr_flat_guide_equals_convolution_form(blocks_image):
+    """Flat colour areas upsampled then resized back leave rounding-level stds (affinities made of
+    rounding noise); the shifted-copy form must still reproduce the convolution form exactly."""
+    resized = ref.reference_normalise(ref.reference_resize(blocks_image, 224))
+    guide = F.interpolate(resized[None], size=blocks_image.shape[:2], mode="bilinear", align_corners=False)[0]
+    stencil = torch.stack([ref._shift(guide, dy * d, dx * d) for d in (8, 16) for dy, dx in ref._STENCIL])
+    std = stencil.std(dim=0)
+    assert int(((std > 0) & (std < 1e-5)).sum()) > 100  # the degenerate case is present
+    logits = torch.randn(4, *blocks_image.shape[:2], generator=torch.Generator().manual_seed(3))
+    got = ref.reference_pamr(guide, logits, 10, (8, 16))
+    torch.testing.assert_close(got, _pamr_by_convolution(guide, logits, 10, (8, 16)), atol=1e-6, rtol=0)
 
 
 def test_pamr_affinity_properties():
