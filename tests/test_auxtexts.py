@@ -651,7 +651,6 @@ def test_wordnet_sense_hints(tmp_path):
         WordNetTextSource(WORDNET_DIR, senses={"moose": "animal"}).prepare([("mouse",)])
 
 
-@needs_wordnet
 def test_wordnet_missing_directory(tmp_path):
     from itaclip.auxtexts.wordnet import WordNetTextSource
 
