@@ -80,10 +80,31 @@ def _class_strings(classes: Sequence[Sequence[str]]) -> list[str]:
     return [", ".join(names) for names in classes]
 
 
+#: Other backbone geometries: ViT-B/32-like (patch 32, 7×7 table) and ViT-L/14-like (patch 14, 16×16).
+PATCH_SHAPES = {
+    "patch32": dict(vision_width=64, vision_layers=12, patch_size=32, grid=7, text_width=64, text_layers=2,
+                    embed_dim=32, seed=3),
+    "patch14": dict(vision_width=64, vision_layers=12, patch_size=14, grid=16, text_width=64, text_layers=2,
+                    embed_dim=32, seed=4),
+}
+
+
 @pytest.fixture(scope="module")
-def engine(tiny_ckpt, two_head_ckpt, six_layer_ckpt):
+def patch_ckpts(checkpoint_dir):
+    from itaclip.models import random_openai_state_dict
+
+    paths = {}
+    for name, shape in PATCH_SHAPES.items():
+        paths[name] = checkpoint_dir / f"{name}.pt"
+        if not paths[name].exists():
+            torch.save(random_openai_state_dict(**shape), paths[name])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_ckpt, two_head_ckpt, six_layer_ckpt, patch_ckpts):
     """``engine(which, **overrides)`` -> a Segmenter sharing one loaded model per checkpoint."""
-    paths = {"tiny": tiny_ckpt, "two_head": two_head_ckpt, "six_layer": six_layer_ckpt}
+    paths = {"tiny": tiny_ckpt, "two_head": two_head_ckpt, "six_layer": six_layer_ckpt, **patch_ckpts}
     bases: dict = {}
 
     def make(which: str = "tiny", **overrides):
@@ -98,8 +119,9 @@ def engine(tiny_ckpt, two_head_ckpt, six_layer_ckpt):
 
 
 @pytest.fixture(scope="module")
-def states(tiny_state, two_head_state, six_layer_state):
-    return {"tiny": tiny_state, "two_head": two_head_state, "six_layer": six_layer_state}
+def states(tiny_state, two_head_state, six_layer_state, patch_ckpts):
+    loaded = {name: ref.load_reference_state(path) for name, path in patch_ckpts.items()}
+    return {"tiny": tiny_state, "two_head": two_head_state, "six_layer": six_layer_state, **loaded}
 
 
 def compare(seg, state: dict, image: np.ndarray, classes, has_background: bool,
@@ -221,6 +243,14 @@ def test_six_layer_model_rejects_paper_layers(six_layer_ckpt):
 def test_two_head_model(engine, states, smooth_image):
     seg = engine("two_head", short_side=224, stride=56, pamr_steps=3)
     compare(seg, states["two_head"], smooth_image, VOC_LIKE, True, VOC_LIKE_AUX)
+
+
+@pytest.mark.parametrize("which", ["patch32", "patch14"])
+def test_other_patch_sizes(engine, states, which):
+    """Crops of 170×224 at patch 32 / 14: leftover pixels (10 / 2 rows) and a resampled table."""
+    image = make_smooth_image(60, 170, seed=26)
+    seg = engine(which, short_side=170, stride=112, pamr_steps=2)
+    compare(seg, states[which], image, SMALL, False)
 
 
 # ------------------------------------------------------------------------------- image engineering
