@@ -68,20 +68,20 @@ def test_unreadable_image_is_one_line_error(tmp_path, content):
 
 
 @pytest.fixture(scope="module")
-def tiny_state():
+def small_state():
     return random_openai_state_dict(vision_layers=3, text_layers=1, grid=4)
 
 
-def test_checkpoint_as_state_dict_and_torchscript(tmp_path, tiny_state):
-    torch.save(tiny_state, tmp_path / "sd.pt")
+def test_checkpoint_as_state_dict_and_torchscript(tmp_path, small_state):
+    torch.save(small_state, tmp_path / "sd.pt")
     model = load_clip(tmp_path / "sd.pt", device="cpu")
     assert model.visual.conv1.weight.dtype == torch.float32
     assert model.visual.positional_embedding.shape == (17, 64)
-    assert torch.equal(model.visual.proj, tiny_state["visual.proj"].float())
+    assert torch.equal(model.visual.proj, small_state["visual.proj"].float())
 
     # OpenAI ships TorchScript archives whose state_dict() has the same dotted keys.
     jit_path = tmp_path / "jit.pt"
-    torch.jit.save(torch.jit.script(_StateModule(tiny_state)), jit_path)
+    torch.jit.save(torch.jit.script(_StateModule(small_state)), jit_path)
     model2 = load_clip(jit_path, device="cpu")
     assert torch.equal(model2.visual.proj, model.visual.proj)
     assert text_tower_fingerprint(model2) == text_tower_fingerprint(model)
@@ -115,21 +115,21 @@ def _fill(module: torch.nn.Module, tree: dict) -> None:
             module.register_parameter(name, torch.nn.Parameter(value, requires_grad=False))
 
 
-def test_fingerprint_changes_with_text_weights(tmp_path, tiny_state):
-    torch.save(tiny_state, tmp_path / "a.pt")
-    changed = dict(tiny_state)
+def test_fingerprint_changes_with_text_weights(tmp_path, small_state):
+    torch.save(small_state, tmp_path / "a.pt")
+    changed = dict(small_state)
     changed["token_embedding.weight"] = changed["token_embedding.weight"] + 1
     torch.save(changed, tmp_path / "b.pt")
     assert text_tower_fingerprint(load_clip(tmp_path / "a.pt", "cpu")) != text_tower_fingerprint(load_clip(tmp_path / "b.pt", "cpu"))
 
 
-def test_bad_weights_are_one_line_errors(tmp_path, tiny_state):
+def test_bad_weights_are_one_line_errors(tmp_path, small_state):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ItaclipError, match="cannot load weights") as info:
         load_clip(corrupt, "cpu")
     assert "\n" not in str(info.value)
-    partial = dict(tiny_state)
+    partial = dict(small_state)
     partial.pop("visual.proj")
     partial.pop("visual.ln_post.weight")
     torch.save(partial, tmp_path / "partial.pt")
