@@ -178,7 +178,7 @@ class Segmenter:
             preset = self.preset
             if classes is None:
                 if preset is None or preset.classes is None:
-                    raise ItaclipError("no classes given and the preset has no class list: pass classes")
+                    raise ItaclipError("no classes given and the preset has no class list: give classes (--classes)")
                 classes = preset.classes
                 if aux_texts is None and preset.aux_texts and builtin_path("texts", preset.aux_texts).is_file():
                     aux_texts = preset.aux_texts

@@ -70,7 +70,9 @@ def add_vocabulary_arguments(parser: argparse.ArgumentParser, required: bool = T
     """--classes, --background, --aux-texts."""
     group = parser.add_argument_group("vocabulary")
     group.add_argument("--classes", required=required, metavar="FILE_OR_LIST",
-                       help="class file (one class per line, names separated by ', ') or 'cat, dog, sky'")
+                       help="class file (one class per line, names separated by ', '), a built-in list "
+                            "(voc21, coco_stuff, ...) or 'cat, dog, sky'"
+                            + ("" if required else "; default: the preset's own list"))
     group.add_argument("--background", metavar="WORDS",
                        help="background-set words added as class 0, e.g. 'sky, wall, floor'")
     group.add_argument("--aux-texts", metavar="FILE",

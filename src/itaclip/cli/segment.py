@@ -29,7 +29,7 @@ class Job(NamedTuple):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    add_vocabulary_arguments(parser)
+    add_vocabulary_arguments(parser, required=False)
     parser.add_argument("--save-probs", action="store_true", help="also write STEM.npz with per-class probabilities")
     parser.add_argument("--export", action="append", default=[], metavar="FORMAT",
                         help="also write coco (RLE JSON), labelstudio (brush pre-annotations) or masks (PNG per class); repeatable")
