@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import QuickGELU
 from torch import nn
 
 from .errors import ItaclipError
@@ -26,21 +27,29 @@ from .errors import ItaclipError
 
 def self_self_attention(terms: Sequence[str], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         scale: float) -> torch.Tensor:
-    """Σ over ``terms`` of softmax attention maps; q, k, v: (B·heads, T, head_dim) → (B·heads, T, T).
+    """Σ over ``terms`` of softmax attention maps; q, k, v: (..., T, head_dim) → (..., T, T).
 
     ``q-q`` is softmax(q qᵀ·s) (likewise k-k, v-v); ``q-k`` is the original softmax((q·s) kᵀ).
     """
     total: Optional[torch.Tensor] = None
     for term in terms:
         if term == "q-k":
-            logits = torch.bmm(q * scale, k.transpose(1, 2))
+            logits = torch.matmul(q * scale, k.transpose(-1, -2))
         else:
-            a = {"q-q": q, "k-k": k, "v-v": v}[term]
-            logits = torch.bmm(a, a.transpose(1, 2)) * scale
+            a = {"q-q": q, "k-k": k, "v-v": v}[term].contiguous()
+            logits = torch.matmul(a, a.transpose(-1, -2)).mul_(scale)
         attn = logits.softmax(dim=-1)
         total = attn if total is None else total.add_(attn)
     assert total is not None
     return total
+
+
+def quick_gelu_(x: torch.Tensor) -> torch.Tensor:
+    """CLIP's QuickGELU ``x · sigmoid(1.702·x)`` computed in place (same operations, same values):
+    the MLP's hidden activations are the encoder's largest tensors."""
+    gate = torch.mul(x, 1.702)
+    gate.sigmoid_()
+    return x.mul_(gate)
 
 
 class DenseEncoder(nn.Module):
@@ -92,21 +101,21 @@ class DenseEncoder(nn.Module):
             self._pos_cache[key] = torch.cat([table[:1], patch], dim=0).detach()
         return self._pos_cache[key]
 
-    def _qkv(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k, v of block ``index`` for tokens x (B, T, D), each (B·heads, T, head_dim)."""
+    def _qkv(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q, k, v of block ``index`` for tokens x (B, T, D): (B, heads, T, head_dim) views of one
+        projection (no copies; SDPA and matmul take the strided views)."""
         block = self.blocks[index]
         batch, tokens, width = x.shape
         heads = block.attn.num_heads
         qkv = self.linears[index]["qkv"](block.ln_1(x))
-        qkv = qkv.view(batch, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
-        q, k, v = (t.reshape(batch * heads, tokens, width // heads) for t in qkv)
-        return q, k, v
+        return qkv.view(batch, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
 
-    @staticmethod
-    def _merge_heads(out: torch.Tensor, batch: int) -> torch.Tensor:
-        bh, tokens, head_dim = out.shape
-        heads = bh // batch
-        return out.view(batch, heads, tokens, head_dim).transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+    def _mlp(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """The block's MLP on ln_2(x), with the activation applied in place."""
+        mlp = self.linears[index]["mlp"]
+        hidden = mlp.c_fc(self.blocks[index].ln_2(x))
+        hidden = quick_gelu_(hidden) if isinstance(mlp.gelu, QuickGELU) else mlp.gelu(hidden)
+        return mlp.c_proj(hidden)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Returns (features (B, gh·gw, E), (gh, gw)); features are L2-normalised per token."""
@@ -122,31 +131,29 @@ class DenseEncoder(nn.Module):
         x = visual.ln_pre(x)
 
         *body, last = self.blocks
-        head_dim = x.shape[-1] // last.attn.num_heads
-        scale = head_dim ** -0.5
+        scale = (x.shape[-1] // last.attn.num_heads) ** -0.5
         recorded_sum: Optional[torch.Tensor] = None
-        for index, block in enumerate(body):
-            linears = self.linears[index]
+        for index in range(len(body)):
             q, k, v = self._qkv(index, x)
             if index in self.recorded:
                 attn = self_self_attention(self.attention, q, k, v, scale)
                 recorded_sum = attn if recorded_sum is None else recorded_sum.add_(attn)
-            heads = block.attn.num_heads
-            out = F.scaled_dot_product_attention(
-                q.view(batch, heads, -1, head_dim), k.view(batch, heads, -1, head_dim),
-                v.view(batch, heads, -1, head_dim),
-            )
-            x = x + linears["out"](out.transpose(1, 2).reshape(x.shape))
-            x = x + linears["mlp"](block.ln_2(x))
+            # SDPA's CPU and GPU kernels return (B, heads, T, hd) as a transposed (B, T, heads, hd)
+            # tensor, so merging the heads is a view; reshape copies only if a backend differs.
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(x.shape)
+            # Residual adds in place into x: it stays fp32 under autocast, and no new (B, T, D)
+            # tensor is allocated per step (nothing else holds x: ln_1/ln_2 return new tensors).
+            x.add_(self.linears[index]["out"](out))
+            x.add_(self._mlp(index, x))
 
-        linears = self.linears[-1]
         q, k, v = self._qkv(len(body), x)
         fused = self_self_attention(self.attention, q, k, v, scale)
         if recorded_sum is not None:
-            fused = 0.5 * fused + 0.5 * (recorded_sum / len(self.recorded))
-        x = x + linears["out"](self._merge_heads(torch.bmm(fused, v), batch))
+            fused = fused.mul_(0.5).add_(recorded_sum.div_(len(self.recorded)), alpha=0.5)
+        out = torch.matmul(fused, v).transpose(1, 2).reshape(x.shape)
+        x.add_(self.linears[-1]["out"](out))
         if not self.remove_ffn:
-            x = x + linears["mlp"](last.ln_2(x))
+            x.add_(self._mlp(len(body), x))
 
         features = visual.ln_post(x[:, 1:]) @ visual.proj
         return F.normalize(features, dim=-1), (grid_h, grid_w)

@@ -1,0 +1,102 @@
+"""``itaclip bench`` end to end on tiny sizes with a tiny random CLIP (no timing assertions), and
+its FLOP formula against torch's own FLOP counter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from itaclip.cli import main
+from itaclip.cli.bench import parse_mode, synthetic_image, vit_pass_flops
+from itaclip.errors import ItaclipError
+
+TINY = ["--size", "40x56", "--short-side", "48", "--crop", "32", "--stride", "16", "--device", "cpu"]
+
+
+def test_bench_runs_and_prints_tables(tiny_ckpt, tmp_path, capsys):
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    code = main(["bench", "--weights", str(tiny_ckpt), *TINY, "--inputs", "voc,cityscapes",
+                 "--modes", "fp32,batch1,stride32,bf16,int8", "--text-cache", str(tmp_path / "text"),
+                 "--json", str(out_json), "--markdown", str(out_md)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| input | mode |" in printed and "| text vocabulary |" in printed
+    assert "Load average" in printed and "torch" in printed
+    assert out_md.read_text().strip() == printed.strip()
+
+    data = json.loads(out_json.read_text())
+    records = data["images"]
+    assert [(r["input"], r["mode"]) for r in records] == [
+        (i, m) for i in ("voc", "cityscapes") for m in ("fp32", "batch1", "stride32", "bf16", "int8")
+    ]
+    for r in records:
+        assert r["seconds_per_image"] > 0 and r["encoder_s"] > 0
+        assert r["encoder_s"] <= r["seconds_per_image"]
+        assert r["peak_memory_gb"] > 0
+        assert r["vit_passes"] == r["windows"] * r["views"]
+    voc = {r["mode"]: r for r in records if r["input"] == "voc"}
+    assert voc["fp32"]["reference"] and voc["fp32"]["agreement_vs_fp32"] is None
+    assert voc["batch1"]["agreement_vs_fp32"] == 1.0  # batching never changes fp32 labels
+    assert voc["batch1"]["batch_size"] == 1 and voc["stride32"]["stride"] == 32
+    assert voc["stride32"]["windows"] < voc["fp32"]["windows"]
+    assert 0.0 <= voc["int8"]["agreement_vs_fp32"] <= 1.0
+    assert voc["fp32"]["queries"] == 80 and voc["fp32"]["resized"] == [48, 67]
+
+    (text,) = data["text"]
+    assert text["vocabulary"] == "voc21" and text["prompts"] == text["texts"] * 80
+    assert text["first_s"] > 0 and text["cached_s"] > 0
+
+
+def test_gpu_only_mode_is_skipped_on_cpu(tiny_ckpt, tmp_path, capsys):
+    code = main(["bench", "--weights", str(tiny_ckpt), *TINY, "--inputs", "voc", "--modes", "fp32,fp16",
+                 "--no-text", "--no-warmup", "--text-cache", str(tmp_path / "text"),
+                 "--json", str(tmp_path / "b.json")])
+    assert code == 0
+    assert "fp16: skipped" in capsys.readouterr().err
+    assert [r["mode"] for r in json.loads((tmp_path / "b.json").read_text())["images"]] == ["fp32"]
+
+
+def test_bad_options(tiny_ckpt, capsys):
+    assert main(["bench", "--weights", str(tiny_ckpt), "--inputs", "kitti", "--no-text"]) == 2
+    assert "unknown input" in capsys.readouterr().err
+    assert main(["bench", "--weights", str(tiny_ckpt), "--modes", "fp64", "--device", "cpu"]) == 2
+    assert "unknown mode" in capsys.readouterr().err
+    assert main(["bench", "--weights", str(tiny_ckpt), "--modes", "stride0", "--device", "cpu"]) == 2
+    assert "stride" in capsys.readouterr().err
+
+
+def test_parse_mode():
+    assert parse_mode("bf16+stride56").overrides == {"precision": "bf16", "stride": 56}
+    assert parse_mode("batch1").overrides == {"batch_size": 1}
+    assert parse_mode("fp32").precision == "fp32"
+    with pytest.raises(ItaclipError):
+        parse_mode("stridex")
+
+
+def test_synthetic_image_is_deterministic():
+    a, b = synthetic_image(30, 40), synthetic_image(30, 40)
+    assert a.shape == (30, 40, 3) and a.dtype.name == "uint8" and (a == b).all()
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"remove_ffn": False}, {"intermediate_layers": ()}, {"attention": ("q-k",)},
+    {"attention": ("q-q", "k-k", "v-v"), "intermediate_layers": (7, 8, 9, 10)},
+])
+def test_flop_formula_matches_torch_flop_counter(tiny_ckpt, options):
+    """torch's FlopCounterMode counts the convolution and every matmul except SDPA's kernel on the
+    CPU, which is added here plainly: q·kᵀ and A·v, 2·T²·D FLOPs each, in blocks 1…L-1."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from itaclip.encoder import DenseEncoder
+    from itaclip.models import load_clip
+
+    visual = load_clip(tiny_ckpt, device="cpu").visual
+    encoder = DenseEncoder(visual, **options)
+    batch, grid_h, grid_w = 2, 14, 10
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        encoder(torch.randn(batch, 3, 16 * grid_h, 16 * grid_w))
+    tokens, width, blocks = 1 + grid_h * grid_w, visual.conv1.weight.shape[0], len(encoder.blocks)
+    sdpa = (blocks - 1) * 2 * (2 * tokens * tokens * width)
+    assert counter.get_total_flops() + batch * sdpa == batch * vit_pass_flops(encoder, grid_h, grid_w)
