@@ -42,6 +42,8 @@ def test_bench_runs_and_prints_tables(tiny_ckpt, tmp_path, capsys):
     assert voc["batch1"]["batch_size"] == 1 and voc["stride32"]["stride"] == 32
     assert voc["stride32"]["windows"] < voc["fp32"]["windows"]
     assert 0.0 <= voc["int8"]["agreement_vs_fp32"] <= 1.0
+    assert voc["batch1"]["query_agreement_vs_fp32"] == 1.0
+    assert 0.0 <= voc["bf16"]["query_agreement_vs_fp32"] <= 1.0
     assert voc["fp32"]["queries"] == 80 and voc["fp32"]["resized"] == [48, 67]
 
     (text,) = data["text"]
