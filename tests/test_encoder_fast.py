@@ -1,0 +1,83 @@
+"""The encoder's fast-path pieces against plain computations written here: in-place QuickGELU,
+self-self maps on strided (B, heads, T, hd) views, batch independence, and the same features
+under bf16 autocast whichever way the residual stream is kept (fp32)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from open_clip.transformer import QuickGELU
+
+from itaclip.encoder import DenseEncoder, quick_gelu_, self_self_attention
+from itaclip.models import load_clip
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_quick_gelu_in_place_is_bit_identical():
+    x = torch.randn(37, 300) * 4
+    expected = QuickGELU()(x.clone())
+    y = x.clone()
+    out = quick_gelu_(y)
+    assert out.data_ptr() == y.data_ptr()
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("terms", [("q-q", "k-k"), ("q-k",), ("q-q", "k-k", "v-v"), ("v-v",)])
+def test_self_self_attention_on_strided_views(terms):
+    batch, heads, tokens, head_dim = 2, 3, 11, 8
+    qkv = torch.randn(batch, tokens, 3, heads, head_dim)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # strided views, as the encoder passes them
+    assert not q.is_contiguous()
+    scale = head_dim ** -0.5
+    got = self_self_attention(terms, q, k, v, scale)
+    for b in range(batch):
+        for h in range(heads):
+            a = {"q": q[b, h], "k": k[b, h], "v": v[b, h]}
+            plain = torch.zeros(tokens, tokens)
+            for term in terms:
+                left, right = term.split("-")
+                logits = (a[left] @ a[right].T) * scale
+                plain += torch.softmax(logits, dim=-1)
+            torch.testing.assert_close(got[b, h], plain, atol=1e-6, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def two_head_visual(two_head_ckpt):
+    return load_clip(two_head_ckpt, device="cpu").visual
+
+
+def test_batch_independence(two_head_visual):
+    encoder = DenseEncoder(two_head_visual)
+    images = torch.randn(3, 3, 224, 160)
+    with torch.inference_mode():
+        batched, grid = encoder(images)
+        single = torch.cat([encoder(images[i:i + 1])[0] for i in range(3)])
+    assert grid == (14, 10)
+    torch.testing.assert_close(batched, single, atol=2e-6, rtol=0)
+
+
+def test_input_untouched_and_repeatable(two_head_visual):
+    """The in-place residual adds must not write into anything the caller or the model holds."""
+    encoder = DenseEncoder(two_head_visual, remove_ffn=False)
+    images = torch.randn(2, 3, 224, 224)
+    before_images = images.clone()
+    before_params = {n: p.clone() for n, p in two_head_visual.named_parameters()}
+    with torch.inference_mode():
+        first, _ = encoder(images)
+        second, _ = encoder(images)
+    assert torch.equal(first, second)
+    assert torch.equal(images, before_images)
+    for name, param in two_head_visual.named_parameters():
+        assert torch.equal(param, before_params[name]), name
+
+
+def test_bf16_autocast_close_to_fp32(two_head_visual):
+    encoder = DenseEncoder(two_head_visual)
+    images = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        exact, _ = encoder(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast, _ = encoder(images)
+    cosine = torch.nn.functional.cosine_similarity(fast.float(), exact, dim=-1)
+    assert cosine.min() > 0.98
