@@ -81,3 +81,22 @@ def test_bf16_autocast_close_to_fp32(two_head_visual):
             fast, _ = encoder(images)
     cosine = torch.nn.functional.cosine_similarity(fast.float(), exact, dim=-1)
     assert cosine.min() > 0.98
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 37 * 45 * 2, 37 * 45 * 4])
+def test_pamr_in_query_chunks_equals_naive(monkeypatch, chunk_elements):
+    """PAMR refines a few query channels at a time: bit-identical to the whole map at once, and
+    equal to the naive reference (tests/naive_reference.py) within rounding."""
+    import naive_reference as ref
+
+    import itaclip.pamr as pamr_module
+
+    g = torch.Generator().manual_seed(3)
+    guide = torch.randn(3, 37, 45, generator=g)
+    logits = torch.randn(7, 37, 45, generator=g)
+    monkeypatch.setattr(pamr_module, "CHUNK_ELEMENTS", 1 << 40)
+    whole = pamr_module.pamr(guide, logits, 4, (2, 5))
+    monkeypatch.setattr(pamr_module, "CHUNK_ELEMENTS", chunk_elements)
+    chunked = pamr_module.pamr(guide, logits, 4, (2, 5))
+    assert torch.equal(chunked, whole)
+    torch.testing.assert_close(chunked, ref.reference_pamr(guide, logits, 4, (2, 5)), atol=1e-6, rtol=0)
