@@ -100,3 +100,14 @@ def test_pamr_in_query_chunks_equals_naive(monkeypatch, chunk_elements):
     chunked = pamr_module.pamr(guide, logits, 4, (2, 5))
     assert torch.equal(chunked, whole)
     torch.testing.assert_close(chunked, ref.reference_pamr(guide, logits, 4, (2, 5)), atol=1e-6, rtol=0)
+
+
+def test_int8_close_to_fp32_and_engine_restored(two_head_visual):
+    engine = torch.backends.quantized.engine
+    int8 = DenseEncoder(two_head_visual, int8=True)
+    assert torch.backends.quantized.engine == engine
+    exact = DenseEncoder(two_head_visual)
+    images = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        cosine = torch.nn.functional.cosine_similarity(int8(images)[0], exact(images)[0], dim=-1)
+    assert cosine.min() > 0.98
