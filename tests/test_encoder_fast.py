@@ -111,3 +111,14 @@ def test_int8_close_to_fp32_and_engine_restored(two_head_visual):
     with torch.inference_mode():
         cosine = torch.nn.functional.cosine_similarity(int8(images)[0], exact(images)[0], dim=-1)
     assert cosine.min() > 0.98
+
+
+def test_low_precision_weight_copy_equals_autocast_casts(two_head_visual):
+    """Keeping the projections in bf16 gives exactly what autocast's per-call casts give."""
+    images = torch.randn(2, 3, 224, 224)
+    plain = DenseEncoder(two_head_visual)
+    kept = DenseEncoder(two_head_visual, autocast_dtype=torch.bfloat16)
+    assert kept.linears[0]["qkv"].weight.dtype == torch.bfloat16
+    assert two_head_visual.transformer.resblocks[0].attn.in_proj_weight.dtype == torch.float32
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(plain(images)[0], kept(images)[0])

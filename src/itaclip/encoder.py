@@ -66,7 +66,7 @@ class DenseEncoder(nn.Module):
 
     def __init__(self, visual: nn.Module, attention: Sequence[str] = ("q-q", "k-k"),
                  intermediate_layers: Sequence[int] = (7, 8, 10), remove_ffn: bool = True,
-                 int8: bool = False):
+                 int8: bool = False, autocast_dtype: Optional[torch.dtype] = None):
         super().__init__()
         self.visual = visual
         self.blocks = visual.transformer.resblocks
@@ -85,6 +85,11 @@ class DenseEncoder(nn.Module):
         # The projections of every block as plain Linear modules sharing the model's parameters,
         # so that one place decides their arithmetic (fp32, or int8 dynamic quantisation).
         self.linears = nn.ModuleList(_block_linears(block) for block in self.blocks)
+        if autocast_dtype is not None:
+            # For use under torch.autocast(dtype=autocast_dtype): a copy of the projections in that
+            # dtype, so autocast does not convert every weight again on every call (it caches
+            # conversions only for weights that require gradients). Same rounding, same results.
+            self.linears = copy.deepcopy(self.linears).to(autocast_dtype)
         if int8:
             from torch.ao.quantization import quantize_dynamic
 

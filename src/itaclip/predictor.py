@@ -126,10 +126,10 @@ class Segmenter:
         if cfg.precision == "fp16" and device_type == "cpu":
             raise ItaclipError("fp16 needs a GPU: use --device cuda, or bf16/int8 on the CPU")
         visual = self._shared.model.visual
-        self.encoder = DenseEncoder(visual, cfg.attention_terms, cfg.intermediate_layers, cfg.remove_ffn,
-                                    int8=cfg.precision == "int8")
-        self.encoder.eval()
         self._autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.precision)
+        self.encoder = DenseEncoder(visual, cfg.attention_terms, cfg.intermediate_layers, cfg.remove_ffn,
+                                    int8=cfg.precision == "int8", autocast_dtype=self._autocast)
+        self.encoder.eval()
         self.views = view_names(cfg.image_engineering, cfg.views)
         self.vocabulary: Optional[Vocabulary] = None
         self.text_features: Optional[torch.Tensor] = None
