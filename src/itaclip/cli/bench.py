@@ -426,6 +426,8 @@ def bench_images(args: argparse.Namespace, weights: str, scenarios: list[Scenari
                 distinct_labels=int(len(np.unique(result.labels))),
             ))
             print(f"itaclip bench: {scenario.name} {mode.name}: {seconds:.2f} s/image", file=sys.stderr)
+            if args.json:  # partial results survive an interrupted run
+                _write_json(args.json, dict(images=records))
             del seg
         del base
     return records
@@ -515,6 +517,12 @@ def markdown(info: dict, images: list[dict], texts: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _write_json(path: str, data: dict) -> None:
+    import json
+
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -551,7 +559,5 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:
         Path(args.markdown).write_text(report)
     if args.json:
-        import json
-
-        Path(args.json).write_text(json.dumps(dict(machine=info, images=images, text=texts), indent=2) + "\n")
+        _write_json(args.json, dict(machine=info, images=images, text=texts))
     return 0
