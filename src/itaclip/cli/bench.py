@@ -440,15 +440,20 @@ def machine_info(device) -> dict:
     import torch
 
     cpu = platform.processor() or platform.machine()
+    flags: list[str] = []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
                     break
     except OSError:
         pass
-    info = dict(cpu=cpu, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+    # the instruction sets that decide fp32, bf16 and int8 speed
+    features = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    info = dict(cpu=cpu, cpu_features=features, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 torch=torch.__version__, python=platform.python_version(), device=str(device))
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -476,7 +481,9 @@ def _agreement(record: dict, key: str) -> str:
 def markdown(info: dict, images: list[dict], texts: list[dict]) -> str:
     load = info.get("load_start"), info.get("load_end")
     lines = [
-        f"Machine: {info['cpu']} ({info['cpu_count']} logical CPUs), torch {info['torch']} with "
+        f"Machine: {info['cpu']} ({info['cpu_count']} logical CPUs"
+        + (f"; {', '.join(info['cpu_features'])}" if info.get("cpu_features") else "")
+        + f"), torch {info['torch']} with "
         f"{info['torch_threads']} threads, Python {info['python']}, device {info['device']}"
         + (f" ({info['gpu']})" if "gpu" in info else "") + ".",
         "Load average (1/5/15 min) at start: " + " / ".join(f"{v:.2f}" for v in load[0])
