@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
 import platform
 import sys
@@ -198,6 +199,7 @@ class QueryArgmax:
 
     def __init__(self, segmenter):
         self.value = None
+        self._segmenter = segmenter
         compute = segmenter.similarity_maps
 
         def similarity_maps(*args, **kwargs):
@@ -206,6 +208,11 @@ class QueryArgmax:
             return maps
 
         segmenter.similarity_maps = similarity_maps  # this instance only
+
+    def close(self) -> None:
+        """Remove the wrapper (it refers to the segmenter: a cycle that would keep it alive)."""
+        del self._segmenter.similarity_maps
+        self._segmenter = None
 
 
 def _rss_bytes() -> int:
@@ -404,6 +411,7 @@ def bench_images(args: argparse.Namespace, weights: str, scenarios: list[Scenari
                     seconds = (time.perf_counter() - start) / args.repeat
             finally:
                 meter.close()
+                queries.close()
             agreement = query_agreement = None
             reference = False
             if reference_labels is None and mode.precision == "fp32" and "stride" not in mode.overrides:
@@ -428,8 +436,10 @@ def bench_images(args: argparse.Namespace, weights: str, scenarios: list[Scenari
             print(f"itaclip bench: {scenario.name} {mode.name}: {seconds:.2f} s/image", file=sys.stderr)
             if args.json:  # partial results survive an interrupted run
                 _write_json(args.json, dict(images=records))
-            del seg
+            del seg, meter, result
+            gc.collect()  # the next mode's peak memory should not include this one's encoder
         del base
+        gc.collect()
     return records
 
 
