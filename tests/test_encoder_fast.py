@@ -122,3 +122,20 @@ def test_low_precision_weight_copy_equals_autocast_casts(two_head_visual):
     assert two_head_visual.transformer.resblocks[0].attn.in_proj_weight.dtype == torch.float32
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(plain(images)[0], kept(images)[0])
+
+
+@pytest.mark.parametrize("queries", [1, 63, 64, 65, 183])
+def test_add_upsampled_equals_upsample_then_add(queries):
+    """Windows' logits are upsampled into the canvas a few queries at a time: equal to upsampling
+    the whole (Q, gh, gw) map and adding it, written plainly."""
+    import torch.nn.functional as F
+
+    from itaclip.views import add_upsampled
+
+    g = torch.Generator().manual_seed(4)
+    canvas = torch.randn(queries, 40, 50, generator=g)
+    logits = torch.randn(queries, 3, 4, generator=g)
+    expected = canvas.clone()
+    expected[:, 5:37, 2:50] += F.interpolate(logits[None], size=(32, 48), mode="bilinear", align_corners=False)[0]
+    add_upsampled(canvas[:, 5:37, 2:50], logits)
+    assert torch.equal(canvas, expected)

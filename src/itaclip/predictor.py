@@ -29,7 +29,7 @@ from .pamr import pamr
 from .postprocess import apply_area_threshold, class_probabilities, label_map
 from .preprocess import normalize, resize_image, sliding_windows
 from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
-from .views import fuse_logits, make_views, view_names
+from .views import add_upsampled, fuse_patch_logits, make_views, view_names
 from .vocabulary import Vocabulary, builtin_path, load_aux_texts, load_classes
 
 Progress = Callable[[int, int], None]
@@ -250,9 +250,9 @@ class Segmenter:
             crops = torch.stack([image[:, w.y1:w.y2, w.x1:w.x2] for w in chunk])
             with torch.autocast(self.device.type, dtype=self._autocast, enabled=self._autocast is not None):
                 features, grid = self.encoder(make_views(crops, self.views))
-            logits = fuse_logits(features.float(), self.views, text, grid, crops.shape[-2:], cfg.lam)
+            logits = fuse_patch_logits(features.float(), self.views, text, grid, cfg.lam)
             for w, window_logits in zip(chunk, logits):
-                canvas[:, w.y1:w.y2, w.x1:w.x2] += window_logits
+                add_upsampled(canvas[:, w.y1:w.y2, w.x1:w.x2], window_logits)
                 count[:, w.y1:w.y2, w.x1:w.x2] += 1
             if progress is not None:
                 progress(min(start + per_batch, len(windows)), len(windows))

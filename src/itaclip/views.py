@@ -43,12 +43,12 @@ def make_views(crops: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
     return torch.stack(out, dim=1).flatten(0, 1)
 
 
-def fuse_logits(features: torch.Tensor, names: Sequence[str], text: torch.Tensor, grid: tuple[int, int],
-                size: tuple[int, int], lam: float) -> torch.Tensor:
-    """Per-crop logits L at crop resolution.
+def fuse_patch_logits(features: torch.Tensor, names: Sequence[str], text: torch.Tensor,
+                      grid: tuple[int, int], lam: float) -> torch.Tensor:
+    """Per-crop logits L at patch resolution, (B, Q, gh, gw).
 
-    features: (B·V, gh·gw, E) unit patch features in ``make_views`` order; text: (Q, E).
-    Returns (B, Q, h, w).  Both categories are combined at patch resolution and upsampled once:
+    features: (B·V, gh·gw, E) unit patch features in ``make_views`` order; text: (Q, E). Both
+    categories are combined at patch resolution and upsampled once (:func:`add_upsampled`):
     bilinear upsampling is linear and commutes with flips, so this equals upsampling each term.
     """
     views = len(names)
@@ -63,4 +63,29 @@ def fuse_logits(features: torch.Tensor, names: Sequence[str], text: torch.Tensor
     if flips:
         flipped = sum(patch_logits(feats[:, i]).flip(dim) for i, dim in flips) / len(flips)
         logits = lam * logits + (1 - lam) * flipped
+    return logits
+
+
+def fuse_logits(features: torch.Tensor, names: Sequence[str], text: torch.Tensor, grid: tuple[int, int],
+                size: tuple[int, int], lam: float) -> torch.Tensor:
+    """Per-crop logits L at crop resolution, (B, Q, h, w): :func:`fuse_patch_logits` upsampled."""
+    logits = fuse_patch_logits(features, names, text, grid, lam)
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+#: Queries upsampled at a time by :func:`add_upsampled`: (64, 224, 224) fp32 is 12.8 MB, which the
+#: allocator reuses from one window to the next, while blocks above 32 MB go back to the system
+#: on release and are page-faulted in again on every allocation (a window's 183 COCO-Stuff
+#: queries at once are 37 MB).
+UPSAMPLE_QUERIES = 64
+
+
+def add_upsampled(target: torch.Tensor, patch_logits: torch.Tensor) -> None:
+    """``target += bilinear upsampling of patch_logits to target's size``; target: (Q, h, w) (a
+    view of the canvas), patch_logits: (Q, gh, gw). Upsampling is per channel, so doing it a few
+    queries at a time gives the same values."""
+    size = target.shape[-2:]
+    for start in range(0, target.shape[0], UPSAMPLE_QUERIES):
+        part = patch_logits[None, start:start + UPSAMPLE_QUERIES]
+        target[start:start + UPSAMPLE_QUERIES] += F.interpolate(part, size=size, mode="bilinear",
+                                                                align_corners=False)[0]
