@@ -167,26 +167,11 @@ def check_samples(name: str, samples: list[Sample], where: Path) -> list[Sample]
     """Fail with one line naming the first missing file; no sample is dropped silently."""
     if not samples:
         raise ItaclipError(f"{name}: no images found under {where}")
-    missing_images = [s.image for s in samples if not s.image.is_file()]
-    if missing_images:
-        raise ItaclipError(
-            f"{name}: image {missing_images[0]} not found"
-            + (
-                f" ({len(missing_images)} of {len(samples)} images missing)"
-                if len(missing_images) > 1
-                else ""
-            )
-        )
-    missing_labels = [s.label for s in samples if not s.label.is_file()]
-    if missing_labels:
-        raise ItaclipError(
-            f"{name}: label map {missing_labels[0]} not found"
-            + (
-                f" ({len(missing_labels)} of {len(samples)} label maps missing)"
-                if len(missing_labels) > 1
-                else ""
-            )
-        )
+    for what, paths in (("image", [s.image for s in samples]), ("label map", [s.label for s in samples])):
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            extra = f" ({len(missing)} of {len(samples)} {what}s missing)" if len(missing) > 1 else ""
+            raise ItaclipError(f"{name}: {what} {missing[0]} not found{extra}")
     keys = [s.key for s in samples]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)

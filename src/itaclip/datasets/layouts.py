@@ -15,19 +15,19 @@ from .base import Dataset, DatasetSpec, Sample, check_samples, lookup_table, pic
 VOC_LAYOUT = "VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png, ImageSets/Segmentation/val.txt}"
 
 
+def _split_file_dataset(spec: DatasetSpec, data_root: Path, folder: str, image_dir: str, label_dir: str,
+                        split: str, layout: str) -> Dataset:
+    """A VOC-style layout: ``image_dir/KEY.jpg`` and ``label_dir/KEY.png`` for the keys in ``split``."""
+    root = pick_root(data_root, ["", folder, f"VOCdevkit/{folder}"], [image_dir, label_dir, split],
+                     spec.name, layout)
+    keys = read_split_file(root / split)
+    samples = [Sample(k, root / image_dir / f"{k}.jpg", root / label_dir / f"{k}.png") for k in keys]
+    return Dataset(spec, root, check_samples(spec.name, samples, root / split))
+
+
 def find_voc(spec: DatasetSpec, data_root: Path) -> Dataset:
-    root = pick_root(
-        data_root,
-        ["", "VOC2012", "VOCdevkit/VOC2012"],
-        ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation/val.txt"],
-        spec.name,
-        VOC_LAYOUT,
-    )
-    keys = read_split_file(root / "ImageSets/Segmentation/val.txt")
-    samples = [
-        Sample(k, root / "JPEGImages" / f"{k}.jpg", root / "SegmentationClass" / f"{k}.png") for k in keys
-    ]
-    return Dataset(spec, root, check_samples(spec.name, samples, root / "ImageSets/Segmentation/val.txt"))
+    return _split_file_dataset(spec, data_root, "VOC2012", "JPEGImages", "SegmentationClass",
+                               "ImageSets/Segmentation/val.txt", VOC_LAYOUT)
 
 
 # ------------------------------------------------------------------------------ Pascal Context
@@ -39,21 +39,8 @@ CONTEXT_LAYOUT = (
 
 
 def find_context(spec: DatasetSpec, data_root: Path) -> Dataset:
-    root = pick_root(
-        data_root,
-        ["", "VOC2010", "VOCdevkit/VOC2010"],
-        ["JPEGImages", "SegmentationClassContext", "ImageSets/SegmentationContext/val.txt"],
-        spec.name,
-        CONTEXT_LAYOUT,
-    )
-    keys = read_split_file(root / "ImageSets/SegmentationContext/val.txt")
-    samples = [
-        Sample(k, root / "JPEGImages" / f"{k}.jpg", root / "SegmentationClassContext" / f"{k}.png")
-        for k in keys
-    ]
-    return Dataset(
-        spec, root, check_samples(spec.name, samples, root / "ImageSets/SegmentationContext/val.txt")
-    )
+    return _split_file_dataset(spec, data_root, "VOC2010", "JPEGImages", "SegmentationClassContext",
+                               "ImageSets/SegmentationContext/val.txt", CONTEXT_LAYOUT)
 
 
 # ---------------------------------------------------------------------------- COCO-Stuff / Object
