@@ -55,8 +55,9 @@ class SegmenterConfig:
     closing: bool = True
     """3×3 grey-level morphological closing of the label map (authors' code, not in the paper)."""
     # --- execution (never changes fp32 results) ---
-    batch_size: int = 32
-    """Crops × views encoded per forward pass."""
+    batch_size: Optional[int] = None
+    """Crops × views encoded per forward pass; None: 10 on the CPU (fastest there, see
+    docs/BENCHMARKS.md), 64 on a GPU."""
     precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
@@ -93,7 +94,7 @@ class SegmenterConfig:
             self.area_thd is None or 0.0 <= self.area_thd <= 1.0,
             f"area_thd must be in [0, 1], got {self.area_thd}",
         )
-        _check(self.batch_size > 0, f"batch size must be > 0, got {self.batch_size}")
+        _check(self.batch_size is None or self.batch_size > 0, f"batch size must be > 0, got {self.batch_size}")
         _check(
             self.precision in ("fp32", "fp16", "bf16", "int8"),
             f"precision must be fp32, fp16, bf16 or int8, got {self.precision!r}",

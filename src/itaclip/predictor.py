@@ -32,6 +32,10 @@ from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
 from .views import add_upsampled, fuse_patch_logits, make_views, view_names
 from .vocabulary import Vocabulary, builtin_path, load_aux_texts, load_classes
 
+#: Crops × views per encoder pass when the config leaves it open (docs/BENCHMARKS.md: 10 is the
+#: fastest on the CPU, where larger batches fall out of the caches; GPUs want large batches).
+CPU_BATCH_SIZE, GPU_BATCH_SIZE = 10, 64
+
 Progress = Callable[[int, int], None]
 """Called with (done, total) windows while an image is processed."""
 
@@ -133,6 +137,11 @@ class Segmenter:
         self.views = view_names(cfg.image_engineering, cfg.views)
         self.vocabulary: Optional[Vocabulary] = None
         self.text_features: Optional[torch.Tensor] = None
+
+    @property
+    def batch_size(self) -> int:
+        """Crops × views per encoder pass: the config's, else the device's default."""
+        return self.config.batch_size or (CPU_BATCH_SIZE if self.device.type == "cpu" else GPU_BATCH_SIZE)
 
     @property
     def device(self) -> torch.device:
@@ -244,7 +253,7 @@ class Segmenter:
         windows = sliding_windows(height, width, cfg.crop, cfg.stride)
         canvas = torch.zeros(text.shape[0], height, width, device=self.device)
         count = torch.zeros(1, height, width, device=self.device)
-        per_batch = max(1, cfg.batch_size // len(self.views))
+        per_batch = max(1, self.batch_size // len(self.views))
         for start in range(0, len(windows), per_batch):
             chunk = windows[start:start + per_batch]
             crops = torch.stack([image[:, w.y1:w.y2, w.x1:w.x2] for w in chunk])

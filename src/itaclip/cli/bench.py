@@ -423,7 +423,7 @@ def bench_images(args: argparse.Namespace, weights: str, scenarios: list[Scenari
             records.append(dict(
                 input=scenario.name, preset=scenario.preset, image_size=[height, width], resized=list(resized),
                 windows=windows, views=len(seg.views), mode=mode.name, precision=cfg.precision,
-                stride=cfg.stride, batch_size=cfg.batch_size, device=str(seg.device),
+                stride=cfg.stride, batch_size=seg.batch_size, device=str(seg.device),
                 queries=int(seg.text_features.shape[0]), classes=len(seg.vocabulary.names),
                 seconds_per_image=seconds, images_per_s=1.0 / seconds,
                 encoder_s=meter.seconds / args.repeat, vit_passes=meter.passes // args.repeat,

@@ -61,7 +61,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help="1-indexed layers whose attention maps are fused into the last block (7,8,10; 'none')")
     add("--no-closing", dest="closing", action="store_false", default=None,
         help="skip the authors' 3x3 morphological closing of the label map")
-    add("--batch-size", type=int, metavar="N", help="crops x views per encoder pass (32)")
+    add("--batch-size", type=int, metavar="N", help="crops x views per encoder pass (default: 10 on CPU, 64 on GPU)")
     add("--precision", choices=("fp32", "fp16", "bf16", "int8"),
         help="fp32 (exact, default); fp16/bf16 autocast on GPU; int8 dynamic quantisation on CPU")
 
