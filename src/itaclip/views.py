@@ -66,13 +66,6 @@ def fuse_patch_logits(features: torch.Tensor, names: Sequence[str], text: torch.
     return logits
 
 
-def fuse_logits(features: torch.Tensor, names: Sequence[str], text: torch.Tensor, grid: tuple[int, int],
-                size: tuple[int, int], lam: float) -> torch.Tensor:
-    """Per-crop logits L at crop resolution, (B, Q, h, w): :func:`fuse_patch_logits` upsampled."""
-    logits = fuse_patch_logits(features, names, text, grid, lam)
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-
-
 #: Queries upsampled at a time by :func:`add_upsampled`: (64, 224, 224) fp32 is 12.8 MB, which the
 #: allocator reuses from one window to the next, while blocks above 32 MB go back to the system
 #: on release and are page-faulted in again on every allocation (a window's 183 COCO-Stuff

@@ -23,11 +23,6 @@ def palette(n: int) -> np.ndarray:
     return colors
 
 
-def colorize(labels: np.ndarray, n: int) -> np.ndarray:
-    """(H, W) class indices → (H, W, 3) uint8 colours."""
-    return palette(max(n, int(labels.max()) + 1))[labels]
-
-
 def _font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
