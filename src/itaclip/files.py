@@ -89,6 +89,12 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def write_npz(path: PathLike, **arrays: np.ndarray) -> None:
     """Atomically write a compressed ``.npz``."""
     atomic_write_bytes(path, npz_bytes(**arrays))
