@@ -8,11 +8,12 @@ from __future__ import annotations
 import dataclasses
 import io
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 from ..errors import ItaclipError
+
+if TYPE_CHECKING:  # numpy is imported where a picture is made: `itaclip bench --help` needs none of it
+    import numpy as np
 
 #: Shapes of the random stand-in for ViT-B/16 (kwargs of itaclip.models.random_openai_state_dict).
 RANDOM_VIT_B16 = dict(vision_width=768, vision_layers=12, text_width=512, text_layers=12, embed_dim=512)
@@ -89,6 +90,8 @@ def parse_modes(text: str) -> list[Mode]:
 
 def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A deterministic picture with smooth gradients, soft blobs, flat rectangles and mild noise."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     img = np.stack([

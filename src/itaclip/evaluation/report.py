@@ -15,8 +15,9 @@ import numpy as np
 from ..errors import ItaclipError
 from ..files import atomic_write_bytes, json_bytes, npy_bytes
 
-#: Settings shown in the Markdown report's settings line, in this order.
+#: Settings shown in the Markdown report's settings line, in this order (those the config has).
 REPORTED_SETTINGS = (
+    "method",
     "attention",
     "remove_ffn",
     "intermediate_layers",
@@ -26,6 +27,7 @@ REPORTED_SETTINGS = (
     "short_side",
     "crop",
     "stride",
+    "gaussian_std",
     "pamr_steps",
     "logit_scale",
     "prob_thd",
