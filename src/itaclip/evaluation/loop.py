@@ -218,15 +218,10 @@ def evaluate(
     bar = None
     miou_label = "mIoU (rank 0's share)" if info.distributed else "mIoU"
     if progress and info.is_main:
-        from tqdm import tqdm
+        from ..progress import progress as progress_display
 
-        bar = tqdm(
-            total=len(mine),
-            initial=resumed,
-            unit="img",
-            dynamic_ncols=True,
-            desc=f"{dataset.name}" + (f" [rank 0/{info.world_size}]" if info.distributed else ""),
-        )
+        desc = dataset.name + (f" [rank 0/{info.world_size}]" if info.distributed else "")
+        bar = progress_display(len(mine), desc, "img", prefix="itaclip eval", initial=resumed)
         if resumed:
             bar.set_postfix_str(f"{miou_label} {100 * mean_iou(total):.2f}")
     try:
