@@ -69,6 +69,17 @@ def test_bad_options(tiny_ckpt, capsys):
     assert "stride" in capsys.readouterr().err
 
 
+def test_unwritable_report_is_one_line(tiny_ckpt, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = main(["bench", "--weights", str(tiny_ckpt), *TINY, "--inputs", "voc", "--modes", "fp32", "--no-text",
+                 "--no-warmup", "--text-cache", str(tmp_path / "text"), "--json", str(blocker / "b.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"itaclip bench: error: cannot write {blocker / 'b.json'}: ")
+
+
 def test_parse_mode():
     assert parse_mode("bf16+stride56").overrides == {"precision": "bf16", "stride": 56}
     assert parse_mode("batch1").overrides == {"batch_size": 1}

@@ -126,11 +126,12 @@ def random_weights(path: Union[str, Path], log: Callable[[str], None]) -> str:
     if not path.is_file():
         import torch
 
-        from ..files import atomic_write_bytes
+        from ..files import atomic_write_bytes, writing
         from ..models import random_openai_state_dict
 
         log(f"itaclip bench: saving random ViT-B/16-shaped weights to {path} (once)")
         buffer = io.BytesIO()
         torch.save(random_openai_state_dict(**RANDOM_VIT_B16), buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        with writing(path):
+            atomic_write_bytes(path, buffer.getvalue())
     return str(path)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from ..files import atomic_write_text, write_json
+from ..files import atomic_write_text, write_json, writing
 
 
 def machine_info(device) -> dict:
@@ -117,6 +117,8 @@ class BenchReport:
              json_path: Optional[Union[str, Path]] = None) -> None:
         """Write the Markdown and/or JSON forms (atomically)."""
         if markdown_path:
-            atomic_write_text(markdown_path, self.markdown)
+            with writing(markdown_path):
+                atomic_write_text(markdown_path, self.markdown)
         if json_path:
-            write_json(json_path, self.to_json())
+            with writing(json_path):
+                write_json(json_path, self.to_json())

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 
 from ..errors import ItaclipError
-from ..files import write_json
+from ..files import write_json, writing
 from .inputs import DEFAULT_MODEL_CACHE, SCENARIOS, Mode, Scenario, input_image, random_weights, scenarios
 from .meters import EncoderMeter, PeakMemory, QueryArgmax
 from .report import BenchReport, load_average, machine_info
@@ -149,7 +149,8 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
             ))
             log(f"itaclip bench: {scenario.name} {mode.name}: {seconds:.2f} s/image")
             if request.json_path:  # partial results survive an interrupted run
-                write_json(request.json_path, dict(images=records))
+                with writing(request.json_path):
+                    write_json(request.json_path, dict(images=records))
             del seg, meter, result
             gc.collect()  # the next mode's peak memory should not include this one's encoder
         del base
@@ -186,6 +187,5 @@ def run_bench(request: BenchRequest, log: Log = _stderr) -> BenchReport:
     texts = bench_text(request, weights) if request.text else []
     machine["load_end"] = load_average()
     report = BenchReport(machine, images, texts)
-    if request.json_path:
-        write_json(request.json_path, report.to_json())
+    report.save(json_path=request.json_path)
     return report

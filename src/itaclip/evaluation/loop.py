@@ -41,12 +41,12 @@ import numpy as np
 
 from ..datasets import Dataset, Sample, SampleError
 from ..errors import ItaclipError
-from ..files import atomic_write_bytes, npz_bytes, write_json
+from ..files import atomic_write_bytes, npz_bytes, write_json, writing
 from ..images import read_image
 from ..settings import plain, prediction_settings, settings_hash
 from .distributed import DistInfo, all_gather_objects, all_reduce_int64, require_same_on_all_ranks
 from .metrics import confusion_matrix, dense_confusion, mean_iou, sparse_confusion, summarize
-from .report import EvalResult, write_report, writing
+from .report import EvalResult, write_report
 
 #: Bump when the meaning of a stored per-image file changes.
 FORMAT_VERSION = 1
@@ -121,7 +121,7 @@ def save_sample_result(path: Path, key: str, cm: np.ndarray, seconds: float) -> 
         sha256=np.array(sample_digest(key, cm.shape[0], rows, cols, counts)),
         seconds=np.array(seconds),
     )
-    with writing(path):
+    with writing(path, resumable=True):
         atomic_write_bytes(path, payload)
 
 
@@ -181,7 +181,7 @@ def evaluate(
     )
     run_dir = Path(out_dir).expanduser() / f"{dataset.name}-{settings_hash(settings)}"
     samples_dir = run_dir / "samples"
-    with writing(samples_dir):
+    with writing(samples_dir, resumable=True):
         if restart and info.is_main and samples_dir.is_dir():
             for stale in samples_dir.glob("*.npz"):
                 stale.unlink(missing_ok=True)
@@ -189,7 +189,7 @@ def evaluate(
             all_gather_objects(None, info)  # barrier: nobody reads before rank 0 has cleared
         samples_dir.mkdir(parents=True, exist_ok=True)
     if info.is_main:
-        with writing(run_dir / "settings.json"):
+        with writing(run_dir / "settings.json", resumable=True):
             write_json(run_dir / "settings.json", settings)
 
     selected = dataset.samples if limit is None else dataset.samples[:limit]

@@ -4,16 +4,13 @@ summary, and the files of the run directory (``results.json``, ``results.md``, `
 from __future__ import annotations
 
 import datetime as _dt
-import errno
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 
-from ..errors import ItaclipError
-from ..files import atomic_write_bytes, json_bytes, npy_bytes
+from ..files import atomic_write_bytes, json_bytes, npy_bytes, writing
 
 #: Settings shown in the Markdown report's settings line, in this order (those the config has).
 REPORTED_SETTINGS = (
@@ -35,22 +32,6 @@ REPORTED_SETTINGS = (
     "closing",
     "precision",
 )
-
-
-@contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Turn a failed write of ``path`` (full disk, no permission) into a one-line error."""
-    try:
-        yield
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if exc.errno == errno.ENOSPC:
-            advice = "free some space and re-run the same command: finished images are kept and resumed"
-        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            advice = "choose an output folder you can write (--out)"
-        else:
-            advice = "check the output folder (--out)"
-        raise ItaclipError(f"cannot write {path}: {reason}; {advice}") from None
 
 
 @dataclass
@@ -154,7 +135,7 @@ def write_report(result: EvalResult, title: str = "") -> None:
     }
     for name, data in payloads.items():
         path = result.run_dir / name
-        with writing(path):
+        with writing(path, resumable=True):
             atomic_write_bytes(path, data)
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from ..datasets import Dataset
-from ..files import atomic_write_text, write_json
+from ..files import atomic_write_text, write_json, writing
 from .distributed import DistInfo
 from .loop import evaluate
 from .paper_tables import PaperRow, PaperTable, format_table
-from .report import EvalResult, summary_line, writing
+from .report import EvalResult, summary_line
 
 Log = Callable[[str], None]
 
@@ -157,8 +157,8 @@ def run_paper_table(
         out = Path(request.out_dir).expanduser()
         run.markdown_path = out / f"paper_table_{table.number}_{name}.md"
         json_path = run.markdown_path.with_suffix(".json")
-        with writing(run.markdown_path):
+        with writing(run.markdown_path, resumable=True):
             atomic_write_text(run.markdown_path, run.markdown)
-        with writing(json_path):
+        with writing(json_path, resumable=True):
             write_json(json_path, {"table": table.number, "title": table.title, "dataset": name, "rows": rows})
     return run
