@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import nn
 
+from .config import ATTENTION_TERMS
 from .errors import ItaclipError
 
 
@@ -130,7 +131,8 @@ class DenseEncoder(nn.Module):
           last block's MLP is dropped;
         * attention matmuls: 4·T²·D per block 1…L-1 (q·kᵀ and A·v over all heads);
         * self-self maps: 2·T²·D per term for each recorded block and the last block, plus
-          2·T²·D for the last block's Â·v;
+          2·T²·D for the last block's Â·v (no maps, no Â·v when the last block has no attention
+          term of :data:`~itaclip.config.ATTENTION_TERMS`);
         * projection: 2·(T-1)·D·E.
 
         LayerNorms, softmaxes, activations and additions are not counted. ViT-B/16 at 224 px with
@@ -143,13 +145,15 @@ class DenseEncoder(nn.Module):
         out_dim = visual.proj.shape[1] if visual.proj is not None else width
         n = grid_h * grid_w
         tokens = 1 + n
-        terms = len(self.attention)
+        terms = sum(term in ATTENTION_TERMS for term in self.attention)  # softmax maps computed
         flops = 2 * n * 3 * patch * patch * width
         flops += blocks * 2 * tokens * 12 * width * width
         if self.remove_ffn:
             flops -= 2 * tokens * 8 * width * width
         flops += (blocks - 1) * 4 * tokens * tokens * width
-        flops += (len(self.recorded) + 1) * terms * 2 * tokens * tokens * width + 2 * tokens * tokens * width
+        flops += (len(self.recorded) + 1) * terms * 2 * tokens * tokens * width
+        if terms:
+            flops += 2 * tokens * tokens * width  # Â·v
         flops += 2 * n * width * out_dim
         return flops
 
