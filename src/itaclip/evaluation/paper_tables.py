@@ -1,6 +1,7 @@
 """The paper's ablation tables as data: each row is a set of settings over the dataset's paper
 preset, with the figures the paper reports, so that ``itaclip eval --paper-table N`` can run the
-rows and print them beside the paper's numbers (the runner is :func:`itaclip.evaluation.runner.run_paper_table`).
+rows and print them beside the paper's numbers (the runner:
+:func:`itaclip.evaluation.runner.run_paper_table`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ class PaperRow:
     label: str
     paper: dict  # dataset → the paper's mIoU
     overrides: dict = field(default_factory=dict)
-    weights: Optional[str] = None  # a backbone name (Table 10); None = --weights
+    weights: Optional[str] = None  # a backbone name (Table 10); None = the run's weights
     background: Optional[str] = None  # replaces the dataset's background set (Table 11)
 
 
