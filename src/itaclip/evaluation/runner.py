@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from ..datasets import Dataset
+from ..datasets import Dataset, DatasetSpec
 from ..files import atomic_write_text, write_json, writing
 from .distributed import DistInfo
 from .loop import evaluate
@@ -25,6 +25,14 @@ Log = Callable[[str], None]
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def dataset_vocabulary(spec: DatasetSpec, classes=None, background=None, aux_texts=None):
+    """The vocabulary for a dataset: its preset's built-in list (or ``classes``), by the rules of
+    :func:`itaclip.vocabulary.resolve_vocabulary`."""
+    from ..vocabulary import resolve_vocabulary
+
+    return resolve_vocabulary(classes, preset=spec.preset, background=background, aux_texts=aux_texts)
 
 
 @dataclass(frozen=True)
@@ -51,16 +59,9 @@ class EvalRequest:
     info: DistInfo = DistInfo()
 
     def vocabulary(self, background: Union[None, str, Sequence[str]] = None):
-        """The dataset's vocabulary: its preset's list (or ``classes``), with ``background`` (else
-        the request's) as class 0."""
-        from ..vocabulary import resolve_vocabulary
-
-        return resolve_vocabulary(
-            self.classes,
-            preset=self.dataset.spec.preset,
-            background=self.background if background is None else background,
-            aux_texts=self.aux_texts,
-        )
+        """The dataset's vocabulary, with ``background`` (else the request's) as class 0."""
+        return dataset_vocabulary(self.dataset.spec, self.classes,
+                                  self.background if background is None else background, self.aux_texts)
 
     def segmenter(self, weights: Optional[str] = None):
         from ..predictor import Segmenter
