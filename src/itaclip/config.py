@@ -14,17 +14,30 @@ from .errors import ItaclipError
 
 #: The self-self attention terms a combination may sum (SPEC §1, paper Table 2).
 ATTENTION_TERMS = ("q-k", "q-q", "k-k", "v-v")
+#: Last-block attention in which each token takes only its own value (MaskCLIP; not an ITACLIP term).
+IDENTITY = "identity"
 VIEWS = ("grey", "blur", "vflip", "hflip")
 SPATIAL_VIEWS = ("grey", "blur")  # first category: layout kept, features averaged
 FLIP_VIEWS = ("vflip", "hflip")  # second category: logits flipped back, averaged
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
+#: The segmenters the engine runs (itaclip.methods describes each one).
+MethodName = Literal["itaclip", "clip", "maskclip", "sclip", "clearclip", "naclip"]
+METHOD_NAMES = ("itaclip", "clip", "maskclip", "sclip", "clearclip", "naclip")
+#: Fields that configure ITACLIP's own last block; the other methods bring their own.
+ITACLIP_BLOCK_FIELDS = ("attention", "remove_ffn", "intermediate_layers")
 
 
 @dataclass(frozen=True)
 class SegmenterConfig:
-    """All options of the method. Defaults are the paper's shared settings (SPEC §5, "All")."""
+    """All options of the method. Defaults are the paper's shared settings (SPEC §5, "All").
 
+    ``method`` picks the segmenter (ITACLIP or one of the baselines of :mod:`itaclip.methods`);
+    build a baseline's config with ``build_config(preset, method=...)`` so its own defaults apply.
+    """
+
+    method: MethodName = "itaclip"
+    """Last block and window handling of this segmenter (see itaclip.methods)."""
     # --- encoder (SPEC §1) ---
     attention: str = "q-q+k-k"
     """Attention of the last block and of the recorded maps: '+'-joined terms of q-k, q-q, k-k, v-v."""
@@ -32,6 +45,8 @@ class SegmenterConfig:
     """Drop the MLP of the last block (paper Table 3)."""
     intermediate_layers: tuple[int, ...] = (7, 8, 10)
     """1-indexed blocks whose self-self maps are averaged into the last block's map; () for none."""
+    gaussian_std: float = 5.0
+    """NACLIP's neighbourhood σ in patches (used by method 'naclip' only)."""
     # --- text (SPEC §2) ---
     alpha: float = 0.0
     """Auxiliary-text blend: t = (1-α)·t_name + α·t_aux (only when auxiliary texts are given)."""
@@ -45,6 +60,7 @@ class SegmenterConfig:
     short_side: int = 336
     long_side_cap: int = 2048
     crop: int = 224
+    """Window side in pixels; 0: the whole resized image in one window."""
     stride: int = 28
     # --- refinement and post-processing ---
     pamr_steps: int = 10
@@ -79,7 +95,13 @@ class SegmenterConfig:
         _check(0.0 <= self.lam <= 1.0, f"lambda must be in [0, 1], got {self.lam}")
         bad_views = [v for v in self.views if v not in VIEWS]
         _check(not bad_views, f"unknown view(s) {bad_views}; choose from {', '.join(VIEWS)}")
-        _check(self.crop > 0, f"crop must be > 0, got {self.crop}")
+        _check(self.method in METHOD_NAMES, f"unknown method {self.method!r}; choose from {', '.join(METHOD_NAMES)}")
+        if self.method != "itaclip":
+            changed = [name for name in ITACLIP_BLOCK_FIELDS if getattr(self, name) != _DEFAULTS[name]]
+            _check(not changed, f"{', '.join(changed)} configure ITACLIP's last block: use them with method 'itaclip', "
+                                f"not {self.method!r}")
+        _check(self.gaussian_std > 0, f"gaussian std must be > 0, got {self.gaussian_std}")
+        _check(self.crop >= 0, f"crop must be >= 0 (0: whole image), got {self.crop}")
         _check(self.stride > 0, f"stride must be > 0, got {self.stride}")
         _check(self.short_side > 0, f"short side must be > 0, got {self.short_side}")
         _check(self.long_side_cap > 0, f"long side cap must be > 0, got {self.long_side_cap}")
@@ -107,6 +129,9 @@ class SegmenterConfig:
     def replace(self, **overrides) -> "SegmenterConfig":
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **overrides)
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SegmenterConfig)}
 
 
 def _check(ok: bool, message: str) -> None:
@@ -164,24 +189,43 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def list_presets() -> list[str]:
-    """Names of the built-in presets."""
-    return sorted(PRESETS)
+def list_presets(method: str = "itaclip") -> list[str]:
+    """Names of the built-in presets of ``method`` (ITACLIP's by default)."""
+    return sorted(_presets_of(method))
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(name: str, method: Optional[str] = None) -> Preset:
+    """The preset ``name`` of ``method`` (ITACLIP's presets when ``method`` is None or 'itaclip')."""
+    presets = _presets_of(method or "itaclip")
     try:
-        return PRESETS[name]
+        return presets[name]
     except KeyError:
-        raise ItaclipError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}") from None
+        owner = "" if method in (None, "itaclip") else f" for method {method!r}"
+        raise ItaclipError(f"unknown preset {name!r}{owner}; choose from {', '.join(sorted(presets))}") from None
+
+
+def _presets_of(method: str) -> dict[str, Preset]:
+    if method == "itaclip":
+        return PRESETS
+    from .methods import get_method  # the baselines' tables live beside their definitions
+
+    return get_method(method).presets
 
 
 def build_config(preset: Optional[str] = None, **overrides) -> SegmenterConfig:
-    """Preset values first, then explicit overrides (``None`` values are ignored)."""
-    values = dict(get_preset(preset).overrides) if preset else {}
+    """The method's own defaults first (``method=``, ITACLIP's when absent), then the method's
+    preset, then explicit overrides (``None`` values are ignored)."""
     unknown = set(overrides) - {f.name for f in dataclasses.fields(SegmenterConfig)}
     if unknown:
         raise ItaclipError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    method = overrides.get("method") or "itaclip"
+    values = {}
+    if method != "itaclip":
+        from .methods import get_method
+
+        values.update(get_method(method).defaults)
+    if preset:
+        values.update(get_preset(preset, method).overrides)
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return SegmenterConfig(**values)
