@@ -28,12 +28,13 @@ import io
 import json
 import os
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
+
+from .files import atomic_write_bytes
 
 __all__ = ["FeatureCache", "default_cache_dir"]
 
@@ -110,18 +111,8 @@ class FeatureCache:
         cannot be written."""
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"FeatureCache stores tensors, got {type(tensor).__name__}")
-        path = self.path(key)
-        payload = _encode(tensor)
-        tmp_name = None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.directory)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-            tmp_name = None
+            atomic_write_bytes(self.path(key), _encode(tensor), durable=True)
             return True
         except OSError as exc:
             if not self._write_warned:
@@ -132,12 +123,6 @@ class FeatureCache:
                     stacklevel=3,
                 )
             return False
-        finally:
-            if tmp_name is not None:
-                try:
-                    os.unlink(tmp_name)
-                except OSError:
-                    pass
 
     def get_or_compute(
         self,

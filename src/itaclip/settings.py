@@ -1,0 +1,66 @@
+"""What decides a prediction, as plain JSON data: the identity that `itaclip segment`'s manifest and
+`itaclip eval`'s run directories compare, so that outputs of other settings are never mixed in."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Union
+
+from .config import SegmenterConfig
+from .vocabulary import Vocabulary
+
+#: SegmenterConfig fields that never change fp32 predictions (batching is exact within rounding:
+#: tests/test_engine_exact.py compares batch 1 with batch 64).
+EXECUTION_ONLY = ("batch_size",)
+
+
+def file_digest(path: Union[str, os.PathLike], chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_identity(weights: Union[str, os.PathLike]) -> str:
+    """A model name as is; a checkpoint file by the SHA-256 of its bytes (renames don't matter,
+    edits do)."""
+    path = Path(os.path.expanduser(os.fspath(weights)))
+    if path.is_file():
+        return "sha256:" + file_digest(path)
+    return os.fspath(weights)
+
+
+def prediction_settings(config: SegmenterConfig, vocabulary: Vocabulary, weights: Union[str, os.PathLike]) -> dict:
+    """Weights, every option that changes outputs, the vocabulary and the text-feature version."""
+    from .text import TEXT_FEATURE_VERSION
+
+    options = dataclasses.asdict(config)
+    for name in EXECUTION_ONLY:
+        options.pop(name, None)
+    settings = {
+        "weights": weights_identity(weights),
+        "config": options,
+        "vocabulary": {
+            "classes": [list(names) for names in vocabulary.classes],
+            "has_background": vocabulary.has_background,
+            "aux_texts": list(vocabulary.aux_texts) if vocabulary.aux_texts is not None else None,
+        },
+        "text_feature_version": TEXT_FEATURE_VERSION,
+    }
+    return plain(settings)
+
+
+def plain(data: dict) -> dict:
+    """JSON-normalised copy (tuples → lists, keys sorted), so a value read back compares equal."""
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
+
+
+def settings_hash(settings: dict) -> str:
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
