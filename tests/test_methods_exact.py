@@ -11,7 +11,6 @@ the end of the module (``pytest -s``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 
 import numpy as np
@@ -47,12 +46,7 @@ def zoo(tiny_ckpt):
     """``zoo(method, preset=None, **overrides)`` → a Segmenter with the method's own defaults (and
     preset), sharing one loaded tiny model."""
     base = itaclip.Segmenter(weights=str(tiny_ckpt), device="cpu", text_cache=False)
-
-    def make(method: str, preset=None, **overrides):
-        config = build_config(preset, method=method, **overrides)
-        return base.with_config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
-
-    return make
+    return base.for_method
 
 
 def check(seg, state, image, classes, has_background, aux_texts=None) -> dict:
@@ -284,3 +278,12 @@ def test_describe_prints_the_resolved_preset():
     assert "crop: 0" in text and "pamr_steps: 10" in text and "gaussian_std: 5.0" in text
     assert "classes: sclip_voc21" in text and "\nattention:" not in text
     assert "stride: 56" in describe("clearclip", "context60", stride=56)
+
+
+def test_for_method_shares_the_model_and_uses_the_methods_lists(tiny_ckpt):
+    base = itaclip.Segmenter(weights=str(tiny_ckpt), device="cpu", text_cache=False)
+    clear = base.for_method("clearclip", "voc21", prob_thd=0.3)
+    assert clear.model is base.model and clear.config.prob_thd == 0.3 and clear.config.crop == 448
+    vocab = clear.set_vocabulary()
+    assert (vocab.num_classes, len(vocab.queries)) == (21, 21)
+    assert base.for_method("itaclip", "voc21").config == base.with_config(**vars(build_config("voc21"))).config

@@ -161,6 +161,17 @@ class Segmenter:
             other.set_vocabulary(self.vocabulary)
         return other
 
+    def for_method(self, method: str, preset: Optional[str] = None, **overrides) -> "Segmenter":
+        """A segmenter running ``method`` (its authors' defaults, then that method's ``preset``, then
+        ``overrides``) that shares this one's loaded model and text features; no vocabulary is set
+        (each method's presets bring their own class lists)."""
+        other = object.__new__(Segmenter)
+        other.config = build_config(preset, method=method, **overrides)
+        other.preset = get_preset(preset, method) if preset else None
+        other._loaded = self._loaded
+        other._setup()
+        return other
+
     # ------------------------------------------------------------------ vocabulary
     def set_vocabulary(self, classes: Union[None, Vocabulary, str, os.PathLike, Sequence[str]] = None, *,
                        background: Union[None, str, Sequence[str]] = None,
