@@ -263,6 +263,7 @@ def markdown_report(result: EvalResult, title: str = "") -> str:
     cfg = result.settings.get("config", {})
     if cfg:
         keys = [
+            "method",
             "attention",
             "remove_ffn",
             "intermediate_layers",
@@ -272,6 +273,7 @@ def markdown_report(result: EvalResult, title: str = "") -> str:
             "short_side",
             "crop",
             "stride",
+            "gaussian_std",
             "pamr_steps",
             "logit_scale",
             "prob_thd",
