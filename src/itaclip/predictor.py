@@ -27,7 +27,7 @@ from .methods import encoder_options, get_method
 from .models import DEFAULT_WEIGHTS, load_clip, resolve_device, text_tower_fingerprint
 from .pamr import pamr
 from .postprocess import apply_area_threshold, class_probabilities, label_map
-from .preprocess import Window, normalize, resize_image, sliding_windows, window_padding
+from .preprocess import image_windows, normalize, resize_image, window_padding
 from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
 from .views import add_upsampled, fuse_patch_logits, make_views, view_names
 from .vocabulary import Vocabulary, resolve_vocabulary
@@ -247,7 +247,7 @@ class Segmenter:
         """Average of the windows' fused logits over the resized image: (Q, h, w)."""
         cfg = self.config
         _, height, width = image.shape
-        windows = sliding_windows(height, width, cfg.crop, cfg.stride) if cfg.crop else [Window(0, height, 0, width)]
+        windows = image_windows(height, width, cfg.crop, cfg.stride)
         # Every window has the same size (a side shorter than the crop spans the image), so one
         # padding serves them all: views are then made of the padded window.
         padding = (window_padding(windows[0].y2 - windows[0].y1, windows[0].x2 - windows[0].x1,

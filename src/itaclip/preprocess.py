@@ -57,6 +57,11 @@ def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[Win
     return windows
 
 
+def image_windows(height: int, width: int, crop: int, stride: int) -> list[Window]:
+    """The windows of an image: mmseg's sliding grid, or the whole image when ``crop`` is 0."""
+    return sliding_windows(height, width, crop, stride) if crop else [Window(0, height, 0, width)]
+
+
 def window_padding(height: int, width: int, patch: int) -> Optional[tuple[int, int, int, int]]:
     """ClearCLIP's centred padding of a window to the next multiple of the patch size, as
     ``F.pad`` order (left, right, top, bottom): left = ⌊extra/2⌋, right = the rest; None if the

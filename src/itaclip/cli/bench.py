@@ -43,6 +43,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..config import IDENTITY
 from ..errors import ItaclipError
 from .options import add_engine_arguments, add_model_arguments, config_overrides
 
@@ -74,6 +75,8 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 class Mode:
     name: str
     overrides: dict
+    authors: bool = False
+    """Run the mode's method with its authors' preset for the input (and their class list)."""
 
     @property
     def precision(self) -> str:
@@ -81,13 +84,22 @@ class Mode:
 
 
 def parse_mode(text: str) -> Mode:
-    """``fp32``, ``bf16``, ``int8``, ``stride56``, ``batch1``, or '+'-joined: ``bf16+stride56``."""
+    """``fp32``, ``bf16``, ``int8``, ``stride56``, ``batch1``, a method (``naclip``: its last block
+    and window handling in the input's ITACLIP setting), ``authors`` (with a method: the method's
+    own preset for the input), or '+'-joined: ``bf16+stride56``, ``naclip+authors``."""
+    from ..config import METHOD_NAMES
+
     overrides: dict[str, Any] = {}
+    authors = False
     for token in text.strip().split("+"):
         token = token.strip()
         try:
             if token in PRECISIONS:
                 overrides["precision"] = token
+            elif token in METHOD_NAMES:
+                overrides["method"] = token
+            elif token == "authors":
+                authors = True
             elif token.startswith("stride"):
                 overrides["stride"] = int(token[len("stride"):])
             elif token.startswith("batch"):
@@ -96,9 +108,12 @@ def parse_mode(text: str) -> Mode:
                 raise ValueError
         except ValueError:
             raise ItaclipError(
-                f"unknown mode {text!r}: use fp32, fp16, bf16, int8, strideN, batchN or '+'-joined ones"
+                f"unknown mode {text!r}: use fp32, fp16, bf16, int8, strideN, batchN, a method "
+                f"({', '.join(METHOD_NAMES)}), authors or '+'-joined ones"
             ) from None
-    return Mode(text.strip(), overrides)
+    if authors and "method" not in overrides:
+        raise ItaclipError(f"mode {text!r}: 'authors' needs a method, e.g. naclip+authors")
+    return Mode(text.strip(), overrides, authors)
 
 
 def default_modes(device_type: str) -> str:
@@ -148,13 +163,14 @@ def vit_pass_flops(encoder, grid_h: int, grid_w: int) -> int:
     out_dim = visual.proj.shape[1] if visual.proj is not None else width
     n = grid_h * grid_w
     tokens = 1 + n
-    terms = len(encoder.attention)
+    terms = 0 if encoder.attention == (IDENTITY,) else len(encoder.attention)  # identity: no maps
     flops = 2 * n * 3 * patch * patch * width
     flops += blocks * 2 * tokens * 12 * width * width
     if encoder.remove_ffn:
         flops -= 2 * tokens * 8 * width * width
     flops += (blocks - 1) * 4 * tokens * tokens * width
-    flops += (len(encoder.recorded) + 1) * terms * 2 * tokens * tokens * width + 2 * tokens * tokens * width
+    flops += (len(encoder.recorded) + 1) * terms * 2 * tokens * tokens * width
+    flops += 2 * tokens * tokens * width if terms else 0  # the last block's Â·v
     flops += 2 * n * width * out_dim
     return flops
 
@@ -370,9 +386,20 @@ def _vocabulary_texts(seg) -> int:
     return len(vocab.queries) + (len(vocab.aux_texts) if vocab.aux_texts and seg.config.alpha > 0 else 0)
 
 
+def _mode_segmenter(args: argparse.Namespace, base, scenario: Scenario, mode: Mode):
+    """The segmenter of one mode: the input's segmenter with the mode's options; with ``authors``,
+    the mode's method with its own preset for the input and its own class list."""
+    if not mode.authors:
+        return base.with_config(**mode.overrides)
+    overrides = {k: v for k, v in mode.overrides.items() if k != "method"}
+    seg = base.for_method(mode.overrides["method"], scenario.preset, **{**config_overrides(args), **overrides})
+    seg.set_vocabulary()
+    return seg
+
+
 def bench_images(args: argparse.Namespace, weights: str, scenarios: list[Scenario], modes: list[Mode],
                  size: Optional[tuple[int, int]]) -> list[dict]:
-    from ..preprocess import rescaled_size, sliding_windows
+    from ..preprocess import image_windows, rescaled_size
 
     text_cache = args.text_cache if args.text_cache is not None else True
     records = []
@@ -385,16 +412,16 @@ def bench_images(args: argparse.Namespace, weights: str, scenarios: list[Scenari
         reference_labels = reference_queries = None
         for mode in modes:
             try:
-                seg = base.with_config(**mode.overrides)
+                seg = _mode_segmenter(args, base, scenario, mode)
             except ItaclipError as exc:
                 print(f"itaclip bench: {scenario.name} {mode.name}: skipped ({exc})", file=sys.stderr)
                 continue
             cfg = seg.config
             resized = rescaled_size(height, width, cfg.short_side, cfg.long_side_cap)
-            windows = len(sliding_windows(*resized, cfg.crop, cfg.stride))
+            windows = len(image_windows(*resized, cfg.crop, cfg.stride))
             if args.warmup:
-                side = min(cfg.crop, *resized)
-                seg.with_config(short_side=side, long_side_cap=side, stride=cfg.crop).segment(image[:side, :side])
+                side = min(cfg.crop or max(resized), *resized)
+                seg.with_config(short_side=side, long_side_cap=side, stride=cfg.crop or cfg.stride).segment(image[:side, :side])
             meter = EncoderMeter(seg.encoder, seg.device)
             queries = QueryArgmax(seg)
             print(f"itaclip bench: {scenario.name} {mode.name}: {args.repeat} image(s) of {width}×{height} "
@@ -410,7 +437,9 @@ def bench_images(args: argparse.Namespace, weights: str, scenarios: list[Scenari
                 queries.close()
             agreement = query_agreement = None
             reference = False
-            if reference_labels is None and mode.precision == "fp32" and "stride" not in mode.overrides:
+            if "method" in mode.overrides:
+                pass  # another method's labels are not an approximation of these
+            elif reference_labels is None and mode.precision == "fp32" and "stride" not in mode.overrides:
                 # the first exact mode is the reference
                 reference_labels, reference_queries, reference = result.labels, queries.value, True
             elif reference_labels is not None:
