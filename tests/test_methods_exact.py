@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("single_thread")
 
 itaclip = pytest.importorskip("itaclip")
 from itaclip.config import build_config, get_preset  # noqa: E402
-from itaclip.methods import METHODS, describe, encoder_options  # noqa: E402
+from itaclip.methods import METHODS, encoder_options  # noqa: E402
 from itaclip.vocabulary import load_classes  # noqa: E402
 
 ZOO = ["clip", "maskclip", "sclip", "clearclip", "naclip"]
@@ -273,11 +273,18 @@ def test_unknown_preset_of_a_method():
         build_config("fast", method="naclip")
 
 
-def test_describe_prints_the_resolved_preset():
-    text = describe("naclip", "voc21")
-    assert "crop: 0" in text and "pamr_steps: 10" in text and "gaussian_std: 5.0" in text
-    assert "classes: sclip_voc21" in text and "\nattention:" not in text
-    assert "stride: 56" in describe("clearclip", "context60", stride=56)
+def test_presets_command_prints_a_methods_resolved_preset(capsys):
+    from itaclip.cli import main
+
+    assert main(["presets", "voc21", "--method", "naclip"]) == 0
+    text = capsys.readouterr().out
+    assert "method               naclip (NACLIP" in text and "crop                 0" in text
+    assert "pamr_steps           10" in text and "gaussian_std         5.0" in text and "attention" not in text
+    assert "sclip_voc21: 21 classes, 56 names, class 0 = background set of 26 words" in text
+    assert main(["presets", "--method", "clearclip"]) == 0
+    assert "voc21" in capsys.readouterr().out and "fast" not in capsys.readouterr().out
+    assert main(["presets", "fast", "--method", "naclip"]) == 2
+    assert "unknown preset 'fast' for method 'naclip'" in capsys.readouterr().err
 
 
 def test_for_method_shares_the_model_and_uses_the_methods_lists(tiny_ckpt):

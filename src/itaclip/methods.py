@@ -210,21 +210,9 @@ def encoder_options(config: SegmenterConfig) -> dict:
                 residual=block.residual, gaussian_std=config.gaussian_std if block.neighbourhood else None)
 
 
-def describe(method: str, preset: Optional[str] = None, **overrides) -> str:
-    """A method's resolved settings for a preset, one ``field: value`` line each (printable)."""
-    from .config import build_config, get_preset
-
-    record = get_method(method)
-    config = build_config(preset, method=method, **overrides)
-    lines = [f"method: {record.name} ({record.title}; {record.paper})", f"changes: {record.changes}"]
-    if preset:
-        chosen = get_preset(preset, method)
-        lines.append(f"preset: {chosen.name} ({chosen.description})")
-        if chosen.classes:
-            lines.append(f"classes: {chosen.classes}{' (class 0 is background)' if chosen.has_background else ''}")
-    skipped = {"method"} | (set() if record.block is None else {"attention", "remove_ffn", "intermediate_layers"})
-    skipped |= set() if record.block is not None and record.block.neighbourhood else {"gaussian_std"}
-    for name, value in vars(config).items():
-        if name not in skipped:
-            lines.append(f"{name}: {value}")
-    return "\n".join(lines)
+def unused_fields(config: SegmenterConfig) -> set[str]:
+    """Config fields the config's method does not read (ITACLIP's block options for the others,
+    σ for all but NACLIP)."""
+    block = get_method(config.method).block
+    unused = {"attention", "remove_ffn", "intermediate_layers"} if block is not None else set()
+    return unused if block is not None and block.neighbourhood else unused | {"gaussian_std"}

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from .config import DEFAULT_WEIGHTS
 from .errors import ItaclipError
 
 #: OpenAI model names (as the authors' ``clip.load`` spells them) → open_clip names.
@@ -22,7 +23,6 @@ OPENAI_MODELS = {
     "ViT-L/14": "ViT-L-14",
     "ViT-L/14@336px": "ViT-L-14-336",
 }
-DEFAULT_WEIGHTS = "ViT-B/16"
 
 
 def list_models() -> list[str]:
