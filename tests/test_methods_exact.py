@@ -279,7 +279,7 @@ def test_presets_command_prints_a_methods_resolved_preset(capsys):
     assert main(["presets", "voc21", "--method", "naclip"]) == 0
     text = capsys.readouterr().out
     assert "method               naclip (NACLIP" in text and "crop                 0" in text
-    assert "pamr_steps           10" in text and "gaussian_std         5.0" in text and "attention" not in text
+    assert "pamr_steps           10" in text and "gaussian_std         5.0" in text and "  attention " not in text
     assert "sclip_voc21: 21 classes, 56 names, class 0 = background set of 26 words" in text
     assert main(["presets", "--method", "clearclip"]) == 0
     assert "voc21" in capsys.readouterr().out and "fast" not in capsys.readouterr().out
