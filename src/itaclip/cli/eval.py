@@ -198,6 +198,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  torchrun --standalone --nproc-per-node 4 --no-python itaclip eval --dataset coco_stuff \\\n"
         "      --data-root data/coco_stuff164k --device cuda\n"
         "  itaclip eval --paper-table 7 --dataset context60 --data-root data/VOCdevkit/VOC2010\n"
+        "  itaclip eval --method naclip --dataset voc21 --data-root data/VOCdevkit/VOC2012\n"
+        "  itaclip eval --compare clip,sclip,clearclip,naclip,itaclip --dataset voc21 --data-root data/VOCdevkit/VOC2012\n"
         "  itaclip eval --convert-coco-object --data-root data/coco_stuff164k\n"
         "datasets: voc21 voc20 context60 context59 coco_stuff coco_object cityscapes ade20k "
         "(layouts: itaclip eval --list-datasets; docs/EVALUATION.md)"
@@ -240,6 +242,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "beside the paper's figures",
     )
     group.add_argument(
+        "--compare",
+        metavar="METHODS",
+        help="evaluate several methods ('clip,sclip,naclip' or 'all'), each with its authors' setting for "
+        "the dataset, and write one table with the published mIoU beside ours",
+    )
+    group.add_argument(
         "--backbone",
         action="append",
         default=[],
@@ -271,12 +279,15 @@ def _say(info, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def dataset_vocabulary(spec, classes=None, background=None, aux_texts=None):
-    """The vocabulary for a dataset: its preset's built-in list (or ``classes``), by the rules of
-    :func:`itaclip.vocabulary.resolve_vocabulary`; ``"none"`` as ``aux_texts`` drops the texts."""
+def dataset_vocabulary(spec, classes=None, background=None, aux_texts=None, method=None):
+    """The vocabulary for a dataset: the built-in list of ``method``'s preset for it (or
+    ``classes``), by the rules of :func:`itaclip.vocabulary.resolve_vocabulary`; ``"none"`` as
+    ``aux_texts`` drops the texts."""
+    from ..config import get_preset
     from ..vocabulary import resolve_vocabulary
 
-    return resolve_vocabulary(classes, preset=spec.preset, background=background, aux_texts=aux_texts)
+    return resolve_vocabulary(classes, preset=get_preset(spec.preset, method), background=background,
+                              aux_texts=aux_texts)
 
 
 def _backbones(items: list[str]) -> dict[str, str]:
@@ -347,6 +358,14 @@ def run(args: argparse.Namespace) -> int:
     spec = get_dataset_spec(args.dataset)
     if table is not None and spec.name not in table.datasets:
         raise ItaclipError(f"paper Table {table.number} reports {', '.join(table.datasets)}, not {spec.name}")
+    if table is not None and args.method not in (None, "itaclip"):
+        raise ItaclipError("--paper-table runs ITACLIP's ablations: leave out --method (or use --compare)")
+    if args.compare is not None:
+        from ..comparison import parse_methods
+
+        if args.method is not None or table is not None:
+            raise ItaclipError("--compare runs each method with its own setting: leave out --method and --paper-table")
+        methods = parse_methods(args.compare)
 
     device = resolve_rank_device(args.device, dist_env())
     info = init_distributed(device)
@@ -359,6 +378,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if table is not None:
             return _run_table(args, table, spec, dataset, device, info)
+        if args.compare is not None:
+            return _run_comparison(args, methods, spec, dataset, device, info)
         return _run_single(args, spec, dataset, device, info)
     finally:
         shutdown_distributed()
@@ -379,7 +400,7 @@ def _run_single(args, spec, dataset, device, info) -> int:
     from ..evaluate import evaluate, summary_line
 
     segmenter = _make_segmenter(args, spec, args.weights, device)
-    segmenter.set_vocabulary(dataset_vocabulary(spec, args.classes, args.background, args.aux_texts))
+    segmenter.set_vocabulary(dataset_vocabulary(spec, args.classes, args.background, args.aux_texts, args.method))
     result = evaluate(
         dataset,
         segmenter,
@@ -402,6 +423,35 @@ def _run_single(args, spec, dataset, device, info) -> int:
                 f"itaclip eval: {len(result.skipped)} unreadable image(s) skipped and listed in results.json",
             )
     return _exit_code(result)
+
+
+def _run_comparison(args, methods: list[str], spec, dataset, device, info) -> int:
+    """Each method with its own preset for the dataset (and the flags given), one table."""
+    from ..comparison import compare_methods, write_comparison
+    from ..evaluate import evaluate, summary_line
+
+    if args.classes is not None or args.background is not None or args.aux_texts is not None or args.preset:
+        raise ItaclipError("--compare uses each method's own preset and class list for the dataset: "
+                           "leave out --preset, --classes, --background and --aux-texts")
+    skipped_any = False
+
+    def evaluate_one(segmenter, title):
+        nonlocal skipped_any
+        result = evaluate(dataset, segmenter, args.out, weights=args.weights, limit=args.limit, info=info,
+                          progress=not args.no_progress, restart=args.restart, title=title)
+        skipped_any |= bool(result.skipped)
+        if info.is_main:
+            print(summary_line(result), file=sys.stderr)
+        return result
+
+    base = _make_segmenter(args, spec, args.weights, device)
+    rows = compare_methods(dataset, base, methods, evaluate_one, config_overrides(args),
+                           log=lambda message: _say(info, f"itaclip eval: {message}"))
+    if info.is_main:
+        path = write_comparison(args.out, spec.name, spec.title, rows, len(dataset))
+        print(path.read_text())
+        _say(info, f"itaclip eval: table written to {path} and {path.with_suffix('.json')}")
+    return 1 if skipped_any else 0
 
 
 def _run_table(args, table: PaperTable, spec, dataset, device, info) -> int:
