@@ -109,3 +109,25 @@ def test_eval_compare_writes_one_table(tmp_path, tiny_ckpt, capsys):
         assert main(["eval", *bad, "--dataset", "voc21", "--data-root", str(tmp_path / "data"),
                      "--weights", str(tiny_ckpt), "--out", str(out), *FAST]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_demo_engine_runs_every_method_with_its_own_preset(tmp_path, image_file, tiny_ckpt):
+    """The demo's method selector: each request may pick a method; empty classes under a dataset
+    preset mean that method's own list; the result equals the Python API's."""
+    from itaclip.demo import DemoEngine
+
+    seg = itaclip.Segmenter(weights=str(tiny_ckpt), device="cpu", text_cache=False)
+    engine = DemoEngine(segmenter=seg, preset="default", overrides={"short_side": 160, "pamr_steps": 1},
+                        work_dir=tmp_path / "w")
+    for method in ("clip", "maskclip", "sclip", "clearclip", "naclip", "itaclip"):
+        result = engine.segment(image_file, "cat, dog, tree", speed="fastest (stride 112)", method=method)
+        expected = seg.for_method(method, "default", short_side=160, pamr_steps=1,
+                                  **({"stride": 112} if method == "itaclip" else {}))
+        np.testing.assert_array_equal(result.labels, expected.segment(str(image_file), "cat, dog, tree").labels)
+    voc = engine.segment(image_file, "", preset="voc21", method="clearclip")
+    assert len(voc.class_names) == 21 and voc.class_names[0] == "background"
+    assert engine.config_for("voc21", "exact (stride 28)", "naclip").crop == 0  # NACLIP's VOC21: whole image
+    with pytest.raises(itaclip.ItaclipError, match="for method 'sclip'"):
+        engine.segment(image_file, "cat, dog", preset="fast", method="sclip")
+    chosen = DemoEngine(segmenter=seg, overrides={"method": "naclip"}, work_dir=tmp_path / "w2")
+    assert chosen.method == "naclip" and chosen.config_for("default", None).method == "naclip"
