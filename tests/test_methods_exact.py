@@ -19,7 +19,16 @@ import torch
 
 import naive_reference as ref
 from conftest import make_smooth_image
-from test_engine_exact import OPEN, OPEN_AUX, PROB_ATOL, SMALL, VOC_LIKE, VOC_LIKE_AUX, assert_labels_match, compare
+from test_engine_exact import (
+    OPEN,
+    OPEN_AUX,
+    PROB_ATOL,
+    SMALL,
+    VOC_LIKE,
+    VOC_LIKE_AUX,
+    assert_labels_match,
+    compare,
+)
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("single_thread")]
 
