@@ -303,3 +303,19 @@ def test_for_method_shares_the_model_and_uses_the_methods_lists(tiny_ckpt):
     vocab = clear.set_vocabulary()
     assert (vocab.num_classes, len(vocab.queries)) == (21, 21)
     assert base.for_method("itaclip", "voc21").config == base.with_config(**vars(build_config("voc21"))).config
+
+
+def test_itaclip_run_identity_is_unchanged_by_the_zoo():
+    """Stored eval results and segment manifests of ITACLIP runs keep their identity: the settings
+    name no method and no σ for ITACLIP; another method's name them, without ITACLIP's block fields."""
+    from itaclip.settings import prediction_settings
+    from itaclip.vocabulary import resolve_vocabulary
+
+    vocab = resolve_vocabulary("cat, dog")
+    itaclip_settings = prediction_settings(build_config("voc21"), vocab, "ViT-B/16")["config"]
+    assert "method" not in itaclip_settings and "gaussian_std" not in itaclip_settings
+    assert itaclip_settings["attention"] == "q-q+k-k"
+    naclip = prediction_settings(build_config("voc21", method="naclip"), vocab, "ViT-B/16")["config"]
+    assert naclip["method"] == "naclip" and naclip["gaussian_std"] == 5.0 and "attention" not in naclip
+    sclip = prediction_settings(build_config("voc21", method="sclip"), vocab, "ViT-B/16")["config"]
+    assert sclip["method"] == "sclip" and "gaussian_std" not in sclip

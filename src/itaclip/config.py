@@ -126,8 +126,7 @@ class SegmenterConfig:
         _check(self.method in METHOD_NAMES, f"unknown method {self.method!r}; choose from {', '.join(METHOD_NAMES)}")
         if self.method != "itaclip":
             changed = [name for name in ITACLIP_BLOCK_FIELDS if getattr(self, name) != _DEFAULTS[name]]
-            _check(not changed, f"{', '.join(changed)} configure ITACLIP's last block: use them with method 'itaclip', "
-                                f"not {self.method!r}")
+            _check(not changed, _itaclip_only(changed, self.method))
         _check(self.gaussian_std > 0, f"gaussian std must be > 0, got {self.gaussian_std}")
         _check(self.crop >= 0, f"crop must be >= 0 (0: whole image), got {self.crop}")
         _check(self.stride > 0, f"stride must be > 0, got {self.stride}")
@@ -160,6 +159,10 @@ class SegmenterConfig:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(SegmenterConfig)}
+
+
+def _itaclip_only(fields: list[str], method: str) -> str:
+    return f"{', '.join(fields)} configure ITACLIP's last block: use them with method 'itaclip', not {method!r}"
 
 
 def _check(ok: bool, message: str) -> None:
@@ -266,9 +269,7 @@ def build_config(preset: Optional[str] = None, **overrides) -> SegmenterConfig:
         raise ItaclipError(f"unknown option(s): {', '.join(sorted(unknown))}")
     method = overrides.get("method") or "itaclip"
     given = [name for name in ITACLIP_BLOCK_FIELDS if overrides.get(name) is not None]
-    if method != "itaclip" and given:
-        raise ItaclipError(f"{', '.join(given)} configure ITACLIP's last block: use them with method 'itaclip', "
-                           f"not {method!r}")
+    _check(method == "itaclip" or not given, _itaclip_only(given, method))
     values = {}
     if method != "itaclip":
         from .methods import get_method
