@@ -86,6 +86,27 @@ def test_parse_mode():
     assert parse_mode("fp32").precision == "fp32"
     with pytest.raises(ItaclipError):
         parse_mode("stridex")
+    assert parse_mode("naclip+bf16").overrides == {"method": "naclip", "precision": "bf16"}
+    assert parse_mode("sclip+authors").authors and not parse_mode("sclip").authors
+    with pytest.raises(ItaclipError, match="needs a method"):
+        parse_mode("authors")
+
+
+def test_bench_methods(tiny_ckpt, tmp_path):
+    """A method mode runs its last block in the input's ITACLIP setting; +authors runs its own preset
+    (NACLIP's VOC21: the whole image in one window, one view) with its own class list."""
+    out_json = tmp_path / "bench.json"
+    code = main(["bench", "--weights", str(tiny_ckpt), "--size", "40x56", "--short-side", "48", "--device", "cpu",
+                 "--inputs", "voc", "--modes", "fp32,naclip,maskclip+stride32,naclip+authors,clearclip+authors",
+                 "--no-text", "--text-cache", str(tmp_path / "text"), "--json", str(out_json)])
+    assert code == 0
+    records = {r["mode"]: r for r in json.loads(out_json.read_text())["images"]}
+    assert records["naclip"]["windows"] == records["fp32"]["windows"] and records["naclip"]["views"] == 5
+    assert records["naclip"]["agreement_vs_fp32"] is None and not records["naclip"]["reference"]
+    assert records["maskclip+stride32"]["stride"] == 32
+    own = records["naclip+authors"]
+    assert (own["windows"], own["views"], own["vit_passes"], own["queries"]) == (1, 1, 1, 56)
+    assert records["clearclip+authors"]["queries"] == 21
 
 
 def test_synthetic_image_is_deterministic():
@@ -96,6 +117,10 @@ def test_synthetic_image_is_deterministic():
 @pytest.mark.parametrize("options", [
     {}, {"remove_ffn": False}, {"intermediate_layers": ()}, {"attention": ("q-k",)},
     {"attention": ("q-q", "k-k", "v-v"), "intermediate_layers": (7, 8, 9, 10)},
+    # the method zoo's last blocks (itaclip.methods.encoder_options)
+    {"attention": ("identity",), "intermediate_layers": (), "remove_ffn": False},
+    {"attention": ("q-q",), "intermediate_layers": (), "residual": False},
+    {"attention": ("k-k",), "intermediate_layers": (), "residual": False, "gaussian_std": 5.0},
 ])
 def test_flop_formula_matches_torch_flop_counter(tiny_ckpt, options):
     """torch's FlopCounterMode counts the convolution and every matmul except SDPA's kernel on the

@@ -50,6 +50,8 @@ def scenarios(names: Sequence[str]) -> list[Scenario]:
 class Mode:
     name: str
     overrides: dict
+    authors: bool = False
+    """Run the mode's method with its authors' preset for the input (and their class list)."""
 
     @property
     def precision(self) -> str:
@@ -57,13 +59,22 @@ class Mode:
 
 
 def parse_mode(text: str) -> Mode:
-    """``fp32``, ``bf16``, ``int8``, ``stride56``, ``batch1``, or '+'-joined: ``bf16+stride56``."""
+    """``fp32``, ``bf16``, ``int8``, ``stride56``, ``batch1``, a method (``naclip``: its last block
+    and window handling in the input's ITACLIP setting), ``authors`` (with a method: the method's
+    own preset for the input), or '+'-joined: ``bf16+stride56``, ``naclip+authors``."""
+    from ..config import METHOD_NAMES
+
     overrides: dict[str, Any] = {}
+    authors = False
     for token in text.strip().split("+"):
         token = token.strip()
         try:
             if token in PRECISIONS:
                 overrides["precision"] = token
+            elif token in METHOD_NAMES:
+                overrides["method"] = token
+            elif token == "authors":
+                authors = True
             elif token.startswith("stride"):
                 overrides["stride"] = int(token[len("stride"):])
             elif token.startswith("batch"):
@@ -72,9 +83,12 @@ def parse_mode(text: str) -> Mode:
                 raise ValueError
         except ValueError:
             raise ItaclipError(
-                f"unknown mode {text!r}: use fp32, fp16, bf16, int8, strideN, batchN or '+'-joined ones"
+                f"unknown mode {text!r}: use fp32, fp16, bf16, int8, strideN, batchN, a method "
+                f"({', '.join(METHOD_NAMES)}), authors or '+'-joined ones"
             ) from None
-    return Mode(text.strip(), overrides)
+    if authors and "method" not in overrides:
+        raise ItaclipError(f"mode {text!r}: 'authors' needs a method, e.g. naclip+authors")
+    return Mode(text.strip(), overrides, authors)
 
 
 def default_modes(device_type: str) -> str:

@@ -89,9 +89,20 @@ def vocabulary_texts(seg) -> int:
     return len(vocab.queries) + (len(vocab.aux_texts) if vocab.aux_texts and seg.config.alpha > 0 else 0)
 
 
+def _mode_segmenter(request: BenchRequest, base, scenario: Scenario, mode: Mode):
+    """The segmenter of one mode: the input's segmenter with the mode's options; with ``authors``,
+    the mode's method with its own preset for the input and its own class list."""
+    if not mode.authors:
+        return base.with_config(**mode.overrides)
+    overrides = {k: v for k, v in mode.overrides.items() if k != "method"}
+    seg = base.for_method(mode.overrides["method"], scenario.preset, **{**request.overrides, **overrides})
+    seg.set_vocabulary()
+    return seg
+
+
 def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], modes: Sequence[Mode],
                  log: Log = _stderr) -> list[dict]:
-    from ..preprocess import rescaled_size, sliding_windows
+    from ..preprocess import image_windows, rescaled_size
 
     text_cache = request.text_cache if request.text_cache is not None else True
     records = []
@@ -104,16 +115,17 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
         reference_labels = reference_queries = None
         for mode in modes:
             try:
-                seg = base.with_config(**mode.overrides)
+                seg = _mode_segmenter(request, base, scenario, mode)
             except ItaclipError as exc:
                 log(f"itaclip bench: {scenario.name} {mode.name}: skipped ({exc})")
                 continue
             cfg = seg.config
             resized = rescaled_size(height, width, cfg.short_side, cfg.long_side_cap)
-            windows = len(sliding_windows(*resized, cfg.crop, cfg.stride))
+            windows = len(image_windows(*resized, cfg.crop, cfg.stride))
             if request.warmup:
-                side = min(cfg.crop, *resized)
-                seg.with_config(short_side=side, long_side_cap=side, stride=cfg.crop).segment(image[:side, :side])
+                side = min(cfg.crop or max(resized), *resized)
+                seg.with_config(short_side=side, long_side_cap=side,
+                                stride=cfg.crop or cfg.stride).segment(image[:side, :side])
             meter = EncoderMeter(seg.encoder, seg.device)
             queries = QueryArgmax()
             log(f"itaclip bench: {scenario.name} {mode.name}: {request.repeat} image(s) of {width}×{height} "
@@ -128,7 +140,9 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
                 meter.close()
             agreement = query_agreement = None
             reference = False
-            if reference_labels is None and mode.precision == "fp32" and "stride" not in mode.overrides:
+            if "method" in mode.overrides:
+                pass  # another method's labels are not an approximation of these
+            elif reference_labels is None and mode.precision == "fp32" and "stride" not in mode.overrides:
                 # the first exact mode is the reference
                 reference_labels, reference_queries, reference = result.labels, queries.value, True
             elif reference_labels is not None:

@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  torchrun --standalone --nproc-per-node 4 --no-python itaclip eval --dataset coco_stuff \\\n"
         "      --data-root data/coco_stuff164k --device cuda\n"
         "  itaclip eval --paper-table 7 --dataset context60 --data-root data/VOCdevkit/VOC2010\n"
+        "  itaclip eval --method naclip --dataset voc21 --data-root data/VOCdevkit/VOC2012\n"
+        "  itaclip eval --compare clip,sclip,clearclip,naclip,itaclip --dataset voc21 --data-root data/VOCdevkit/VOC2012\n"
         "  itaclip eval --convert-coco-object --data-root data/coco_stuff164k\n"
         "datasets: voc21 voc20 context60 context59 coco_stuff coco_object cityscapes ade20k "
         "(layouts: itaclip eval --list-datasets; docs/EVALUATION.md)"
@@ -75,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(PAPER_TABLES, key=int) + ["list"],
         help="run the rows of paper table N (1-8, 10, 11; 'list' shows them) and print them "
         "beside the paper's figures",
+    )
+    group.add_argument(
+        "--compare",
+        metavar="METHODS",
+        help="evaluate several methods ('clip,sclip,naclip' or 'all'), each with its authors' setting for "
+        "the dataset, and write one table with the published mIoU beside ours",
     )
     group.add_argument(
         "--backbone",
@@ -150,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     from ..datasets import get_dataset_spec, load_dataset
     from ..evaluation.distributed import distributed_session
     from ..evaluation.report import summary_line
-    from ..evaluation.runner import EvalRequest, run_evaluation, run_paper_table
+    from ..evaluation.runner import EvalRequest, run_comparison, run_evaluation, run_paper_table
 
     table = PAPER_TABLES[args.paper_table] if args.paper_table else None
     dataset_name = args.dataset or (table.default_dataset if table is not None else None)
@@ -164,6 +172,15 @@ def run(args: argparse.Namespace) -> int:
     spec = get_dataset_spec(dataset_name)
     if table is not None:
         table.check_dataset(spec.name)
+        if args.method not in (None, "itaclip"):
+            raise ItaclipError("--paper-table runs ITACLIP's ablations: leave out --method (or use --compare)")
+    methods = None
+    if args.compare is not None:
+        from ..evaluation.comparison import parse_methods
+
+        if args.method is not None or table is not None:
+            raise ItaclipError("--compare runs each method with its own setting: leave out --method and --paper-table")
+        methods = parse_methods(args.compare)
     backbones = _backbones(args.backbone)
 
     with distributed_session(args.device) as (info, device):
@@ -192,6 +209,12 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             info=info,
         )
+        if methods is not None:
+            path, skipped_any = run_comparison(request, methods)
+            if info.is_main:
+                print(path.read_text())
+                say(f"itaclip eval: table written to {path} and {path.with_suffix('.json')}")
+            return 1 if skipped_any else 0
         if table is not None:
             run_table = run_paper_table(request, table, backbones)
             if info.is_main:

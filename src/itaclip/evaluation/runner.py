@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from ..datasets import Dataset, DatasetSpec
+from ..errors import ItaclipError
 from ..files import atomic_write_text, write_json, writing
 from .distributed import DistInfo
 from .loop import evaluate
@@ -27,12 +28,14 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def dataset_vocabulary(spec: DatasetSpec, classes=None, background=None, aux_texts=None):
-    """The vocabulary for a dataset: its preset's built-in list (or ``classes``), by the rules of
-    :func:`itaclip.vocabulary.resolve_vocabulary`."""
+def dataset_vocabulary(spec: DatasetSpec, classes=None, background=None, aux_texts=None, method=None):
+    """The vocabulary for a dataset: the built-in list of ``method``'s preset for it (or
+    ``classes``), by the rules of :func:`itaclip.vocabulary.resolve_vocabulary`."""
+    from ..config import get_preset
     from ..vocabulary import resolve_vocabulary
 
-    return resolve_vocabulary(classes, preset=spec.preset, background=background, aux_texts=aux_texts)
+    return resolve_vocabulary(classes, preset=get_preset(spec.preset, method), background=background,
+                              aux_texts=aux_texts)
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ class EvalRequest:
     def vocabulary(self, background: Union[None, str, Sequence[str]] = None):
         """The dataset's vocabulary, with ``background`` (else the request's) as class 0."""
         return dataset_vocabulary(self.dataset.spec, self.classes,
-                                  self.background if background is None else background, self.aux_texts)
+                                  self.background if background is None else background, self.aux_texts,
+                                  self.overrides.get("method"))
 
     def segmenter(self, weights: Optional[str] = None):
         from ..predictor import Segmenter
@@ -163,3 +167,33 @@ def run_paper_table(
         with writing(json_path, resumable=True):
             write_json(json_path, {"table": table.number, "title": table.title, "dataset": name, "rows": rows})
     return run
+
+
+def run_comparison(request: EvalRequest, methods: Sequence[str], log: Log = _stderr) -> tuple[Path, bool]:
+    """Evaluate each method with its own preset and class list for the request's dataset (the
+    request's overrides on top), sharing one loaded model; write ``compare_<dataset>.md``/``.json``
+    into ``out_dir`` (rank 0). Returns (Markdown path, whether any image was skipped)."""
+    from .comparison import compare_methods, write_comparison
+
+    if request.classes is not None or request.background is not None or request.aux_texts is not None \
+            or request.preset:
+        raise ItaclipError("--compare uses each method's own preset and class list for the dataset: "
+                           "leave out --preset, --classes, --background and --aux-texts")
+    say = log if request.info.is_main else (lambda message: None)
+    skipped_any = False
+
+    def evaluate_one(segmenter, title: str) -> EvalResult:
+        nonlocal skipped_any
+        result = request.evaluate(segmenter, request.weights, title, log)
+        skipped_any |= bool(result.skipped)
+        say(summary_line(result))
+        return result
+
+    rows = compare_methods(request.dataset, request.segmenter(), methods, evaluate_one, request.overrides,
+                           log=lambda message: say(f"itaclip eval: {message}"))
+    path = Path(request.out_dir).expanduser() / f"compare_{request.dataset.name}.md"
+    if request.info.is_main:
+        with writing(path, resumable=True):
+            path = write_comparison(request.out_dir, request.dataset.name, request.dataset.spec.title, rows,
+                                    len(request.dataset))
+    return path, skipped_any
