@@ -232,10 +232,12 @@ def test_real_voc_samples_end_to_end(tmp_path, tiny_ckpt):
     out = tmp_path / "out"
     assert run_cli("segment", *sources, "--preset", "voc21", "--classes", "voc21", "--out", out,
                    "--weights", tiny_ckpt, "--save-probs", "--stride", "112", "--pamr-steps", "2") == 0
+    root = os.path.commonpath([s.parent for s in sources])  # outputs mirror the inputs below it
     for source in sources:
         height, width = cv2.imread(str(source)).shape[:2]
-        labels = np.asarray(Image.open(out / f"{source.stem}.png"))
-        probs = np.load(out / f"{source.stem}.npz")["probs"]
+        mirrored = out / source.relative_to(root)
+        labels = np.asarray(Image.open(mirrored.with_suffix(".png")))
+        probs = np.load(mirrored.with_suffix(".npz"))["probs"]
         assert labels.shape == (height, width) and probs.shape == (21, height, width)
         assert labels.max() <= 20 and np.isfinite(probs).all()
 
