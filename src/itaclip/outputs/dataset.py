@@ -152,6 +152,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
     file system allows it, else a copy."""
     if not source.is_file():
         raise ItaclipError(f"{source} is missing: run the same command again to redo that image")
+    if target.exists() and os.path.samefile(source, target):
+        return  # linked by an earlier run, and the label PNG has not been rewritten since
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name[:64]}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -160,7 +162,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         except OSError:
             shutil.copyfile(source, tmp)
         os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # left by a failure, or by a rename between two links of one file
 
