@@ -118,7 +118,7 @@ class FolderSummary:
     processes: int = 1
 
     def line(self, out_dir: Path) -> str:
-        extras = [f"{self.done / self.seconds:.2f} images/s"] if self.done and self.seconds > 0 else []
+        extras = [f"{self.done / self.seconds:.3g} images/s"] if self.done and self.seconds > 0 else []
         extras += [f"{self.processes} processes"] if self.processes > 1 else []
         note = f" ({', '.join(extras)})" if extras else ""
         return (f"{self.done} done, {self.skipped} skipped, {self.failed} failed in {self.seconds:.1f} s{note}"
@@ -229,8 +229,7 @@ def run_folder(run: FolderRun, load_segmenter: Callable[[str], object], device: 
             return collect_jobs(inputs, run.out_dir, run.recursive, run.input_root)
 
         # Rank 0 lists the images (it alone reads a list from standard input); every rank gets its list.
-        listed = _attempt(collect) if info.is_main else None
-        (jobs_and_errors, problem) = all_gather_objects(listed, info)[0]
+        jobs_and_errors, problem = _from_rank_zero(_attempt(collect) if info.is_main else None, info)
         _first_problem([problem])
         jobs, input_errors = jobs_and_errors
         if info.is_main:
@@ -276,9 +275,27 @@ def run_folder(run: FolderRun, load_segmenter: Callable[[str], object], device: 
             failed = set(summary.failures)
             items = [DatasetItem(index, job.rel, job.out_dir, job.stem) for index, job in enumerate(jobs, 1)
                      if job.source not in failed and is_done(job.out_dir, job.stem, run.options)]
-            for name, path in write_dataset_exports(run.out_dir, items, run.class_names, dataset_formats,
-                                                    run.image_url_prefix).items():
+            try:
+                written = write_dataset_exports(run.out_dir, items, run.class_names, dataset_formats,
+                                                run.image_url_prefix)
+            except ItaclipError as exc:  # the images' own files are all there: report, do not lose the summary
+                log(f"error: the run-level exports were not written: {exc}")
+                summary.failed += 1
+                written = {}
+            for name, path in written.items():
                 log(f"{name}: {path} ({len(items)} images)")
         return summary
     finally:
         shutdown_distributed()
+
+
+def _from_rank_zero(obj, info):
+    """Rank 0's ``obj`` on every rank (a broadcast: a long image list is sent once per rank, where
+    gathering it would make every rank hold one copy per rank)."""
+    if not info.distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
