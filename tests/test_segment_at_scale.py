@@ -53,24 +53,25 @@ def test_two_torchrun_processes_equal_one_process_file_for_file(tmp_path, tree, 
     """Both runs as subprocesses with one thread each; every output file, the manifest and the
     dataset-level exports are byte-identical, each image is done once, and a resumed 2-process run
     does only what is missing."""
-    args = [tree, "--recursive", "--classes", "cat, dog, grass", "--weights", tiny_ckpt, *FAST, "--save-probs",
-            "--export", "coco,labelstudio,cvat,masks", "--image-url-prefix", "/data/local-files/?d=photos/"]
+    common = ["--classes", "cat, dog, grass", "--weights", tiny_ckpt, *FAST, "--save-probs",
+              "--export", "coco,labelstudio,cvat,masks", "--image-url-prefix", "/data/local-files/?d=photos/"]
     source = str(Path(itaclip.__file__).resolve().parents[1])  # this checkout's package, installed or not
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
-    module = ["-m", "itaclip.cli", "segment", *map(str, args)]
+    module = ["-m", "itaclip.cli", "segment", *map(str, common)]
 
-    one = subprocess.run([sys.executable, *module, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=300)
+    one = subprocess.run([sys.executable, *module, str(tree), "--recursive", "--out", str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
 
-    def torchrun(out: Path) -> subprocess.CompletedProcess:
+    def torchrun(out: Path, *inputs: str, stdin: str = "") -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                               *module, "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+                               *module, *inputs, "--out", str(out)], env=env, input=stdin, capture_output=True,
+                              text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
-    two = torchrun(tmp_path / "two")
+    two = torchrun(tmp_path / "two", str(tree), "--recursive")
     expected = files_of(tmp_path / "one")
     assert "a/x.png" in expected and "b/x.png" in expected and "coco.json" in expected
     assert files_of(tmp_path / "two") == expected
@@ -79,8 +80,10 @@ def test_two_torchrun_processes_equal_one_process_file_for_file(tmp_path, tree, 
     summaries = [line for line in two.stderr.splitlines() if " done, " in line]
     assert len(summaries) == 1 and "3 done, 0 skipped, 0 failed" in summaries[0] and "2 processes" in summaries[0]
 
-    (tmp_path / "two" / "b" / "y.png").unlink()  # an interrupted image
-    again = torchrun(tmp_path / "two")
+    # Resume an interrupted image, the same images listed on standard input (which only rank 0 reads).
+    (tmp_path / "two" / "b" / "y.png").unlink()
+    listing = "".join(f"{tree / rel}\n" for rel in ("a/x.png", "b/x.jpg", "b/y.png"))
+    again = torchrun(tmp_path / "two", "--files-from", "-", "--input-root", str(tree), stdin=listing)
     assert "1 done, 2 skipped, 0 failed" in again.stderr
     assert files_of(tmp_path / "two") == expected
 
