@@ -262,6 +262,26 @@ def test_cvat_segmentation_mask_layout_reads_back(exported):
         assert np.array_equal(decoded, labels)
 
 
+def test_cvat_layout_reads_back_with_datumaro(exported):
+    """CVAT imports "Segmentation mask 1.1" with datumaro's voc_segmentation reader. Datumaro is not
+    in the test extra: it pins an older OpenCV than itaclip's environment has."""
+    pytest.importorskip("datumaro")
+    from datumaro.components.annotation import AnnotationType
+    from datumaro.components.dataset import Dataset
+
+    folder, names, maps, _ = exported
+    dataset = Dataset.import_from(str(folder / "cvat"), "voc_segmentation")
+    assert [label.name for label in dataset.categories()[AnnotationType.label]] == names
+    assert sorted(item.id for item in dataset) == ["a/x", "b/deep/z w", "b/x"]
+    for item in dataset:
+        expected = maps[next(rel for rel in maps if rel.rsplit(".", 1)[0] == item.id)]
+        decoded = np.full(expected.shape, -1)
+        for annotation in item.annotations:
+            if annotation.type == AnnotationType.mask:
+                decoded[annotation.image.astype(bool)] = annotation.label
+        assert np.array_equal(decoded, expected), item.id
+
+
 def test_cvat_export_refuses_what_it_cannot_hold(tmp_path, tree, tiny_ckpt, capsys):
     assert run_cli("segment", tree / "a", "--classes", "cat, dog: small", "--export", "cvat", "--out", tmp_path,
                    "--weights", tiny_ckpt, *FAST) == 2

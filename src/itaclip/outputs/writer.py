@@ -13,7 +13,7 @@ Per image ``STEM`` in its output folder (names are a public contract):
   ``topk:K``: the K most probable classes per pixel, most probable first: ``topk_indices``
   (K, H, W) uint8 (uint16 above 256 classes) and ``topk_probs`` (K, H, W) float16 (ties: lower
   class index first, as the argmax);
-* exports (``coco``, ``labelstudio``, ``masks``): see :mod:`itaclip.outputs.exports`.
+* exports (``coco``, ``labelstudio``, ``masks``, ``cvat``): see :mod:`itaclip.outputs.exports`.
 
 Per output folder: ``itaclip-run.json``, the manifest (:func:`run_manifest`). A folder's images are
 only resumed when the manifest's settings equal the new run's.
