@@ -24,7 +24,7 @@ from .config import SegmenterConfig, build_config, get_preset
 from .encoder import DenseEncoder
 from .errors import ItaclipError
 from .io import ImageInput, to_rgb_array
-from .models import DEFAULT_WEIGHTS, load_clip, resolve_device, text_tower_fingerprint
+from .models import DEFAULT_WEIGHTS, load_backbone, resolve_device, text_tower_fingerprint
 from .pamr import pamr
 from .postprocess import apply_area_threshold, class_probabilities, label_map
 from .preprocess import normalize, resize_image, sliding_windows
@@ -61,13 +61,11 @@ class _Shared:
 
     def __init__(self, weights: Union[str, os.PathLike], device: torch.device, cache_dir: Optional[str],
                  text_cache: Union[bool, str, os.PathLike]):
-        import open_clip
-
         self.weights = os.fspath(weights)
         self.device = device
-        self.model = load_clip(weights, device="cpu", cache_dir=cache_dir).to(device)
-        self.model.requires_grad_(False)
-        self.tokenizer = open_clip.get_tokenizer("ViT-B-16", context_length=self.model.context_length)
+        self.backbone = load_backbone(weights, device="cpu", cache_dir=cache_dir)
+        self.model = self.backbone.model.to(device)
+        self.tokenizer = self.backbone.tokenizer
         self.text_cache = text_cache
         self.lock = threading.Lock()
         self.features: dict[tuple[str, ...], torch.Tensor] = {}
@@ -93,7 +91,8 @@ class _Shared:
         if self._fingerprint is None:
             self._fingerprint = text_tower_fingerprint(self.model)
         key = cache.key(
-            model=self._fingerprint, texts=texts, templates=[t("{}") for t in TEMPLATES],
+            model=self._fingerprint, tokenizer=self.backbone.tokenizer_id, texts=texts,
+            templates=[t("{}") for t in TEMPLATES],
             context_length=self.model.context_length, version=TEXT_FEATURE_VERSION,
         )
         return cache.get_or_compute(key, compute).to(self.device)
@@ -103,8 +102,9 @@ class Segmenter:
     """ITACLIP segmenter: the model and text features are built once, images segmented many times.
 
     Args:
-        weights: an OpenAI model name (``"ViT-B/16"``, downloaded once into ~/.cache/clip) or a
-            path to an OpenAI-layout checkpoint (state dict or TorchScript archive).
+        weights: an OpenAI model name (``"ViT-B/16"``, downloaded once into ~/.cache/clip), an
+            open_clip ``NAME:TAG`` / ``NAME:PATH`` / ``hf-hub:ORG/REPO``, a transformers CLIPModel
+            folder or hub id, or an OpenAI checkpoint file (README "Weights").
         preset: a name from :func:`itaclip.list_presets` (``"voc21"``, ``"coco_stuff"``, …);
             its values come first, explicit ``overrides`` win.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``None`` picks CUDA when available.
@@ -237,7 +237,8 @@ class Segmenter:
         """(Q, H, W) query similarities at the image's size, after PAMR (before the logit scale)."""
         cfg = self.config
         height, width = rgb.shape[:2]
-        image = normalize(resize_image(rgb, cfg.short_side, cfg.long_side_cap), self.device)
+        backbone = self._shared.backbone
+        image = normalize(resize_image(rgb, cfg.short_side, cfg.long_side_cap), self.device, backbone.mean, backbone.std)
         canvas = self._slide(image, text, progress)
         logits = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         del canvas
