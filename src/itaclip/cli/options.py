@@ -29,7 +29,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: Optiona
     """--weights, --device, --preset."""
     group = parser.add_argument_group("model")
     group.add_argument("--weights", default=DEFAULT_WEIGHTS, metavar="NAME_OR_PATH",
-                       help="OpenAI CLIP name (downloaded once) or a local checkpoint (default: %(default)s)")
+                       help="OpenAI name (ViT-B/16), open_clip NAME:TAG (ViT-B-16:laion2b_s34b_b88k), NAME:PATH, "
+                            "hf-hub:ORG/REPO, Hugging Face CLIP id or folder, or a checkpoint file "
+                            "(default: %(default)s)")
     group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     group.add_argument("--preset", default=default_preset, choices=list_presets(), metavar="NAME",
                        help=f"settings preset: {', '.join(list_presets())} (default: %(default)s)")
