@@ -3,8 +3,14 @@
 import pytest
 
 from itaclip import ItaclipError, SegmenterConfig, build_config, get_preset, list_presets
-from itaclip.vocabulary import (COCO_BACKGROUND, VOC_BACKGROUND, Vocabulary, load_aux_texts, load_classes,
-                                parse_aux_lines)
+from itaclip.vocabulary import (
+    COCO_BACKGROUND,
+    VOC_BACKGROUND,
+    Vocabulary,
+    load_aux_texts,
+    load_classes,
+    parse_aux_lines,
+)
 
 
 def test_paper_presets_match_spec_table():

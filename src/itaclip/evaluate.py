@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
@@ -43,13 +42,13 @@ import numpy as np
 
 from .datasets import Dataset, Sample, SampleError
 from .errors import ItaclipError
-from .io import atomic_write_bytes, read_image
+from .files import atomic_write_bytes, npz_bytes, write_json
+from .images import read_image
 from .metrics import confusion_matrix, dense_confusion, mean_iou, sparse_confusion, summarize
+from .settings import plain, prediction_settings, settings_hash
 
 #: Bump when the meaning of a stored per-image file changes.
 FORMAT_VERSION = 1
-#: SegmenterConfig fields that never change fp32 predictions (left out of the run hash).
-EXECUTION_ONLY = ("batch_size",)
 
 
 # ------------------------------------------------------------------------------ distributed runtime
@@ -157,60 +156,27 @@ def _all_gather_objects(obj, info: DistInfo) -> list:
 # ------------------------------------------------------------------------------------ settings
 
 
-def file_digest(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(chunk)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_identity(weights: str) -> str:
-    """A model name as is; a checkpoint file by the SHA-256 of its bytes (renames don't matter,
-    edits do)."""
-    path = Path(os.path.expanduser(str(weights)))
-    if path.is_file():
-        return "sha256:" + file_digest(path)
-    return str(weights)
-
-
 def run_settings(dataset: Dataset, segmenter, weights: str, extra: Optional[dict] = None) -> dict:
     """Everything that decides the predictions of this run, as plain JSON data."""
-    config = dataclasses.asdict(segmenter.config)
-    for name in EXECUTION_ONLY:
-        config.pop(name, None)
     vocab = segmenter.vocabulary
     if vocab is None:
         raise ItaclipError("the segmenter has no vocabulary: call set_vocabulary() first")
-    try:
-        from .text import TEXT_FEATURE_VERSION
-    except ImportError:  # pragma: no cover
-        TEXT_FEATURE_VERSION = 0
     settings = {
         "format": FORMAT_VERSION,
         "dataset": dataset.name,
         "data_root": str(dataset.root.resolve()),
-        "weights": weights_identity(weights),
         "device_type": segmenter.device.type,
-        "config": config,
-        "vocabulary": {
-            "classes": [list(names) for names in vocab.classes],
-            "has_background": vocab.has_background,
-            "aux_texts": list(vocab.aux_texts) if vocab.aux_texts is not None else None,
-        },
-        "text_feature_version": TEXT_FEATURE_VERSION,
+        **prediction_settings(segmenter.config, vocab, weights),
     }
+    if segmenter.device.type == "cpu":
+        import torch
+
+        # The thread count changes the order of fp32 reductions, which moves a few pixels' labels:
+        # runs with other thread counts are other runs (docs/EVALUATION.md).
+        settings["cpu_threads"] = torch.get_num_threads()
     if extra:
         settings["extra"] = extra
-    return json.loads(json.dumps(settings, sort_keys=True, default=str))
-
-
-def settings_hash(settings: dict) -> str:
-    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return plain(settings)
 
 
 def sample_filename(key: str) -> str:
@@ -343,12 +309,8 @@ def _load_sample_result(path: Path, key: str, num_classes: int) -> Optional[np.n
 
 
 def _save_sample_result(path: Path, key: str, cm: np.ndarray, seconds: float) -> None:
-    import io as _io
-
     rows, cols, counts = sparse_confusion(cm)
-    buffer = _io.BytesIO()
-    np.savez_compressed(
-        buffer,
+    payload = npz_bytes(
         key=np.array(key),
         num_classes=np.array(cm.shape[0]),
         rows=rows,
@@ -356,7 +318,7 @@ def _save_sample_result(path: Path, key: str, cm: np.ndarray, seconds: float) ->
         counts=counts,
         seconds=np.array(seconds),
     )
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, payload)
 
 
 def evaluate_sample(segmenter, dataset: Dataset, sample: Sample) -> np.ndarray:
@@ -536,7 +498,7 @@ def evaluate(
 
 def write_report(result: EvalResult, title: str = "") -> None:
     data = result.to_json()
-    atomic_write_bytes(result.run_dir / "results.json", (json.dumps(data, indent=2) + "\n").encode())
+    write_json(result.run_dir / "results.json", data)
     atomic_write_bytes(result.run_dir / "results.md", markdown_report(result, title).encode())
     import io as _io
 

@@ -489,33 +489,6 @@ def _backbone(model: torch.nn.Module, tokenizer, mean, std, description: str) ->
 # ---------------------------------------------------------------------------- identities
 
 
-def file_digest(path: Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_identity(weights: str | os.PathLike) -> str:
-    """What decides the loaded weights, as a string: names as they are, local files and folders by
-    the SHA-256 of their bytes (renames don't matter, edits do)."""
-    text = os.fspath(weights)
-    path = Path(os.path.expanduser(text))
-    if path.is_file():
-        return "sha256:" + file_digest(path)
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for item in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
-            digest.update(f"{item.name}:{file_digest(item)}\n".encode())
-        return "folder-sha256:" + digest.hexdigest()
-    name, sep, rest = text.partition(":")
-    if sep and Path(os.path.expanduser(rest)).is_file():
-        return f"{name}:sha256:{file_digest(Path(os.path.expanduser(rest)))}"
-    return text
-
-
 def text_tower_fingerprint(model: torch.nn.Module) -> str:
     """A digest of the text tower: its weights and its activation (the same weights under GELU and
     QuickGELU give other features); the cache key part that says 'same text encoder'."""

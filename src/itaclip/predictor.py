@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
@@ -23,14 +22,14 @@ import torch.nn.functional as F
 from .config import SegmenterConfig, build_config, get_preset
 from .encoder import DenseEncoder
 from .errors import ItaclipError
-from .io import ImageInput, to_rgb_array
+from .images import ImageInput, to_rgb_array
 from .models import DEFAULT_WEIGHTS, load_backbone, resolve_device, text_tower_fingerprint
 from .pamr import pamr
 from .postprocess import apply_area_threshold, class_probabilities, label_map
 from .preprocess import normalize, resize_image, sliding_windows
 from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
 from .views import add_upsampled, fuse_patch_logits, make_views, view_names
-from .vocabulary import Vocabulary, builtin_path, load_aux_texts, load_classes
+from .vocabulary import Vocabulary, resolve_vocabulary
 
 #: Crops × views per encoder pass when the config leaves it open (docs/BENCHMARKS.md: 10 is the
 #: fastest on the CPU, where larger batches fall out of the caches; GPUs want large batches).
@@ -51,12 +50,8 @@ class SegmentationResult:
     class_names: list[str]
     """C display names; index = label value."""
 
-    def present(self) -> list[int]:
-        """Class indices that occur in the label map, ascending."""
-        return np.unique(self.labels).tolist()
 
-
-class _Shared:
+class LoadedModel:
     """What every configuration of one loaded model shares: weights, tokenizer, text features."""
 
     def __init__(self, weights: Union[str, os.PathLike], device: torch.device, cache_dir: Optional[str],
@@ -119,7 +114,7 @@ class Segmenter:
                  **overrides):
         self.preset = get_preset(preset) if preset else None
         self.config = config.replace(**overrides) if config else build_config(preset, **overrides)
-        self._shared = _Shared(weights, resolve_device(device), cache_dir, text_cache)
+        self._loaded = LoadedModel(weights, resolve_device(device), cache_dir, text_cache)
         self._setup()
 
     def _setup(self) -> None:
@@ -129,7 +124,7 @@ class Segmenter:
             raise ItaclipError("int8 (dynamic quantisation) runs on the CPU: use --device cpu, or fp16/bf16 on a GPU")
         if cfg.precision == "fp16" and device_type == "cpu":
             raise ItaclipError("fp16 needs a GPU: use --device cuda, or bf16/int8 on the CPU")
-        visual = self._shared.model.visual
+        visual = self._loaded.model.visual
         self._autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.precision)
         self.encoder = DenseEncoder(visual, cfg.attention_terms, cfg.intermediate_layers, cfg.remove_ffn,
                                     int8=cfg.precision == "int8", autocast_dtype=self._autocast)
@@ -145,18 +140,18 @@ class Segmenter:
 
     @property
     def device(self) -> torch.device:
-        return self._shared.device
+        return self._loaded.device
 
     @property
     def model(self) -> torch.nn.Module:
-        return self._shared.model
+        return self._loaded.model
 
     def with_config(self, **overrides) -> "Segmenter":
         """A segmenter with some options changed that shares this one's model and text features."""
         other = object.__new__(Segmenter)
         other.preset = self.preset
         other.config = self.config.replace(**overrides)
-        other._shared = self._shared
+        other._loaded = self._loaded
         other._setup()
         if self.vocabulary is not None:
             other.set_vocabulary(self.vocabulary)
@@ -174,34 +169,21 @@ class Segmenter:
         Args:
             classes: a :class:`Vocabulary`, a class file (one class per line, names separated by
                 ", "), a built-in list name (``"voc21"``), an inline ``"cat, dog"`` or a list of
-                strings. ``None`` → the preset's own class list and auxiliary texts.
-            background: words of a background set to add as class 0 (``"sky, wall, floor"``).
+                strings. ``None`` → the preset's own class list and auxiliary texts. Typed classes
+                are all foreground; under a preset with a background set (voc21, context60,
+                coco_object) that set is prepended as class 0 (rules: :func:`resolve_vocabulary`).
+            background: words of class 0, the background set (``"sky, wall, floor"``): they
+                replace the preset's set, or add one.
             aux_texts: a file in the authors' ``name >=text`` format or one string per
                 non-background class; blended with weight ``config.alpha``.
-            has_background: whether the first class of ``classes`` is a background set; defaults
-                to the preset's convention (voc21, context60, coco_object).
+            has_background: ``True`` reads the first class of ``classes`` as its background set
+                (the field's class-file format); ``False`` never adds one.
         """
-        if isinstance(classes, Vocabulary):
-            vocab = classes
-        else:
-            preset = self.preset
-            if classes is None:
-                if preset is None or preset.classes is None:
-                    raise ItaclipError("no classes given and the preset has no class list: give classes (--classes)")
-                classes = preset.classes
-                if aux_texts is None and preset.aux_texts and builtin_path("texts", preset.aux_texts).is_file():
-                    aux_texts = preset.aux_texts
-            if has_background is None:
-                has_background = bool(preset and preset.has_background) and background is None
-            vocab = load_classes(classes, has_background=has_background)
-            if background is not None:
-                vocab = vocab.with_background(background)
-            if aux_texts is not None:
-                texts = load_aux_texts(aux_texts) if isinstance(aux_texts, (str, os.PathLike)) else list(aux_texts)
-                vocab = vocab.with_aux_texts(texts)
-        features = self._shared.name_features(vocab.queries, progress)
+        vocab = resolve_vocabulary(classes, preset=self.preset, background=background, aux_texts=aux_texts,
+                                   has_background=has_background)
+        features = self._loaded.name_features(vocab.queries, progress)
         if vocab.aux_texts is not None and self.config.alpha > 0:
-            aux = self._shared.name_features(list(vocab.aux_texts), progress)
+            aux = self._loaded.name_features(list(vocab.aux_texts), progress)
             features = blend_aux(features, aux, vocab, self.config.alpha)
         self.vocabulary, self.text_features = vocab, features
         return vocab

@@ -6,16 +6,23 @@ File formats of this field:
   line index. With a background set, line 0 holds its words.
 * auxiliary texts (the authors' format): one line per non-background class, ``name >=text``; the
   text after ``>=`` is used verbatim and lines are matched to classes by order.
+
+:func:`resolve_vocabulary` is the one place that turns what a user gives (a preset, typed classes, a
+built-in list's name, background words, auxiliary texts) into a :class:`Vocabulary`; the CLI, the
+evaluation, the demo, the benchmark and :meth:`itaclip.Segmenter.set_vocabulary` all call it.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from .config import PRESETS, Preset, get_preset
 from .errors import ItaclipError
 
 #: Background set of the authors' VOC21 class file (SPEC §2).
@@ -89,14 +96,14 @@ class Vocabulary:
         return Vocabulary(self.classes, self.has_background, tuple(aux_texts) if aux_texts else None)
 
     def with_background(self, words: Union[str, Sequence[str]]) -> "Vocabulary":
-        """Prepend a background set (class 0); the aux texts, if any, still follow the foreground."""
+        """Class 0 becomes the background set ``words``: it replaces an existing background set, or
+        is prepended; the aux texts, if any, still follow the foreground."""
         bg = tuple(_split_names(words) if isinstance(words, str) else (w.strip() for w in words))
         bg = tuple(w for w in bg if w)
         if not bg:
             raise ItaclipError("the background set is empty: give words such as 'sky, wall, floor'")
-        if self.has_background:
-            raise ItaclipError("this vocabulary already has a background set (class 0)")
-        return Vocabulary((bg,) + self.classes, True, self.aux_texts)
+        foreground = self.classes[1:] if self.has_background else self.classes
+        return Vocabulary((bg,) + foreground, True, self.aux_texts)
 
 
 def _split_names(line: str) -> list[str]:
@@ -192,3 +199,109 @@ def load_aux_texts(spec: Union[str, os.PathLike]) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ItaclipError(f"cannot read auxiliary-text file {path}: {exc}") from None
     return parse_aux_lines(lines, str(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# resolution: what users give → a Vocabulary
+# --------------------------------------------------------------------------------------------------
+
+ClassesSpec = Union[None, "Vocabulary", str, os.PathLike, Sequence[str]]
+AuxSpec = Union[None, str, os.PathLike, Sequence[str]]
+
+#: Built-in class lists by name, each with the preset that uses it (its background policy and texts).
+BUILTIN_LISTS: dict[str, Preset] = {p.classes: p for p in PRESETS.values() if p.classes and p.classes == p.name}
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def _list_name_typo(text: str) -> Optional[list[str]]:
+    """Built-in list names a single typed word was probably meant to be (``coco-stuff``, ``voc_21``,
+    ``ade``); ``None`` when it looks like an ordinary class name."""
+    word = text.strip()
+    if not word or "," in word or " " in word:
+        return None
+    squashed = _squash(word)
+    names = sorted(BUILTIN_LISTS)
+    exact = [n for n in names if _squash(n) == squashed]
+    if exact:
+        return exact
+    prefix = [n for n in names if len(squashed) >= 3 and _squash(n).startswith(squashed)]
+    if prefix:
+        return prefix
+    close = difflib.get_close_matches(squashed, [_squash(n) for n in names], n=2, cutoff=0.8)
+    return [n for n in names if _squash(n) in close] or None
+
+
+def builtin_list(name: str) -> Vocabulary:
+    """A built-in class list exactly as its preset uses it: class 0 is the background set where the
+    preset has one, and the preset's auxiliary texts are attached when they are shipped."""
+    preset = BUILTIN_LISTS[name]
+    vocab = load_classes(name, has_background=preset.has_background)
+    if preset.aux_texts and builtin_path("texts", preset.aux_texts).is_file():
+        vocab = vocab.with_aux_texts(load_aux_texts(preset.aux_texts))
+    return vocab
+
+
+def background_set(preset: Preset) -> tuple[str, ...]:
+    """The background words of a preset with a background policy (line 0 of its class list)."""
+    return load_classes(preset.classes, has_background=True).classes[0]
+
+
+def _is_builtin_name(spec) -> bool:
+    return isinstance(spec, str) and spec in BUILTIN_LISTS and not Path(spec).is_file()
+
+
+def resolve_vocabulary(classes: ClassesSpec = None, *, preset: Union[None, str, Preset] = None,
+                       background: Union[None, str, Sequence[str]] = None, aux_texts: AuxSpec = None,
+                       has_background: Optional[bool] = None) -> Vocabulary:
+    """The vocabulary for what a user gives, by the same rules everywhere:
+
+    * ``classes`` typed (an inline ``"cat, dog"``, a class file, a list of strings) are all
+      foreground classes; under a preset with a background set (voc21, context60, coco_object)
+      that set is prepended as class 0, named "background";
+    * a built-in list's name (``"voc21"``, ``"coco_stuff"``, …) means that list exactly as its preset
+      uses it (class 0 = background where the preset has one; its auxiliary texts attached);
+      ``None`` means the preset's own list;
+    * ``background`` words set class 0: they replace a background set, or are prepended as one;
+    * ``aux_texts``: a file (``name >=text`` lines), a built-in text file's name, or one string per
+      foreground class; ``"none"`` drops a built-in list's texts;
+    * ``has_background=True`` reads the first class of a typed list as its background set (the
+      field's class-file format); ``False`` never adds one.
+
+    Fewer than two classes, or a single word close to a built-in list's name, is an error.
+    """
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    if isinstance(classes, Vocabulary):
+        vocab = classes
+    elif classes is None or _is_builtin_name(classes):
+        name = classes if classes is not None else (preset.classes if preset else None)
+        if name is None:
+            raise ItaclipError("no classes given and the preset has no class list: give classes (--classes)")
+        vocab = builtin_list(name)
+    else:
+        meant = _list_name_typo(classes) if isinstance(classes, str) and not Path(classes).is_file() else None
+        if meant:
+            raise ItaclipError(f"{classes!r} is not a built-in class list: did you mean "
+                               f"{' or '.join(repr(m) for m in meant)}? (lists: {', '.join(sorted(BUILTIN_LISTS))})")
+        vocab = load_classes(classes, has_background=bool(has_background))
+        if has_background is None and background is None and preset is not None and preset.has_background:
+            vocab = vocab.with_background(background_set(preset))
+    if background is not None:
+        vocab = vocab.with_background(background)
+    if aux_texts is not None:
+        if isinstance(aux_texts, str) and aux_texts.strip().lower() == "none":
+            vocab = vocab.with_aux_texts(None)
+        else:
+            texts = load_aux_texts(aux_texts) if isinstance(aux_texts, (str, os.PathLike)) else list(aux_texts)
+            vocab = vocab.with_aux_texts(texts)
+    check_vocabulary(vocab)
+    return vocab
+
+
+def check_vocabulary(vocab: Vocabulary) -> None:
+    """A segmentation needs at least two classes to choose between."""
+    if vocab.num_classes < 2:
+        raise ItaclipError(f"the vocabulary has {vocab.num_classes} class ({vocab.names[0]!r}): give at least "
+                           "two classes, or add a background set (--background 'sky, wall, floor')")

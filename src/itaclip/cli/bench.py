@@ -294,7 +294,7 @@ def input_image(args: argparse.Namespace, size: tuple[int, int]) -> np.ndarray:
         return synthetic_image(*size)
     import cv2
 
-    from ..io import read_image
+    from ..images import read_image
 
     return cv2.resize(read_image(args.image), (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
@@ -364,14 +364,10 @@ def bench_text(args: argparse.Namespace, weights: str) -> list[dict]:
 
 def _vocabulary_texts(seg) -> int:
     """Texts the preset's vocabulary encodes: one per query name plus one per auxiliary text."""
-    from ..vocabulary import builtin_path, load_aux_texts, load_classes
+    from ..vocabulary import resolve_vocabulary
 
-    preset = seg.preset
-    vocab = load_classes(preset.classes, has_background=preset.has_background)
-    count = len(vocab.queries)
-    if preset.aux_texts and builtin_path("texts", preset.aux_texts).is_file() and seg.config.alpha > 0:
-        count += len(load_aux_texts(preset.aux_texts))
-    return count
+    vocab = resolve_vocabulary(preset=seg.preset)
+    return len(vocab.queries) + (len(vocab.aux_texts) if vocab.aux_texts and seg.config.alpha > 0 else 0)
 
 
 def bench_images(args: argparse.Namespace, weights: str, scenarios: list[Scenario], modes: list[Mode],

@@ -272,26 +272,11 @@ def _say(info, message: str) -> None:
 
 
 def dataset_vocabulary(spec, classes=None, background=None, aux_texts=None):
-    """The vocabulary for a dataset: its class file (or ``classes``), its background convention,
-    its preset's auxiliary texts (or ``aux_texts``; ``"none"`` for none); ``background`` replaces
-    the background set (class 0)."""
-    from ..config import get_preset
-    from ..vocabulary import Vocabulary, builtin_path, load_aux_texts, load_classes
+    """The vocabulary for a dataset: its preset's built-in list (or ``classes``), by the rules of
+    :func:`itaclip.vocabulary.resolve_vocabulary`; ``"none"`` as ``aux_texts`` drops the texts."""
+    from ..vocabulary import resolve_vocabulary
 
-    preset = get_preset(spec.preset)
-    vocab = load_classes(classes or preset.classes, has_background=preset.has_background)
-    if background is not None:
-        if not preset.has_background:
-            raise ItaclipError(f"{spec.name} has no background class: --background does not apply")
-        vocab = Vocabulary(vocab.classes[1:], False).with_background(background)
-    if aux_texts is None:
-        if preset.aux_texts and builtin_path("texts", preset.aux_texts).is_file():
-            aux_texts = preset.aux_texts
-    elif str(aux_texts).lower() == "none":
-        aux_texts = None
-    if aux_texts is not None:
-        vocab = vocab.with_aux_texts(load_aux_texts(aux_texts))
-    return vocab
+    return resolve_vocabulary(classes, preset=spec.preset, background=background, aux_texts=aux_texts)
 
 
 def _backbones(items: list[str]) -> dict[str, str]:
@@ -421,7 +406,7 @@ def _run_single(args, spec, dataset, device, info) -> int:
 
 def _run_table(args, table: PaperTable, spec, dataset, device, info) -> int:
     from ..evaluate import evaluate, summary_line
-    from ..io import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     backbones = _backbones(args.backbone)
     base_vocab = dataset_vocabulary(spec, args.classes, args.background, args.aux_texts)

@@ -16,8 +16,13 @@ from typing import NamedTuple
 
 from ..config import build_config
 from ..errors import ItaclipError
-from .options import (add_engine_arguments, add_model_arguments, add_vocabulary_arguments, build_segmenter,
-                      config_overrides)
+from .options import (
+    add_engine_arguments,
+    add_model_arguments,
+    add_vocabulary_arguments,
+    build_segmenter,
+    config_overrides,
+)
 
 
 class Job(NamedTuple):

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from ..config import PRESETS, get_preset, list_presets
 from ..errors import ItaclipError
-from ..vocabulary import builtin_path, load_classes
 
 BACKENDS = ("openai", "transformers", "wordnet")
 
@@ -43,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="take the class list, background set and text kind of a preset "
                       f"({', '.join(n for n in list_presets() if PRESETS[n].classes)})")
     what.add_argument("--background-first", action=argparse.BooleanOptionalAction, default=None,
-                      help="the first line of the class file is a background set (skipped). Default: "
-                      "from --preset, or from the built-in list of that name")
+                      help="the first line of the class file is a background set (skipped); built-in lists "
+                      "know their own")
     what.add_argument("--kind", choices=("definition", "synonym"),
                       help="text kind (default: the preset's; the paper uses definitions for VOC, "
                       "Context, COCO-Stuff and synonyms for COCO-Object, Cityscapes)")
@@ -124,27 +123,22 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def _vocabulary_and_kind(args: argparse.Namespace):
+    from ..vocabulary import BUILTIN_LISTS, resolve_vocabulary
+
     preset = get_preset(args.preset) if args.preset else None
-    classes = args.classes
-    if classes is None:
-        if preset is None or not preset.classes:
-            raise ItaclipError("give --classes FILE (or --preset NAME with a built-in class list)")
-        classes = preset.classes
-    background = args.background_first
-    if background is None:
-        if preset is not None:
-            background = preset.has_background
-        elif not Path(classes).is_file() and builtin_path("classes", classes).is_file():
-            # a built-in list's name: the preset of that list knows whether line 0 is a background set
-            background = any(p.has_background for p in PRESETS.values() if p.classes == classes)
-        else:
-            background = False
+    if args.classes is None and (preset is None or not preset.classes):
+        raise ItaclipError("give --classes FILE (or --preset NAME with a built-in class list)")
+    # Texts are written for foreground classes only: a typed list gets no background set prepended
+    # (has_background=False), a built-in list keeps its own.
+    vocabulary = resolve_vocabulary(args.classes, preset=preset, has_background=bool(args.background_first),
+                                    aux_texts="none")
     kind = args.kind
     if kind is None:
-        if preset is None or not preset.aux_texts:
+        source = BUILTIN_LISTS.get(args.classes) or preset
+        if source is None or not source.aux_kind:
             raise ItaclipError("give --kind definition or --kind synonym")
-        kind = "synonym" if preset.aux_texts.endswith("_synonyms") else "definition"
-    return load_classes(classes, has_background=background), kind
+        kind = source.aux_kind
+    return vocabulary, kind
 
 
 def _source(args: argparse.Namespace):

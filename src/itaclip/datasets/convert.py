@@ -20,7 +20,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..errors import ItaclipError
-from ..io import write_png
+from ..files import write_png
 from .base import SampleError, read_label_map
 
 NUM_THINGS = 80

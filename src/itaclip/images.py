@@ -1,4 +1,4 @@
-"""Reading images the way the authors' pipeline does, and writing outputs atomically.
+"""Reading images the way the authors' pipeline does.
 
 Images are decoded with OpenCV's ``IMREAD_COLOR``, as mmcv does for the authors' evaluation, so
 pixels match theirs bit for bit (JPEG decoders differ between libraries). That flag also applies
@@ -8,7 +8,6 @@ EXIF orientation, expands greyscale to three channels, drops alpha and reduces 1
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -73,41 +72,3 @@ def to_rgb_array(image: ImageInput) -> np.ndarray:
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     return np.ascontiguousarray(array[:, :, :3])
-
-
-def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
-    """Write a file so that readers see either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    """PNG bytes of a uint8/uint16 greyscale or an RGB array."""
-    if array.ndim == 3:
-        array = np.ascontiguousarray(array[:, :, ::-1])  # OpenCV writes BGR
-    ok, buffer = cv2.imencode(".png", array)
-    if not ok:  # pragma: no cover - OpenCV always encodes these dtypes
-        raise ItaclipError("PNG encoding failed")
-    return buffer.tobytes()
-
-
-def write_png(path: Union[str, os.PathLike], array: np.ndarray) -> None:
-    """Atomically write a greyscale label map (uint8/uint16) or an RGB image as PNG."""
-    atomic_write_bytes(path, encode_png(array))
-
-
-def write_npz(path: Union[str, os.PathLike], **arrays: np.ndarray) -> None:
-    """Atomically write a compressed ``.npz``."""
-    import io as _io
-
-    buffer = _io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())

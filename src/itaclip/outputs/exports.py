@@ -27,7 +27,6 @@ Decoding any of them gives back the label map exactly (tests/test_exports.py doe
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -38,8 +37,8 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import ItaclipError
-from .io import atomic_write_bytes, encode_png
+from ..errors import ItaclipError
+from ..files import atomic_write_bytes, encode_png, json_bytes
 
 FORMATS = ("coco", "labelstudio", "masks")
 
@@ -305,10 +304,6 @@ def export_paths(stem: str, out_dir: PathLike) -> dict[str, Path]:
     }
 
 
-def _json_bytes(obj) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Put the finished folder ``tmp`` at ``final``; an older ``final`` is swapped out, then removed."""
     old = None
@@ -353,9 +348,9 @@ def write_exports(
     for fmt in formats:
         path = paths[fmt]
         if fmt == "coco":
-            atomic_write_bytes(path, _json_bytes(coco_dict(labels, class_names, image_file, probs)))
+            atomic_write_bytes(path, json_bytes(coco_dict(labels, class_names, image_file, probs)))
         elif fmt == "labelstudio":
-            atomic_write_bytes(path, _json_bytes([labelstudio_task(labels, class_names, image_file, probs)]))
+            atomic_write_bytes(path, json_bytes([labelstudio_task(labels, class_names, image_file, probs)]))
         elif fmt == "masks":
             tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
             try:

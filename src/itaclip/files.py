@@ -1,0 +1,94 @@
+"""Writing files so that readers never see half of one: the one atomic-write helper of itaclip.
+
+Every output (label maps, overlays, probabilities, exports, manifests, caches, eval results) goes
+through :func:`atomic_write_bytes`: a temporary file in the same folder, then :func:`os.replace`.
+Files get the permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), not
+``mkstemp``'s private ``0o600``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+
+def _umask() -> int:
+    # The umask can only be read by setting it; set it back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Permissions of a new file as ``open()`` would create it: 0o666 less the current umask."""
+    return 0o666 & ~_umask()
+
+
+def atomic_write_bytes(path: PathLike, data: bytes, *, durable: bool = False) -> None:
+    """Write a file so that readers see either the old file or the complete new one; ``durable``
+    also flushes it to the disk before it replaces the old one (caches that must survive a crash)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_bytes(obj: Any, *, indent: int | None = None) -> bytes:
+    """UTF-8 JSON with a final newline; NaN/inf are refused (they are not JSON)."""
+    separators = None if indent else (",", ":")
+    return (json.dumps(obj, ensure_ascii=False, indent=indent, separators=separators, allow_nan=False)
+            + "\n").encode("utf-8")
+
+
+def write_json(path: PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    atomic_write_bytes(path, json_bytes(obj, indent=indent))
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8/uint16 greyscale or an RGB array."""
+    import cv2
+
+    if array.ndim == 3:
+        array = np.ascontiguousarray(array[:, :, ::-1])  # OpenCV writes BGR
+    ok, buffer = cv2.imencode(".png", array)
+    if not ok:  # pragma: no cover - OpenCV always encodes these dtypes
+        raise ValueError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def write_png(path: PathLike, array: np.ndarray) -> None:
+    """Atomically write a greyscale label map (uint8/uint16) or an RGB image as PNG."""
+    atomic_write_bytes(path, encode_png(array))
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def write_npz(path: PathLike, **arrays: np.ndarray) -> None:
+    """Atomically write a compressed ``.npz``."""
+    atomic_write_bytes(path, npz_bytes(**arrays))
