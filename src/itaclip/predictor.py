@@ -219,7 +219,7 @@ class Segmenter:
         """(Q, H, W) query similarities at the image's size, after PAMR (before the logit scale)."""
         cfg = self.config
         height, width = rgb.shape[:2]
-        backbone = self._shared.backbone
+        backbone = self._loaded.backbone
         image = normalize(resize_image(rgb, cfg.short_side, cfg.long_side_cap), self.device, backbone.mean, backbone.std)
         canvas = self._slide(image, text, progress)
         logits = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
