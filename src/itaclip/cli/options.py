@@ -78,7 +78,9 @@ def add_vocabulary_arguments(parser: argparse.ArgumentParser, required: bool = T
     group.add_argument("--background", metavar="WORDS",
                        help="background-set words added as class 0, e.g. 'sky, wall, floor'")
     group.add_argument("--aux-texts", metavar="FILE",
-                       help="auxiliary texts, one 'name >=text' line per non-background class")
+                       help="auxiliary texts, one 'name >=text' line per non-background class; 'authors': "
+                            "the paper's own LLaMA-3 texts for voc21, context60, coco_object, coco_stuff or "
+                            "cityscapes (downloaded once); 'none': no texts")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
