@@ -121,9 +121,9 @@ def test_lists_without_authors_texts_are_refused(mirror, classes, preset):
 
 
 def test_cli_checksum_error_is_the_last_line(mirror, tiny_ckpt, tmp_path, capsys):
-    from conftest import make_smooth_image
     from PIL import Image
 
+    from conftest import make_smooth_image
     from itaclip.cli import main
 
     Image.fromarray(make_smooth_image(40, 48)).save(tmp_path / "photo.png")

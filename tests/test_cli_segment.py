@@ -57,16 +57,25 @@ def test_labels_are_argmax_of_saved_probs_without_closing(tmp_path, images, tiny
 
 
 def test_background_preset_and_background_words(tmp_path, images, tiny_ckpt):
+    """Typed classes are foreground: voc21 prepends its background set; --background replaces it."""
+    from itaclip.vocabulary import VOC_BACKGROUND
+
     classes = tmp_path / "classes.txt"
-    classes.write_text("sky, wall\ncat\ndog\n")
+    classes.write_text("cat\ndog\n")
     out = tmp_path / "a"
     assert run_cli("segment", images / "smooth.png", "--classes", classes, "--preset", "voc21", "--out", out,
                    "--weights", tiny_ckpt, "--save-probs", *FAST) == 0
-    assert list(np.load(out / "smooth.npz")["class_names"]) == ["background", "cat", "dog"]
+    saved = np.load(out / "smooth.npz")
+    assert list(saved["class_names"]) == ["background", "cat", "dog"]
+    assert saved["probs"].shape[0] == 3
+    manifest = json.loads((out / "itaclip-run.json").read_text())
+    assert manifest["settings"]["vocabulary"]["classes"][0] == VOC_BACKGROUND.split(", ")
     out = tmp_path / "b"
     assert run_cli("segment", images / "smooth.png", "--classes", "cat, dog", "--background", "sky, wall",
-                   "--out", out, "--weights", tiny_ckpt, "--save-probs", *FAST) == 0
+                   "--preset", "voc21", "--out", out, "--weights", tiny_ckpt, "--save-probs", *FAST) == 0
     assert list(np.load(out / "smooth.npz")["class_names"]) == ["background", "cat", "dog"]
+    manifest = json.loads((out / "itaclip-run.json").read_text())
+    assert manifest["settings"]["vocabulary"]["classes"] == [["sky", "wall"], ["cat"], ["dog"]]
 
 
 def test_one_bad_image_does_not_lose_the_others(tmp_path, images, tiny_ckpt, capsys):
@@ -100,8 +109,31 @@ def test_folder_recursive_resume_and_overwrite(tmp_path, images, tiny_ckpt, caps
     assert (out / "a_overlay.png").exists() and (out / "sub" / "b.png").stat().st_mtime_ns == first
     assert run_cli(*args, "--overwrite") == 0
     assert (out / "sub" / "b.png").stat().st_mtime_ns != first
-    assert run_cli("segment", tree, "--classes", "cat", "--out", tmp_path / "o2", "--weights", tiny_ckpt, *FAST) == 0
+    assert run_cli("segment", tree, "--classes", "cat, dog", "--out", tmp_path / "o2", "--weights", tiny_ckpt,
+                   *FAST) == 0
     assert not (tmp_path / "o2" / "sub").exists()  # without --recursive, only the top level
+
+
+def test_rerun_with_other_settings_is_refused_then_redone_with_overwrite(tmp_path, images, tiny_ckpt, capsys):
+    out = tmp_path / "out"
+    base = ["segment", images / "smooth.png", "--out", out, "--weights", tiny_ckpt, *FAST]
+    assert run_cli(*base, "--classes", "cat, dog") == 0
+    label = out / "smooth.png"
+    first = label.stat().st_mtime_ns
+    capsys.readouterr()
+    assert run_cli(*base, "--classes", "cat, dog, sky") == 2  # other vocabulary: stale outputs not kept
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite" in err[0] and "vocabulary.classes" in err[0]
+    assert run_cli(*base, "--classes", "cat, dog", "--alpha", "0.2") == 2  # another option
+    assert label.stat().st_mtime_ns == first
+    assert run_cli(*base, "--classes", "cat, dog", "--batch-size", "3") == 0  # execution only: resumed
+    assert "already done" in capsys.readouterr().err and label.stat().st_mtime_ns == first
+    assert run_cli(*base, "--classes", "cat, dog, sky", "--overwrite") == 0
+    assert label.stat().st_mtime_ns != first
+    manifest = json.loads((out / "itaclip-run.json").read_text())
+    assert manifest["settings"]["vocabulary"]["classes"] == [["cat"], ["dog"], ["sky"]]
+    assert manifest["itaclip"] and manifest["settings"]["weights"].startswith("sha256:")
+    assert run_cli(*base, "--classes", "cat, dog, sky") == 0  # same settings again: resumed
 
 
 def test_exports_are_written(tmp_path, images, tiny_ckpt):
@@ -140,7 +172,7 @@ def test_special_images_greyscale_rgba_16bit_exif(tmp_path, tiny_ckpt, smooth_im
     (["--attention", "q-z"], "attention"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, images, tiny_ckpt, capsys, extra, message):
-    rc = run_cli("segment", images / "smooth.png", "--classes", "cat", "--out", tmp_path, "--weights", tiny_ckpt,
+    rc = run_cli("segment", images / "smooth.png", "--classes", "cat, dog", "--out", tmp_path, "--weights", tiny_ckpt,
                  *FAST, *extra)
     err = capsys.readouterr().err
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
@@ -159,7 +191,7 @@ def test_missing_and_corrupt_weights(tmp_path, images, capsys):
     corrupt = tmp_path / "w.pt"
     corrupt.write_bytes(b"junk")
     for weights, message in ((tmp_path / "none.pt", "does not exist"), (corrupt, "cannot load weights")):
-        rc = run_cli("segment", images / "smooth.png", "--classes", "cat", "--out", tmp_path, "--weights", weights)
+        rc = run_cli("segment", images / "smooth.png", "--classes", "cat, dog", "--out", tmp_path, "--weights", weights)
         err = capsys.readouterr().err
         assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
 
@@ -181,7 +213,7 @@ def test_aux_texts_change_the_result_by_alpha(tmp_path, images, tiny_ckpt):
 
 def test_console_script_runs_without_traceback(tmp_path):
     exe = Path(sys.executable).with_name("itaclip")
-    proc = subprocess.run([str(exe), "segment", str(tmp_path / "x.png"), "--classes", "cat", "--out", str(tmp_path),
+    proc = subprocess.run([str(exe), "segment", str(tmp_path / "x.png"), "--classes", "cat, dog", "--out", str(tmp_path),
                            "--stride", "-1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "stride must be > 0" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -211,7 +243,7 @@ def test_every_flag_maps_onto_the_config():
     from itaclip.config import build_config
 
     args = parse_args([
-        "segment", "x.png", "--classes", "cat", "--out", "o", "--preset", "voc21", "--alpha", "0.3",
+        "segment", "x.png", "--classes", "cat, dog", "--out", "o", "--preset", "voc21", "--alpha", "0.3",
         "--lambda", "0.6", "--logit-scale", "70", "--prob-thd", "0.2", "--area-thd", "0.05", "--stride", "56",
         "--crop", "192", "--short-side", "280", "--pamr-steps", "3", "--pamr-dilations", "4,8",
         "--no-image-engineering", "--views", "grey,hflip", "--attention", "q-q+v-v", "--keep-ffn",

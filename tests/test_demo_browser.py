@@ -133,13 +133,17 @@ def test_engine_matches_segmenter_and_handles_bad_input(checkpoint, photo, tmp_p
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(os.urandom(2000))
     with pytest.raises(ItaclipError, match="not an image"):
-        engine.segment(garbage, "cat")
+        engine.segment(garbage, "cat, dog")
     monkeypatch.setattr("itaclip.demo.HARD_MAX_PIXELS", 1000)
     with pytest.raises(ItaclipError, match="megapixels: downscale it first"):
-        engine.segment(photo, "cat")
+        engine.segment(photo, "cat, dog")
     monkeypatch.undo()
+    with pytest.raises(ItaclipError, match="at least two classes"):  # the CLI's vocabulary rules
+        engine.segment(photo, "cat")
+    with pytest.raises(ItaclipError, match="did you mean 'coco_stuff'"):
+        engine.segment(photo, "coco-stuff")
     with pytest.raises(ItaclipError, match="unknown speed"):
-        engine.segment(photo, "cat", speed="warp")
+        engine.segment(photo, "cat, dog", speed="warp")
     # aux texts must match the class count; background words add class 0
     with pytest.raises(ItaclipError, match="auxiliary texts"):
         engine.segment(photo, "cat, dog", aux_texts="only one")
@@ -323,7 +327,7 @@ def test_two_users_at_once_and_bad_input(browser, server, checkpoint, photo, tmp
     garbage = tmp_path / "notes.png"
     garbage.write_bytes(b"this is not a picture" * 50)
     page.locator("#input-image input[type=file]").set_input_files(str(garbage))
-    page.locator("#classes textarea").fill("cat")
+    page.locator("#classes textarea").fill("cat, dog")
     page.locator("#segment").click()
     assert "not an image" in _toasts(page)
     page.reload()

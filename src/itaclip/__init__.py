@@ -4,18 +4,35 @@
     seg = itaclip.Segmenter(weights="ViT-B/16", preset="voc21")
     seg.set_vocabulary()
     result = seg.segment("photo.jpg")   # result.labels, result.probs, result.class_names
+
+Names are imported on first use, so ``import itaclip`` (and ``itaclip --help``) does not load
+PyTorch until a model is needed.
 """
 
-from .config import PRESETS, SegmenterConfig, build_config, get_preset, list_presets
-from .errors import ItaclipError
-from .models import list_models, load_clip
-from .predictor import SegmentationResult, Segmenter
-from .vocabulary import Vocabulary, load_aux_texts, load_classes
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PRESETS", "SegmenterConfig", "build_config", "get_preset", "list_presets", "ItaclipError",
-    "list_models", "load_clip", "SegmentationResult", "Segmenter", "Vocabulary", "load_aux_texts",
-    "load_classes", "__version__",
-]
+#: public name → module that defines it
+_EXPORTS = {
+    "PRESETS": "config", "SegmenterConfig": "config", "build_config": "config", "get_preset": "config",
+    "list_presets": "config", "ItaclipError": "errors", "list_models": "models", "load_clip": "models",
+    "SegmentationResult": "predictor", "Segmenter": "predictor", "Vocabulary": "vocabulary",
+    "load_aux_texts": "vocabulary", "load_classes": "vocabulary", "resolve_vocabulary": "vocabulary",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'itaclip' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -20,45 +20,71 @@ FLIP_VIEWS = ("vflip", "hflip")  # second category: logits flipped back, average
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
+#: Weights used when none are named: OpenAI's CLIP ViT-B/16, as in the paper.
+DEFAULT_WEIGHTS = "ViT-B/16"
+
+
+def option(default, help: str, *, flag: Optional[str] = None, kind: Optional[str] = None,
+           metavar: Optional[str] = None, choices: Optional[tuple] = None):
+    """A config field with its command-line flag described as data: the CLI builds its flags from
+    these (``itaclip.cli.options``), so a field added here is a flag everywhere.
+
+    ``flag`` defaults to ``--field-name``; ``kind`` says how the text is parsed: ``float``, ``int``,
+    ``str``, ``int_list`` (``8,16`` / ``none``), ``name_list`` (``grey,blur``) or ``off`` (a bool
+    field whose flag turns it off, e.g. ``--no-closing``).
+    """
+    cli = {"help": help, "flag": flag, "kind": kind, "metavar": metavar, "choices": choices}
+    return field(default=default, metadata={"cli": cli})
+
 
 @dataclass(frozen=True)
 class SegmenterConfig:
     """All options of the method. Defaults are the paper's shared settings (SPEC §5, "All")."""
 
     # --- encoder (SPEC §1) ---
-    attention: str = "q-q+k-k"
+    attention: str = option("q-q+k-k", f"'+'-joined self-self attention terms from {', '.join(ATTENTION_TERMS)} "
+                            "(paper: q-q+k-k)", metavar="TERMS")
     """Attention of the last block and of the recorded maps: '+'-joined terms of q-k, q-q, k-k, v-v."""
-    remove_ffn: bool = True
+    remove_ffn: bool = option(True, "keep the last block's feed-forward network (paper Table 3 ablation)",
+                              flag="--keep-ffn", kind="off")
     """Drop the MLP of the last block (paper Table 3)."""
-    intermediate_layers: tuple[int, ...] = (7, 8, 10)
+    intermediate_layers: tuple[int, ...] = option(
+        (7, 8, 10), "1-indexed layers whose attention maps are fused into the last block (7,8,10; 'none')",
+        kind="int_list", metavar="L1,L2")
     """1-indexed blocks whose self-self maps are averaged into the last block's map; () for none."""
     # --- text (SPEC §2) ---
-    alpha: float = 0.0
+    alpha: float = option(0.0, "auxiliary-text weight α in [0, 1]")
     """Auxiliary-text blend: t = (1-α)·t_name + α·t_aux (only when auxiliary texts are given)."""
     # --- image engineering (SPEC §3) ---
-    image_engineering: bool = True
-    views: tuple[str, ...] = VIEWS
+    image_engineering: bool = option(True, "encode only the crop itself (no greyscale, blur or flip views)",
+                                     flag="--no-image-engineering", kind="off")
+    views: tuple[str, ...] = option(VIEWS, f"augmented views to use, from {','.join(VIEWS)}",
+                                    kind="name_list", metavar="V1,V2")
     """Augmented views used when image_engineering is on (the original crop is always used)."""
-    lam: float = 0.75
+    lam: float = option(0.75, "image-engineering weight λ in [0, 1]", flag="--lambda", metavar="L")
     """λ: L = λ·L1 + (1-λ)·L2."""
     # --- sliding windows (SPEC §4) ---
-    short_side: int = 336
+    short_side: int = option(336, "resize the short side to N pixels before windowing", metavar="N")
     long_side_cap: int = 2048
-    crop: int = 224
-    stride: int = 28
+    crop: int = option(224, "sliding-window size in pixels (224)", metavar="N")
+    stride: int = option(28, "sliding-window stride in pixels (paper: 28)", metavar="N")
     # --- refinement and post-processing ---
-    pamr_steps: int = 10
-    pamr_dilations: tuple[int, ...] = (8, 16)
-    logit_scale: float = 40.0
-    prob_thd: float = 0.0
-    area_thd: Optional[float] = None
-    closing: bool = True
+    pamr_steps: int = option(10, "PAMR iterations (0 disables refinement)", metavar="K")
+    pamr_dilations: tuple[int, ...] = option((8, 16), "PAMR dilations (8,16)", kind="int_list", metavar="D1,D2")
+    logit_scale: float = option(40.0, "softmax temperature multiplier", metavar="S")
+    prob_thd: float = option(0.0, "pixels whose top probability is below P become class 0", metavar="P")
+    area_thd: Optional[float] = option(None, "zero foreground classes covering ≤ T of the foreground",
+                                       kind="float", metavar="T")
+    closing: bool = option(True, "skip the authors' 3x3 morphological closing of the label map",
+                           flag="--no-closing", kind="off")
     """3×3 grey-level morphological closing of the label map (authors' code, not in the paper)."""
     # --- execution (never changes fp32 results) ---
-    batch_size: Optional[int] = None
+    batch_size: Optional[int] = option(None, "crops x views per encoder pass (default: 10 on CPU, 64 on GPU)",
+                                       kind="int", metavar="N")
     """Crops × views encoded per forward pass; None: 10 on the CPU (fastest there, see
     docs/BENCHMARKS.md), 64 on a GPU."""
-    precision: Precision = "fp32"
+    precision: Precision = option("fp32", "fp32 (exact, default); fp16/bf16 autocast on GPU; int8 dynamic "
+                                  "quantisation on CPU", choices=("fp32", "fp16", "bf16", "int8"))
 
     def __post_init__(self) -> None:
         self.validate()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import io
 import itertools
 import logging
 import os
@@ -263,8 +264,9 @@ class DemoEngine:
         if not names and not get_preset(preset).classes:
             raise ItaclipError("no classes: type some, e.g. 'cat, dog, grass, sky' "
                                "(or pick a preset with its own class list, such as voc21)")
-        # Typed text goes through the same rules as --classes (built-in list names, typos, background).
-        vocab = resolve_vocabulary(", ".join(names) or None, preset=preset, background=background, aux_texts=aux)
+        # Typed text follows the rules of --classes; one word may also name a built-in list (or be a typo of one).
+        typed = names[0] if len(names) == 1 else (names or None)
+        vocab = resolve_vocabulary(typed, preset=preset, background=background, aux_texts=aux)
         overrides: dict[str, Any] = {}
         if aux is not None:
             base_alpha = self.config_for(preset, speed).alpha
@@ -291,20 +293,15 @@ class DemoEngine:
 
     def _finish(self, stem: str, source_name: str, image: np.ndarray, result, notes: list[str],
                 seconds: float) -> DemoResult:
-        from .exports import write_exports
-        from .io import write_png
-        from .visualize import overlay
+        from .outputs.visualize import overlay
+        from .outputs.writer import OutputOptions, write_outputs
 
         out = self._request_dir(stem)
+        # The same writer as `itaclip segment`: the files a user downloads are the CLI's files.
+        options = OutputOptions(exports=("coco", "labelstudio", "masks"))
         over = overlay(image, result.labels, result.class_names)
-        files = {"label": out / f"{stem}.png", "overlay": out / f"{stem}_overlay.png"}
-        write_png(files["label"], result.labels)  # as `itaclip segment` writes it
-        write_png(files["overlay"], over)
-        exported = write_exports(result.labels, result.class_names, stem, out, ["coco", "labelstudio", "masks"],
-                                 image_file=source_name, probs=result.probs)
-        files["coco"] = exported["coco"]
-        files["labelstudio"] = exported["labelstudio"]
-        files["masks"] = _zip_folder(exported["masks"])
+        files = write_outputs(out, stem, image, result, options, image_file=source_name, overlay_image=over)
+        files["masks"] = _zip_folder(files["masks"])
         heat_image, heat_probs = _reduce_for_heatmaps(image, result.probs)
         return DemoResult(stem, image, result.labels, list(result.class_names), over, files,
                           heat_image, heat_probs, notes, seconds)
@@ -322,12 +319,14 @@ class DemoEngine:
 
 def _zip_folder(folder: Path) -> Path:
     """``folder`` → ``folder.zip`` (written next to it, atomically)."""
+    from .files import atomic_write_bytes
+
     target = folder.with_suffix(".zip")
-    tmp = folder.with_name(f".{target.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:  # PNGs are compressed
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:  # PNGs are compressed
         for item in sorted(folder.iterdir()):
             archive.write(item, f"{folder.name}/{item.name}")
-    os.replace(tmp, target)
+    atomic_write_bytes(target, buffer.getvalue())
     return target
 
 

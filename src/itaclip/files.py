@@ -66,6 +66,14 @@ def write_json(path: PathLike, obj: Any, *, indent: int | None = 2) -> None:
     atomic_write_bytes(path, json_bytes(obj, indent=indent))
 
 
+def read_json(path: PathLike) -> Any:
+    """A JSON file's value; ``None`` if it cannot be read or parsed (callers treat it as absent)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def encode_png(array: np.ndarray) -> bytes:
     """PNG bytes of a uint8/uint16 greyscale or an RGB array."""
     import cv2

@@ -31,6 +31,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from .config import DEFAULT_WEIGHTS
 from .errors import ItaclipError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ OPENAI_MODELS = {
     "ViT-L/14": "ViT-L-14",
     "ViT-L/14@336px": "ViT-L-14-336",
 }
-DEFAULT_WEIGHTS = "ViT-B/16"
 HF_HUB_PREFIX = "hf-hub:"
 
 #: CLIP's normalisation on the 0–255 scale, RGB order, as the authors' pipeline writes it (the

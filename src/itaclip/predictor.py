@@ -65,12 +65,16 @@ class LoadedModel:
         self.lock = threading.Lock()
         self.features: dict[tuple[str, ...], torch.Tensor] = {}
         self._fingerprint: Optional[str] = None
+        self.text_source = "not encoded yet"
+        """Where the last text features came from (memory, the disk cache, or encoded): for logs."""
 
     def name_features(self, texts: Sequence[str], progress: Optional[Progress] = None) -> torch.Tensor:
         """Template-ensembled features (N, E) of ``texts``, memoised and cached on disk."""
         key = tuple(texts)
         with self.lock:
-            if key not in self.features:
+            if key in self.features:
+                self.text_source = "already in memory"
+            else:
                 self.features[key] = self._cached(list(texts), progress)
             return self.features[key]
 
@@ -79,6 +83,7 @@ class LoadedModel:
             return template_features(self.model, self.tokenizer, texts, progress=progress).cpu()
 
         if self.text_cache is False:
+            self.text_source = "encoded (disk cache off)"
             return compute().to(self.device)
         from .feature_cache import FeatureCache
 
@@ -90,7 +95,14 @@ class LoadedModel:
             templates=[t("{}") for t in TEMPLATES],
             context_length=self.model.context_length, version=TEXT_FEATURE_VERSION,
         )
-        return cache.get_or_compute(key, compute).to(self.device)
+        features = cache.get(key)
+        if features is None:
+            features = compute()
+            cache.put(key, features)
+            self.text_source = f"encoded and cached in {cache.directory}"
+        else:
+            self.text_source = f"read from the disk cache in {cache.directory}"
+        return features.to(self.device)
 
 
 class Segmenter:
@@ -145,6 +157,11 @@ class Segmenter:
     @property
     def model(self) -> torch.nn.Module:
         return self._loaded.model
+
+    @property
+    def text_source(self) -> str:
+        """Where the current vocabulary's text features came from (for logs)."""
+        return self._loaded.text_source
 
     def with_config(self, **overrides) -> "Segmenter":
         """A segmenter with some options changed that shares this one's model and text features."""

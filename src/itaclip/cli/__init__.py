@@ -20,6 +20,7 @@ COMMANDS = {
     "texts": ("itaclip.cli.texts", "generate auxiliary texts (definitions, synonyms) for a vocabulary"),
     "bench": ("itaclip.cli.bench", "measure speed and memory per mode and device"),
     "demo": ("itaclip.cli.demo", "start the browser demo"),
+    "presets": ("itaclip.cli.presets", "list the presets, or print one preset's resolved settings"),
 }
 
 
@@ -29,6 +30,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         prog="itaclip",
         description="Training-free open-vocabulary semantic segmentation (ITACLIP).",
     )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"itaclip {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)

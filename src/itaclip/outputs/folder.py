@@ -1,0 +1,104 @@
+"""Segment many images into an output folder: resume, one manifest, per-image failures, progress.
+
+The loop behind ``itaclip segment``: folder inputs keep their sub-folder layout under the output
+folder; an image whose files all exist is skipped (resume) when the folder's manifest says it was
+made with the same settings; one bad image is reported in one line and never stops the others.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional, Sequence
+
+from ..errors import ItaclipError
+from .writer import OutputOptions, is_done, write_outputs
+
+
+class Job(NamedTuple):
+    """One image: where it comes from and where its files go (``out_dir / stem*``)."""
+
+    source: Path
+    out_dir: Path
+    stem: str
+
+
+def collect_jobs(inputs: Sequence[str], out_dir: Path, recursive: bool) -> tuple[list[Job], list[str]]:
+    """Images to process and input errors. Folder inputs keep their sub-folder layout under
+    ``out_dir``; two images that would write the same files are an error."""
+    from ..images import IMAGE_SUFFIXES
+
+    jobs, errors = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                errors.append(f"{path}: no images found{'' if recursive else ' (use --recursive for sub-folders)'}")
+            for image in found:
+                rel = image.relative_to(path)
+                jobs.append(Job(image, out_dir / rel.parent, image.stem))
+        elif path.is_file():
+            jobs.append(Job(path, out_dir, path.stem))
+        else:
+            errors.append(f"{path}: no such file or folder")
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        key = job.out_dir / job.stem
+        if key in seen and seen[key] != job.source:
+            raise ItaclipError(f"{seen[key]} and {job.source} would both write {key}.png: "
+                               "rename one or segment them separately")
+        seen[key] = job.source
+    return jobs, errors
+
+
+@dataclass
+class FolderSummary:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def line(self, out_dir: Path) -> str:
+        return (f"{self.done} done, {self.skipped} skipped, {self.failed} failed in {self.seconds:.1f} s"
+                f" -> {out_dir}")
+
+
+def pending(jobs: Sequence[Job], options: OutputOptions, overwrite: bool) -> list[Job]:
+    """Jobs whose files are not all there yet (every job with ``overwrite``)."""
+    return [job for job in jobs if overwrite or not is_done(job.out_dir, job.stem, options)]
+
+
+def segment_jobs(segmenter, jobs: Sequence[Job], options: OutputOptions, *,
+                 report: Optional[Callable[[str], None]] = None, prefix: str = "itaclip segment") -> FolderSummary:
+    """Segment each job's image and write its files; failures are reported, counted and skipped."""
+    from ..images import read_image
+    from ..progress import progress
+
+    summary, start = FolderSummary(), time.perf_counter()
+    bar = progress(len(jobs), "images", "img", prefix=prefix)
+    say = report or bar.write
+    for job in jobs:
+        bar.set_postfix_str(job.source.name)
+        try:
+            image = read_image(job.source)
+            result = segmenter.segment(image)
+            write_outputs(job.out_dir, job.stem, image, result, options, image_file=job.source.name)
+            summary.done += 1
+        except (ItaclipError, OSError, ValueError) as exc:
+            summary.failed += 1
+            message = f"{job.source}: {exc}"
+            summary.errors.append(message)
+            say(f"{prefix}: error: {message}")
+        bar.update(1)
+    bar.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,72 @@
+"""Progress of long work, in a terminal and in a log file alike.
+
+In a terminal a tqdm bar; otherwise (output redirected to a file, ``| tee log``, a batch system)
+one plain line every ``interval`` seconds and at the end: ``images 12/300 (4%) 0.8/s ETA 6m00s``.
+tqdm alone writes nothing when stderr is not a terminal (``disable=None``) or carriage-return
+updates that make a log unreadable, hence the small line logger here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional, TextIO
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class LineProgress:
+    """tqdm's small interface (``update``, ``set_postfix_str``, ``write``, ``close``) as log lines."""
+
+    def __init__(self, total: Optional[int], desc: str, unit: str, prefix: str = "itaclip",
+                 interval: float = 10.0, stream: Optional[TextIO] = None):
+        self.total, self.desc, self.unit, self.prefix = total, desc, unit, prefix
+        self.interval = interval
+        self.stream = stream or sys.stderr
+        self.n = 0
+        self.postfix = ""
+        self.start = self.last = time.perf_counter()
+
+    def line(self) -> str:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = self.n / elapsed
+        text = f"{self.prefix}: {self.desc} {self.n}"
+        if self.total:
+            text += f"/{self.total} ({100 * self.n / self.total:.0f}%)"
+        text += f" {rate:.2f} {self.unit}/s"
+        if self.total and rate > 0 and self.n < self.total:
+            text += f" ETA {_duration((self.total - self.n) / rate)}"
+        elif self.n:
+            text += f" in {_duration(elapsed)}"
+        return text + (f" {self.postfix}" if self.postfix else "")
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.write(self.line())
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def write(self, message: str) -> None:
+        print(message, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.n:
+            self.write(self.line())
+
+
+def progress(total: Optional[int], desc: str, unit: str, prefix: str = "itaclip", interval: float = 10.0):
+    """A tqdm bar when stderr is a terminal, else a :class:`LineProgress`."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    return LineProgress(total, desc, unit, prefix, interval)
