@@ -398,3 +398,58 @@ def test_weights_identity_follows_bytes(tmp_path, openai_ckpt, hf_folder):
     assert weights_identity(f"ViT-B-16:{copy}") == "ViT-B-16:" + weights_identity(copy)
     assert weights_identity(hf_folder).startswith("folder-sha256:")
     assert weights_identity("ViT-B-16:laion2b_s34b_b88k") == "ViT-B-16:laion2b_s34b_b88k"
+
+
+def test_sharded_transformers_folder(hf_model, tmp_path, openai_ckpt):
+    hf_model.save_pretrained(tmp_path / "sharded", max_shard_size="200KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    loaded = load_backbone(tmp_path / "sharded", "cpu").model.state_dict()
+    for key, value in load_backbone(openai_ckpt, "cpu").model.state_dict().items():
+        assert torch.equal(value, loaded[key]), key
+
+
+def _open_clip_repo(folder, model, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), model_cfg=None):
+    """What open_clip's push_to_hf_hub writes: open_clip_config.json + open_clip_model.safetensors."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    config = {"model_cfg": model_cfg or TINY_OPEN_CLIP, "preprocess_cfg": {"mean": list(mean), "std": list(std)}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    if model is not None:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
+
+
+def test_open_clip_hub_repo_and_folder(offline_hub, tmp_path):
+    """hf-hub:ORG/REPO through open_clip's own hub code (from the cache, offline), and the same
+    files as a local folder: the repo's GELU config and its normalisation are used."""
+    reference = _random_open_clip_from_cfg(TINY_OPEN_CLIP, seed=11)
+    _open_clip_repo(tmp_path / "repo", reference)
+    _fill_hub_cache(offline_hub, "tinyorg/open-clip-tiny", tmp_path / "repo")
+    pixels = torch.randn(1, 3, 224, 224)
+    for weights in ("hf-hub:tinyorg/open-clip-tiny", tmp_path / "repo"):
+        backbone = load_backbone(weights, "cpu")
+        assert "(GELU)" in backbone.description
+        assert backbone.mean == (127.5,) * 3 and backbone.std == (127.5,) * 3
+        tokens = backbone.tokenizer(["a cat"])
+        _features_agree(backbone, reference.encode_image(pixels), reference.encode_text(tokens), pixels, tokens)
+
+
+def test_open_clip_hub_repo_refused_from_its_config(offline_hub, tmp_path):
+    cfg = json.loads(json.dumps(TINY_OPEN_CLIP))
+    cfg["vision_cfg"] = {"timm_model_name": "vit_base_patch16_siglip_224", "image_size": 224}
+    _open_clip_repo(tmp_path / "repo", None, model_cfg=cfg)  # config only: weights never needed
+    _fill_hub_cache(offline_hub, "tinyorg/siglip-like", tmp_path / "repo")
+    with pytest.raises(ItaclipError, match="timm model") as info:
+        load_backbone("hf-hub:tinyorg/siglip-like", "cpu")
+    assert "\n" not in str(info.value)
+
+
+def _random_open_clip_from_cfg(cfg: dict, seed: int):
+    from open_clip.model import CLIP
+
+    torch.manual_seed(seed)
+    model = CLIP(**json.loads(json.dumps(cfg)))
+    with torch.no_grad():
+        for tensor in model.parameters():
+            tensor.add_(torch.randn_like(tensor) * 0.05)
+    return model.eval()

@@ -223,9 +223,9 @@ def load_folder(folder: Path) -> Backbone:
         config = read_config(folder / "config.json", str(folder))
         return _from_files(config, folder, _weight_paths(folder, str(folder)), str(folder))
     if (folder / "open_clip_config.json").is_file():
-        from .models import _load_open_clip
+        from .models import LOCAL_DIR_PREFIX, _load_open_clip
 
-        return _load_open_clip(f"local-dir:{folder}", None, None)
+        return _load_open_clip(f"{LOCAL_DIR_PREFIX}{folder}", None, None)
     raise ItaclipError(f"folder {folder} holds neither a transformers CLIPModel (config.json) nor an open_clip "
                        "model (open_clip_config.json)")
 

@@ -44,6 +44,7 @@ OPENAI_MODELS = {
     "ViT-L/14@336px": "ViT-L-14-336",
 }
 HF_HUB_PREFIX = "hf-hub:"
+LOCAL_DIR_PREFIX = "local-dir:"  # open_clip's name for a folder with open_clip_config.json
 
 #: CLIP's normalisation on the 0–255 scale, RGB order, as the authors' pipeline writes it (the
 #: rounded form of open_clip's OPENAI_DATASET_MEAN/STD × 255; kept so OpenAI-normalised models give
@@ -229,10 +230,11 @@ def _check_supported(name: str, model_cfg: Optional[dict]) -> None:
 
 
 def _load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> Backbone:
-    """``NAME:TAG``, ``NAME:PATH`` and ``hf-hub:ORG/REPO`` through open_clip's factory."""
+    """``NAME:TAG``, ``NAME:PATH``, ``hf-hub:ORG/REPO`` and open_clip folders (``local-dir:DIR``)
+    through open_clip's factory."""
     import open_clip
 
-    if name.startswith(HF_HUB_PREFIX):
+    if name.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX)):
         try:
             model_cfg = open_clip.get_model_config(name)  # only open_clip_config.json is fetched
         except Exception as exc:
