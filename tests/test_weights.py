@@ -453,3 +453,21 @@ def _random_open_clip_from_cfg(cfg: dict, seed: int):
         for tensor in model.parameters():
             tensor.add_(torch.randn_like(tensor) * 0.05)
     return model.eval()
+
+
+def test_cli_transformers_folder_and_openai_file_write_the_same_labels(hf_folder, openai_ckpt, tmp_path, image):
+    from PIL import Image
+
+    from itaclip.cli import main
+
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    labels = []
+    for name, weights in (("folder", hf_folder), ("file", openai_ckpt)):
+        args = ["segment", str(tmp_path / "photo.png"), "--classes", ", ".join(CLASSES), "--weights", str(weights),
+                "--device", "cpu", "--stride", "112", "--pamr-steps", "2", "--save-probs", "--out",
+                str(tmp_path / name)]
+        assert main(args) == 0
+        labels.append((np.array(Image.open(tmp_path / name / "photo.png")),
+                       np.load(tmp_path / name / "photo.npz")["probs"]))
+    assert np.array_equal(labels[0][0], labels[1][0])
+    assert np.abs(labels[0][1] - labels[1][1]).max() <= 1e-4
