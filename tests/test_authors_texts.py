@@ -138,3 +138,13 @@ def test_cli_checksum_error_is_the_last_line(mirror, tiny_ckpt, tmp_path, capsys
     assert main(common + ["--out", str(tmp_path / "bad")]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("itaclip segment: error: ") and "SHA-256" in last
+
+
+def test_texts_for_paper_says_which_texts(mirror, monkeypatch):
+    choice, said = authors.texts_for_paper("voc21")
+    assert choice == "authors" and "authors' LLaMA-3 texts voc21_definitions.txt" in said
+    assert authors.texts_for_paper("voc20")[0] is None
+    mirror.files.clear()
+    monkeypatch.setitem(authors.FILES, "cityscapes", authors.AuthorsFile("cityscapes_synonyms.txt", "0" * 64))
+    choice, said = authors.texts_for_paper("cityscapes")
+    assert choice is None and "NOT the paper's" in said and "cannot download" in said

@@ -108,3 +108,16 @@ def _download(url: str, name: str, target: Path) -> bytes:
         reason = getattr(exc, "reason", None) or exc
         raise ItaclipError(f"cannot download the authors' {name} from {url} ({reason}) and it is not cached in "
                            f"{target.parent}: connect once, or give --aux-texts FILE") from None
+
+
+def texts_for_paper(list_name: Optional[str]) -> tuple[Optional[str], str]:
+    """The auxiliary texts a run reproducing the paper should use for a built-in list, and a
+    sentence saying which they are: ``("authors", ...)`` when the authors' file is cached or can
+    be downloaded, else ``(None, ...)`` (the list's built-in texts) with the reason."""
+    if list_name not in FILES:
+        return None, f"the built-in texts (the authors published none for {list_name or 'this vocabulary'})"
+    try:
+        path = authors_texts_file(list_name)
+    except ItaclipError as exc:
+        return None, f"our built-in WordNet texts, NOT the paper's: the authors' are unavailable ({exc})"
+    return AUTHORS, f"the authors' LLaMA-3 texts {path.name} (sha256 {FILES[list_name].sha256[:12]}…), as in the paper"
