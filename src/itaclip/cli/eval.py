@@ -45,13 +45,15 @@ class PaperTable:
     title: str
     rows: tuple
     note: str = ""
+    any_dataset: tuple = ()
+    """Datasets a comparison runs on besides those with paper figures (tables not in the paper)."""
 
     @property
     def datasets(self) -> list[str]:
         seen: list[str] = []
         for row in self.rows:
             seen += [d for d in row.paper if d not in seen]
-        return seen
+        return seen + [d for d in self.any_dataset if d not in seen]
 
 
 def _cols(stuff=None, obj=None, voc=None, context=None, **others) -> dict:
@@ -176,6 +178,20 @@ PAPER_TABLES: dict[str, PaperTable] = {
         ),
         "Local checkpoints: --backbone ViT-L/14=PATH (repeatable); the ViT-B/16 row uses --weights.",
     ),
+    "backbones": PaperTable(
+        "backbones",
+        "CLIP backbones (not in the paper; OpenAI rows are Table 10's)",
+        (
+            PaperRow("OpenAI ViT-B/16", {"voc21": 67.9}, weights="ViT-B/16"),
+            PaperRow("OpenAI ViT-L/14", {"voc21": 53.3}, weights="ViT-L/14"),
+            PaperRow("LAION-2B ViT-B/16", {}, weights="ViT-B-16:laion2b_s34b_b88k"),
+            PaperRow("DFN-2B ViT-B/16", {}, weights="ViT-B-16:dfn2b"),
+            PaperRow("MetaCLIP-2.5B ViT-B/16", {}, weights="ViT-B-16:metaclip_fullcc"),
+        ),
+        "Every backbone with the dataset's paper preset. Weights are downloaded once (open_clip's cache); "
+        "local copies: --backbone ViT-B-16:dfn2b=PATH (any --weights form); the ViT-B/16 row uses --weights.",
+        any_dataset=("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff", "cityscapes", "ade20k"),
+    ),
     "11": PaperTable(
         "11",
         "Background set (COCO-Object)",
@@ -235,16 +251,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--paper-table",
         metavar="N",
-        choices=sorted(PAPER_TABLES, key=int) + ["list"],
-        help="run the rows of paper table N (1-8, 10, 11; 'list' shows them) and print them "
-        "beside the paper's figures",
+        choices=[*PAPER_TABLES, "list"],
+        help="run the rows of paper table N (1-8, 10, 11; 'backbones': OpenAI, LAION, DFN and MetaCLIP "
+        "CLIPs; 'list' shows them) and print them beside the paper's figures; the paper's auxiliary texts "
+        "are used when they can be had (--aux-texts authors)",
     )
     group.add_argument(
         "--backbone",
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="local checkpoint for a Table 10 backbone, e.g. ViT-B/32=/ckpt/ViT-B-32.pt",
+        help="local weights for a Table 10 or 'backbones' row, e.g. ViT-B/32=/ckpt/ViT-B-32.pt or "
+        "ViT-B-16:dfn2b=/models/dfn2b-hf (any --weights form)",
     )
     group.add_argument(
         "--convert-coco-object",
@@ -279,6 +297,18 @@ def dataset_vocabulary(spec, classes=None, background=None, aux_texts=None):
     return resolve_vocabulary(classes, preset=spec.preset, background=background, aux_texts=aux_texts)
 
 
+def _paper_texts(args, spec) -> tuple:
+    """The auxiliary texts a paper-table run uses, and a sentence saying which: what the user gave,
+    else the authors' texts for the dataset's list when they can be had (cached or downloadable)."""
+    if args.aux_texts is not None or args.classes is not None:
+        given = args.aux_texts if args.aux_texts is not None else "the built-in texts of the list given"
+        return args.aux_texts, f"as given ({given})"
+    from ..auxtexts.authors import texts_for_paper
+    from ..config import get_preset
+
+    return texts_for_paper(get_preset(spec.preset).classes)
+
+
 def _backbones(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -306,7 +336,8 @@ def _list_tables() -> int:
         print(f"Table {table.number}: {table.title} — datasets {', '.join(table.datasets)}")
         for row in table.rows:
             figs = ", ".join(f"{d} {v}" for d, v in row.paper.items())
-            print(f"    {row.label:40s} {figs}")
+            weights = f"  [{row.weights}]" if row.weights else ""
+            print(f"    {row.label:40s} {figs}{weights}")
     return 0
 
 
@@ -409,7 +440,9 @@ def _run_table(args, table: PaperTable, spec, dataset, device, info) -> int:
     from ..files import atomic_write_bytes
 
     backbones = _backbones(args.backbone)
-    base_vocab = dataset_vocabulary(spec, args.classes, args.background, args.aux_texts)
+    aux_texts, texts_used = _paper_texts(args, spec)
+    _say(info, f"itaclip eval: auxiliary texts: {texts_used}")
+    base_vocab = dataset_vocabulary(spec, args.classes, args.background, aux_texts)
     if base_vocab.aux_texts is None and any(
         "alpha" in r.overrides or r.label.startswith("LTG") for r in table.rows
     ):
@@ -428,7 +461,7 @@ def _run_table(args, table: PaperTable, spec, dataset, device, info) -> int:
         vocab = (
             base_vocab
             if row.background is None
-            else dataset_vocabulary(spec, args.classes, row.background, args.aux_texts)
+            else dataset_vocabulary(spec, args.classes, row.background, aux_texts)
         )
         seg.set_vocabulary(vocab)
         result = evaluate(
@@ -456,7 +489,7 @@ def _run_table(args, table: PaperTable, spec, dataset, device, info) -> int:
             }
         )
     if info.is_main:
-        text = format_table(table, spec, rows_out, dataset)
+        text = format_table(table, spec, rows_out, dataset, texts_used)
         print(text)
         out = Path(args.out).expanduser()
         atomic_write_bytes(out / f"paper_table_{table.number}_{spec.name}.md", text.encode())
@@ -464,7 +497,8 @@ def _run_table(args, table: PaperTable, spec, dataset, device, info) -> int:
             out / f"paper_table_{table.number}_{spec.name}.json",
             (
                 json.dumps(
-                    {"table": table.number, "title": table.title, "dataset": spec.name, "rows": rows_out},
+                    {"table": table.number, "title": table.title, "dataset": spec.name,
+                     "auxiliary_texts": texts_used, "rows": rows_out},
                     indent=2,
                 )
                 + "\n"
@@ -474,11 +508,14 @@ def _run_table(args, table: PaperTable, spec, dataset, device, info) -> int:
     return 1 if skipped_any else 0
 
 
-def format_table(table: PaperTable, spec, rows: list[dict], dataset) -> str:
+def format_table(table: PaperTable, spec, rows: list[dict], dataset, texts_used: str = "") -> str:
     complete = all(r["complete"] for r in rows)
-    lines = [f"Paper Table {table.number}: {table.title} — {spec.name}", ""]
+    heading = f"Paper Table {table.number}" if table.number.isdigit() else f"Comparison '{table.number}'"
+    lines = [f"{heading}: {table.title} — {spec.name}", ""]
     if table.note:
         lines += [table.note, ""]
+    if texts_used:
+        lines += [f"Auxiliary texts: {texts_used}.", ""]
     if not complete:
         lines += ["PARTIAL — rows marked * cover only part of the dataset; not final numbers.", ""]
     lines += ["| setting | mIoU (ours) | paper | Δ |", "|---|---:|---:|---:|"]
