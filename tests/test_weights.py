@@ -420,13 +420,14 @@ def _open_clip_repo(folder, model, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), mo
 
 
 def test_open_clip_hub_repo_and_folder(offline_hub, tmp_path):
-    """hf-hub:ORG/REPO through open_clip's own hub code (from the cache, offline), and the same
+    """hf-hub:ORG/REPO through open_clip's own hub code (from the cache, offline), the same id
+    without the prefix (an open_clip repository has no transformers config.json), and the same
     files as a local folder: the repo's GELU config and its normalisation are used."""
     reference = _random_open_clip_from_cfg(TINY_OPEN_CLIP, seed=11)
     _open_clip_repo(tmp_path / "repo", reference)
     _fill_hub_cache(offline_hub, "tinyorg/open-clip-tiny", tmp_path / "repo")
     pixels = torch.randn(1, 3, 224, 224)
-    for weights in ("hf-hub:tinyorg/open-clip-tiny", tmp_path / "repo"):
+    for weights in ("hf-hub:tinyorg/open-clip-tiny", "tinyorg/open-clip-tiny", tmp_path / "repo"):
         backbone = load_backbone(weights, "cpu")
         assert "(GELU)" in backbone.description
         assert backbone.mean == (127.5,) * 3 and backbone.std == (127.5,) * 3

@@ -238,7 +238,15 @@ def load_hub(repo_id: str, cache_dir: Optional[str] = None) -> Backbone:
     except ImportError:
         raise ItaclipError(f"{repo_id} is not a local file or folder; to fetch it from the Hugging Face Hub "
                            "install huggingface_hub (pip install 'itaclip[hf]')") from None
-    config_path = _hub_file(repo_id, "config.json", cache_dir)
+    config_path = _optional_hub_file(repo_id, "config.json", cache_dir)
+    if config_path is None:  # not a transformers repository: an open_clip one (DFN, LAION) is fine too
+        if _optional_hub_file(repo_id, "open_clip_config.json", cache_dir) is not None:
+            from .models import HF_HUB_PREFIX, _load_open_clip
+
+            return _load_open_clip(f"{HF_HUB_PREFIX}{repo_id}", None, cache_dir)
+        _hub_file(repo_id, "config.json", cache_dir)  # raises "not in the cache" when that is the reason
+        raise ItaclipError(f"{repo_id} has neither config.json (transformers) nor open_clip_config.json "
+                           "(open_clip): it is not a CLIP model repository")
     config = read_config(config_path, repo_id)
     clip_settings(config, repo_id)  # refuse before downloading weights
     paths, not_cached = None, False
@@ -263,6 +271,14 @@ def load_hub(repo_id: str, cache_dir: Optional[str] = None) -> Backbone:
         except _NotCached:
             pass
     return _from_files(config, config_path.parent, paths, repo_id)
+
+
+def _optional_hub_file(repo_id: str, filename: str, cache_dir: Optional[str]) -> Optional[Path]:
+    """The file, or ``None`` when the repository lacks it or it cannot be had (offline, not cached)."""
+    try:
+        return _hub_file(repo_id, filename, cache_dir, optional=True)
+    except _NotCached:
+        return None
 
 
 class _NotCached(Exception):

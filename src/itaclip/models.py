@@ -238,7 +238,9 @@ def _load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> 
         try:
             model_cfg = open_clip.get_model_config(name)  # only open_clip_config.json is fetched
         except Exception as exc:
-            raise ItaclipError(_download_failure(name, exc, "open_clip_config.json")) from None
+            hint = f" (a transformers CLIPModel repository is --weights {name[len(HF_HUB_PREFIX):]})" \
+                if name.startswith(HF_HUB_PREFIX) else ""
+            raise ItaclipError(_download_failure(name, exc, "open_clip_config.json") + hint) from None
         _check_supported(name, model_cfg)
         label, activation = name, "QuickGELU" if model_cfg.get("quick_gelu") else "GELU"
         kwargs: dict = {}
