@@ -356,15 +356,18 @@ def test_open_clip_tag_from_a_filled_cache(tiny_open_clip, monkeypatch, tmp_path
     ("RN50:openai", "ResNet"),
     ("RN101-quickgelu:yfcc15m", "ResNet"),
     ("convnext_base:laion400m_s13b_b51k", "timm"),
-    ("ViT-B-16-SigLIP:webli", "timm"),
+    ("ViT-B-16-SigLIP:webli", "SigLIP model: its image tower pools with an attention head"),
     ("EVA02-B-16:merged2b_s8b_b131k", "timm"),
     ("ViT-L-14-CLIPA:datacomp1b", "ViT-L-14-CLIPA is not supported"),
     ("ViT-B-16:no_such_tag", "tags are"),
     ("ViT-B-16-plus", "names an architecture"),
     ("hf-hub", "unknown weights"),
+    ("ViT-H-14-worldwide:metaclip2_worldwide", "tokenizes differently"),
+    ("ViT-M-16-alt:any_tag", "ls_init_value"),
     ("some/dir/ckpt.pt", "does not exist"),
 ])
 def test_refusals_come_before_any_download(no_network, weights, message):
+    """Refused from the name or config alone (the opener and hub client fail the test if called)."""
     with pytest.raises(ItaclipError, match=message) as info:
         load_backbone(weights, "cpu")
     assert "\n" not in str(info.value)
@@ -472,3 +475,13 @@ def test_cli_transformers_folder_and_openai_file_write_the_same_labels(hf_folder
                        np.load(tmp_path / name / "photo.npz")["probs"]))
     assert np.array_equal(labels[0][0], labels[1][0])
     assert np.abs(labels[0][1] - labels[1][1]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["ViT-B-16", "ViT-B-16-quickgelu", "ViT-B-32", "ViT-L-14", "ViT-L-14-336",
+                                  "ViT-H-14", "ViT-bigG-14", "ViT-B-16-plus-240"])
+def test_plain_clip_vits_are_accepted_from_their_config(name):
+    import open_clip
+
+    from itaclip.models import unsupported_reason
+
+    assert unsupported_reason(open_clip.get_model_config(name)) is None

@@ -193,8 +193,12 @@ def unsupported_reason(model_cfg: dict) -> Optional[str]:
     """
     vision = model_cfg.get("vision_cfg", {})
     text = model_cfg.get("text_cfg", {})
-    if vision.get("timm_model_name"):
-        return f"its image tower is a timm model ({vision['timm_model_name']}), not a CLIP ViT"
+    timm_name = vision.get("timm_model_name") or ""
+    if "siglip" in timm_name:
+        return ("it is a SigLIP model: its image tower pools with an attention head and has no class token, "
+                "and ITACLIP needs CLIP's class-token ViT")
+    if timm_name:
+        return f"its image tower is a timm model ({timm_name}), not a CLIP ViT"
     if isinstance(vision.get("layers"), (list, tuple)):
         return "it is a ResNet CLIP; ITACLIP needs a ViT's patch tokens"
     if vision.get("attentional_pool") or vision.get("pool_type", "tok") != "tok":
