@@ -363,7 +363,8 @@ def test_open_clip_tag_from_a_filled_cache(tiny_open_clip, monkeypatch, tmp_path
     ("ViT-B-16-plus", "names an architecture"),
     ("hf-hub", "unknown weights"),
     ("ViT-H-14-worldwide:metaclip2_worldwide", "tokenizes differently"),
-    ("ViT-M-16-alt:any_tag", "ls_init_value"),
+    ("ViT-M-16-alt", "ls_init_value"),
+    ("RN50x4-quickgelu", "ResNet"),
     ("some/dir/ckpt.pt", "does not exist"),
 ])
 def test_refusals_come_before_any_download(no_network, weights, message):

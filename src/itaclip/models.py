@@ -151,12 +151,12 @@ def _load(weights: str, cache_dir: Optional[str]) -> Backbone:
         return _load_open_clip(weights, None, cache_dir)
     name = OPENAI_MODELS.get(weights, weights)
     if name in open_clip.list_models():
+        _check_supported(name, open_clip.get_model_config(name))
         if not _pretrained_cfg(name, "openai"):
             tags = open_clip.list_pretrained_tags_by_model(name)
             hint = f"name a tag, e.g. {name}:{tags[0]} (tags: {', '.join(tags)})" if tags else \
                 f"give a checkpoint as {name}:PATH"
             raise ItaclipError(f"{weights} names an architecture, not weights: {hint}")
-        _check_supported(name, open_clip.get_model_config(name))
         return _load_openai_download(weights, name, cache_dir)
     if ":" in weights:
         name, _, tag = weights.partition(":")
