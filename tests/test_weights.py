@@ -316,38 +316,46 @@ def no_network(monkeypatch):
 
 def test_open_clip_tag_from_a_filled_cache(tiny_open_clip, monkeypatch, tmp_path, no_network, image):
     """NAME:TAG through open_clip's own download code: a cached file with the right checksum is
-    used without the network; the tag's QuickGELU flag wins over the bare name's GELU."""
+    used without the network; the tag's QuickGELU flag wins over the bare name's GELU, and the
+    result equals the same tensors as an OpenAI-layout file (and as NAME:PATH)."""
     from open_clip import pretrained
 
+    from itaclip.models import _stored_in_fp16
+
     reference = _random_open_clip("ItaTiny-quickgelu", seed=9)
+    with torch.no_grad():  # values OpenAI's fp16 storage holds exactly, so both files are one network
+        for key, tensor in reference.state_dict().items():
+            if _stored_in_fp16(key, tensor):
+                tensor.copy_(tensor.half().float())
     path = tmp_path / "weights.pt"
     torch.save(reference.state_dict(), path)
+    openai_file = tmp_path / "openai-layout.pt"
+    torch.save({k: v.half() if _stored_in_fp16(k, v) else v for k, v in reference.state_dict().items()}, openai_file)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     cache = tmp_path / "clip-cache"
     cache.mkdir()
     (cache / "ita-tiny.pt").write_bytes(path.read_bytes())
     url = f"https://openaipublic.azureedge.net/clip/models/{sha}/ita-tiny.pt"  # sha in the URL, as OpenAI's
     monkeypatch.setitem(pretrained._PRETRAINED, "ItaTiny", {
-        "tinytag": pretrained._pcfg(url=url, quick_gelu=True, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))})
+        "tinytag": pretrained._pcfg(url=url, quick_gelu=True),
+        "halfnorm": pretrained._pcfg(url=url, quick_gelu=True, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))})
 
     backbone = load_backbone("ItaTiny:tinytag", "cpu", cache_dir=str(cache))
-    assert "QuickGELU" in backbone.description
-    assert backbone.mean == (127.5, 127.5, 127.5) and backbone.std == (63.75, 63.75, 63.75)
+    assert "QuickGELU" in backbone.description and (backbone.mean, backbone.std) == (CLIP_MEAN, CLIP_STD)
     pixels = torch.randn(1, 3, 224, 224)
     tokens = backbone.tokenizer(["a cat"])
     _features_agree(backbone, reference.encode_image(pixels), reference.encode_text(tokens), pixels, tokens)
+    tagged = _segment("ItaTiny:tinytag", image, cache_dir=str(cache))
+    _assert_same_outputs(tagged, _segment(openai_file, image))
+    _assert_same_outputs(_segment(f"ItaTiny-quickgelu:{path}", image), tagged)
 
-    # The tag's normalisation reaches the pipeline: the same network named as a file (OpenAI's
-    # constants) segments differently, and equally once given the tag's constants.
-    seg = Segmenter(weights="ItaTiny:tinytag", preset="default", device="cpu", text_cache=False,
-                    cache_dir=str(cache), **FAST)
-    seg.set_vocabulary(CLASSES)
-    tagged = seg.segment(image)
-    named = _segment(f"ItaTiny-quickgelu:{path}", image)
-    assert np.abs(tagged.probs - named.probs).max() > 1e-3
+    # The tag's normalisation reaches the pipeline.
+    half = load_backbone("ItaTiny:halfnorm", "cpu", cache_dir=str(cache))
+    assert half.mean == (127.5, 127.5, 127.5) and half.std == (63.75, 63.75, 63.75)
+    assert np.abs(_segment("ItaTiny:halfnorm", image, cache_dir=str(cache)).probs - tagged.probs).max() > 1e-3
     from itaclip.preprocess import normalize
 
-    assert torch.equal(normalize(image, "cpu", backbone.mean, backbone.std),
+    assert torch.equal(normalize(image, "cpu", half.mean, half.std),
                        (torch.from_numpy(image).permute(2, 0, 1).float() - 127.5) / 63.75)
 
 

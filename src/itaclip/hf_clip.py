@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from .errors import ItaclipError
-from .models import Backbone, _backbone, _check_model, _first_line, read_state_dict
+from .models import Backbone, check_model, first_line, make_backbone, read_state_dict
 
 #: transformers' defaults for fields a saved config may leave out (CLIPTextConfig, CLIPVisionConfig).
 TEXT_DEFAULTS = dict(hidden_act="quick_gelu", layer_norm_eps=1e-5, num_attention_heads=8, eos_token_id=49407)
@@ -39,7 +39,7 @@ def read_config(path: Path, source: str) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ItaclipError(f"cannot read {source}/config.json: {_first_line(exc)}") from None
+        raise ItaclipError(f"cannot read {source}/config.json: {first_line(exc)}") from None
     if not isinstance(config, dict):
         raise ItaclipError(f"{source}/config.json is not a model config")
     return config
@@ -191,7 +191,7 @@ def _weight_paths(folder: Path, source: str) -> list[Path]:
             try:
                 shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, AttributeError) as exc:
-                raise ItaclipError(f"cannot read {path}: {_first_line(exc)}") from None
+                raise ItaclipError(f"cannot read {path}: {first_line(exc)}") from None
             return [folder / shard for shard in shards]
     raise ItaclipError(f"{source} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
 
@@ -209,12 +209,12 @@ def _from_files(config: dict, folder: Path, weight_paths: list[Path], source: st
     try:
         model = build_model(to_openai_layout(hf_state), settings)
     except (KeyError, ValueError, RuntimeError) as exc:
-        raise ItaclipError(f"cannot load {source}: not a complete transformers CLIPModel ({_first_line(exc)})") from None
-    _check_model(model, source)
+        raise ItaclipError(f"cannot load {source}: not a complete transformers CLIPModel ({first_line(exc)})") from None
+    check_model(model, source)
     tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
     mean, std = _normalisation(folder)
     activation = "QuickGELU" if settings["quick_gelu"] else "GELU"
-    return _backbone(model, tokenizer, mean, std, f"transformers CLIPModel {source} ({activation})")
+    return make_backbone(model, tokenizer, mean, std, f"transformers CLIPModel {source} ({activation})")
 
 
 def load_folder(folder: Path) -> Backbone:
@@ -223,9 +223,9 @@ def load_folder(folder: Path) -> Backbone:
         config = read_config(folder / "config.json", str(folder))
         return _from_files(config, folder, _weight_paths(folder, str(folder)), str(folder))
     if (folder / "open_clip_config.json").is_file():
-        from .models import LOCAL_DIR_PREFIX, _load_open_clip
+        from .models import LOCAL_DIR_PREFIX, load_open_clip
 
-        return _load_open_clip(f"{LOCAL_DIR_PREFIX}{folder}", None, None)
+        return load_open_clip(f"{LOCAL_DIR_PREFIX}{folder}", None, None)
     raise ItaclipError(f"folder {folder} holds neither a transformers CLIPModel (config.json) nor an open_clip "
                        "model (open_clip_config.json)")
 
@@ -241,9 +241,9 @@ def load_hub(repo_id: str, cache_dir: Optional[str] = None) -> Backbone:
     config_path = _optional_hub_file(repo_id, "config.json", cache_dir)
     if config_path is None:  # not a transformers repository: an open_clip one (DFN, LAION) is fine too
         if _optional_hub_file(repo_id, "open_clip_config.json", cache_dir) is not None:
-            from .models import HF_HUB_PREFIX, _load_open_clip
+            from .models import HF_HUB_PREFIX, load_open_clip
 
-            return _load_open_clip(f"{HF_HUB_PREFIX}{repo_id}", None, cache_dir)
+            return load_open_clip(f"{HF_HUB_PREFIX}{repo_id}", None, cache_dir)
         _hub_file(repo_id, "config.json", cache_dir)  # raises "not in the cache" when that is the reason
         raise ItaclipError(f"{repo_id} has neither config.json (transformers) nor open_clip_config.json "
                            "(open_clip): it is not a CLIP model repository")
@@ -312,5 +312,5 @@ def _hub_file(repo_id: str, filename: str, cache_dir: Optional[str], optional: b
             return None
         raise ItaclipError(f"{repo_id} has no {filename}: it is not a transformers model repository") from None
     except Exception as exc:  # HTTP and file-system errors alike
-        raise ItaclipError(f"could not get {filename} of {repo_id} from the Hugging Face Hub ({_first_line(exc)})") \
+        raise ItaclipError(f"could not get {filename} of {repo_id} from the Hugging Face Hub ({first_line(exc)})") \
             from None

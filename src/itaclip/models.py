@@ -148,7 +148,7 @@ def _load(weights: str, cache_dir: Optional[str]) -> Backbone:
     if path.is_file():
         return _load_openai_file(path)
     if weights.startswith(HF_HUB_PREFIX):
-        return _load_open_clip(weights, None, cache_dir)
+        return load_open_clip(weights, None, cache_dir)
     name = OPENAI_MODELS.get(weights, weights)
     if name in open_clip.list_models():
         _check_supported(name, open_clip.get_model_config(name))
@@ -161,7 +161,7 @@ def _load(weights: str, cache_dir: Optional[str]) -> Backbone:
     if ":" in weights:
         name, _, tag = weights.partition(":")
         if name in open_clip.list_models():
-            return _load_open_clip(name, tag, cache_dir)
+            return load_open_clip(name, tag, cache_dir)
     if _HUB_ID.fullmatch(weights) and not weights.lower().endswith(_CHECKPOINT_SUFFIXES):
         from .hf_clip import load_hub
 
@@ -233,7 +233,7 @@ def _check_supported(name: str, model_cfg: Optional[dict]) -> None:
 # ------------------------------------------------------------------------- open_clip routes
 
 
-def _load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> Backbone:
+def load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> Backbone:
     """``NAME:TAG``, ``NAME:PATH``, ``hf-hub:ORG/REPO`` and open_clip folders (``local-dir:DIR``)
     through open_clip's factory."""
     import open_clip
@@ -273,10 +273,10 @@ def _load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> 
                                        require_pretrained=True, weights_only=True, **kwargs)
     except Exception as exc:
         raise ItaclipError(_download_failure(label, exc)) from None
-    _check_model(model, label)
+    check_model(model, label)
     tokenizer = open_clip.get_tokenizer(name, context_length=model.context_length, cache_dir=cache_dir)
     mean, std = model.visual.preprocess_cfg["mean"], model.visual.preprocess_cfg["std"]
-    return _backbone(model, tokenizer, mean, std, f"open_clip {label} ({activation})")
+    return make_backbone(model, tokenizer, mean, std, f"open_clip {label} ({activation})")
 
 
 def _download_failure(label: str, exc: BaseException, what: str = "weights") -> str:
@@ -305,13 +305,13 @@ def _load_named_file(name: str, model_cfg: dict, path: Path) -> Backbone:
     try:
         model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     except RuntimeError as exc:
-        raise ItaclipError(f"weights {path} do not fit open_clip's {name}: {_first_line(exc)}") from None
-    _check_model(model, f"{name}:{path}")
+        raise ItaclipError(f"weights {path} do not fit open_clip's {name}: {first_line(exc)}") from None
+    check_model(model, f"{name}:{path}")
     import open_clip
 
     activation = "QuickGELU" if cfg.get("quick_gelu") else "GELU"
     tokenizer = open_clip.get_tokenizer(name, context_length=model.context_length)
-    return _backbone(model, tokenizer, None, None, f"{path} as open_clip {name} ({activation})")
+    return make_backbone(model, tokenizer, None, None, f"{path} as open_clip {name} ({activation})")
 
 
 def _grid_size(state: dict, path: Path) -> int:
@@ -363,11 +363,11 @@ def _openai_backbone(state: dict, path: Path, description: str) -> Backbone:
         model = build_model_from_openai_state_dict(dict(state), quick_gelu=True, cast_dtype=None).float()
     except Exception as exc:  # shape and key errors: "not a CLIP checkpoint"
         raise ItaclipError(
-            f"cannot load weights {path}: not an OpenAI-layout CLIP checkpoint ({_first_line(exc)})"
+            f"cannot load weights {path}: not an OpenAI-layout CLIP checkpoint ({first_line(exc)})"
         ) from None
-    _check_model(model, str(path))
+    check_model(model, str(path))
     tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
-    return _backbone(model, tokenizer, None, None, description)
+    return make_backbone(model, tokenizer, None, None, description)
 
 
 def _stored_as_openai(state: dict, path: Path) -> bool:
@@ -446,7 +446,7 @@ def read_state_dict(path: Path, trusted: bool = False) -> dict[str, torch.Tensor
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling, zip and format errors: all "not a checkpoint we can read"
         raise ItaclipError(f"cannot load weights {path}: not a CLIP checkpoint of tensors only "
-                           f"({_first_line(exc)})") from None
+                           f"({first_line(exc)})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:
@@ -457,7 +457,7 @@ def read_state_dict(path: Path, trusted: bool = False) -> dict[str, torch.Tensor
     return state
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
 
@@ -465,7 +465,7 @@ def _first_line(exc: BaseException) -> str:
 # ------------------------------------------------------------------------------ building
 
 
-def _check_model(model: torch.nn.Module, label: str) -> None:
+def check_model(model: torch.nn.Module, label: str) -> None:
     """The modules the engine reads exist (a safety net behind the config checks)."""
     visual = getattr(model, "visual", None)
     if visual is None or not hasattr(visual, "conv1") or not hasattr(visual, "transformer") \
@@ -488,7 +488,8 @@ def engine_normalisation(mean: Optional[Sequence[float]], std: Optional[Sequence
     return tuple(255.0 * m for m in mean), tuple(255.0 * s for s in std)
 
 
-def _backbone(model: torch.nn.Module, tokenizer, mean, std, description: str) -> Backbone:
+def make_backbone(model: torch.nn.Module, tokenizer, mean, std, description: str) -> Backbone:
+    """The :class:`Backbone` of a built model: frozen, fp32, eval mode, mean/std on the 0–255 scale."""
     model.requires_grad_(False)
     mean255, std255 = engine_normalisation(mean, std)
     return Backbone(model.float().eval(), tokenizer, mean255, std255, description)
