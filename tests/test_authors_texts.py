@@ -148,3 +148,25 @@ def test_texts_for_paper_says_which_texts(mirror, monkeypatch):
     monkeypatch.setitem(authors.FILES, "cityscapes", authors.AuthorsFile("cityscapes_synonyms.txt", "0" * 64))
     choice, said = authors.texts_for_paper("cityscapes")
     assert choice is None and "NOT the paper's" in said and "cannot download" in said
+
+
+def test_python_api_and_demo_take_authors(mirror, tiny_ckpt, tmp_path):
+    from PIL import Image
+
+    from conftest import make_smooth_image
+    from itaclip import Segmenter
+    from itaclip.demo import DemoEngine
+
+    seg = Segmenter(tiny_ckpt, preset="voc21", device="cpu", pamr_steps=0, image_engineering=False, stride=112,
+                    short_side=224, text_cache=False)
+    assert list(seg.set_vocabulary(aux_texts="authors").aux_texts) == _expected_texts()
+    Image.fromarray(make_smooth_image(40, 48)).save(tmp_path / "photo.png")
+    engine = DemoEngine(segmenter=seg, preset="voc21", work_dir=tmp_path / "demo")
+    mirror.requests.clear()
+    (tmp_path / "cache" / "authors-texts" / "voc21_definitions.txt").unlink()  # the demo fetches it again
+    engine.segment(tmp_path / "photo.png", "", aux_texts="authors", preset="voc21")
+    assert mirror.requests == ["/mirror/voc21_definitions.txt"]
+    used = [s.vocabulary for s in engine._segmenters.values()]
+    assert used and all(list(v.aux_texts) == _expected_texts() for v in used)
+    with pytest.raises(ItaclipError, match="not for a custom vocabulary"):
+        engine.segment(tmp_path / "photo.png", "cat, dog", aux_texts="authors", preset="voc21")
