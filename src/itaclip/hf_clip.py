@@ -302,11 +302,12 @@ def _hub_file(repo_id: str, filename: str, cache_dir: Optional[str], optional: b
     except LocalEntryNotFoundError:  # offline (or unreachable) and not in the cache
         if optional:
             raise _NotCached(filename) from None
-        raise ItaclipError(f"{repo_id}: {filename} is not in the Hugging Face cache ({_cache(cache_dir)}) and the "
-                           "Hub cannot be reached; connect once to download it, or pass --weights DIR") from None
+        raise ItaclipError(f"{repo_id} is no local file or folder, and its {filename} is not in the Hugging Face "
+                           f"cache ({_cache(cache_dir)}) while the Hub cannot be reached; connect once to download "
+                           "it, or pass --weights DIR") from None
     except RepositoryNotFoundError:
-        raise ItaclipError(f"no Hugging Face repository {repo_id} (a private or gated one needs `hf auth login`)") \
-            from None
+        raise ItaclipError(f"{repo_id} is no local file or folder and no Hugging Face repository (a private or "
+                           "gated one needs `hf auth login`)") from None
     except EntryNotFoundError:
         if optional:
             return None
