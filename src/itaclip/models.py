@@ -256,6 +256,8 @@ def load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> B
             candidate = Path(os.path.expanduser(tag))
             if candidate.is_file():
                 return _load_named_file(name, model_cfg, candidate)
+            if candidate.is_dir():
+                raise ItaclipError(f"{tag} is a folder, which carries its own config: pass --weights {tag}")
             if os.path.sep in tag or tag.lower().endswith(_CHECKPOINT_SUFFIXES):
                 raise ItaclipError(f"weights file {tag} does not exist")
             tags = open_clip.list_pretrained_tags_by_model(name)
@@ -281,6 +283,8 @@ def load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> B
 
 def _download_failure(label: str, exc: BaseException, what: str = "weights") -> str:
     detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if label.startswith(LOCAL_DIR_PREFIX):
+        return f"could not load {what} of the open_clip folder {label[len(LOCAL_DIR_PREFIX):]} ({detail[:300]})"
     return (f"could not get {what} of {label} ({detail[:300]}); connect to the internet once (open_clip "
             "caches them) or pass a local checkpoint")
 
