@@ -452,7 +452,7 @@ def test_open_clip_hub_repo_refused_from_its_config(offline_hub, tmp_path):
     cfg["vision_cfg"] = {"timm_model_name": "vit_base_patch16_siglip_224", "image_size": 224}
     _open_clip_repo(tmp_path / "repo", None, model_cfg=cfg)  # config only: weights never needed
     _fill_hub_cache(offline_hub, "tinyorg/siglip-like", tmp_path / "repo")
-    with pytest.raises(ItaclipError, match="timm model") as info:
+    with pytest.raises(ItaclipError, match="SigLIP model") as info:
         load_backbone("hf-hub:tinyorg/siglip-like", "cpu")
     assert "\n" not in str(info.value)
 
