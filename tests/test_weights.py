@@ -494,3 +494,14 @@ def test_plain_clip_vits_are_accepted_from_their_config(name):
     from itaclip.models import unsupported_reason
 
     assert unsupported_reason(open_clip.get_model_config(name)) is None
+
+
+def test_unavailable_or_unsupported_devices_are_one_line():
+    from itaclip.models import resolve_device
+
+    cases = ["xpu", "meta", "cuda:abc"] + ([] if torch.backends.mps.is_available() else ["mps"]) \
+        + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in cases:
+        with pytest.raises(ItaclipError, match="device") as info:
+            resolve_device(device)
+        assert "\n" not in str(info.value)
