@@ -162,14 +162,18 @@ def blocks_image() -> np.ndarray:
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_text_cache(tmp_path_factory):
-    """Text-feature cache in a per-session folder: tests never read or write the user's cache."""
+    """Text-feature cache in a per-session folder: tests never read or write the user's cache (nor
+    download the authors' texts)."""
     import os
 
     path = tmp_path_factory.mktemp("text-cache")
-    before = os.environ.get("ITACLIP_CACHE")
-    os.environ["ITACLIP_CACHE"] = str(path)
+    # The authors' auxiliary texts are never fetched from GitHub: a closed local port answers at once.
+    values = {"ITACLIP_CACHE": str(path), "ITACLIP_AUTHORS_TEXTS_URL": "http://127.0.0.1:9/no-network"}
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     yield path
-    if before is None:
-        os.environ.pop("ITACLIP_CACHE", None)
-    else:
-        os.environ["ITACLIP_CACHE"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

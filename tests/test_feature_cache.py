@@ -157,8 +157,8 @@ def test_device_argument_and_compute_errors(tmp_path):
 
 def test_default_directory(monkeypatch, tmp_path):
     monkeypatch.setenv("ITACLIP_CACHE", str(tmp_path / "env"))
-    assert default_cache_dir() == tmp_path / "env"
-    assert FeatureCache().directory == tmp_path / "env"
+    assert default_cache_dir() == tmp_path / "env" / "text"
+    assert FeatureCache().directory == tmp_path / "env" / "text"
     monkeypatch.delenv("ITACLIP_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "itaclip" / "text"

@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "PRESETS": "config", "SegmenterConfig": "config", "build_config": "config", "get_preset": "config",
     "list_presets": "config", "ItaclipError": "errors", "list_models": "models", "load_clip": "models",
+    "Backbone": "models", "load_backbone": "models",
     "SegmentationResult": "predictor", "Segmenter": "predictor", "Vocabulary": "vocabulary",
     "load_aux_texts": "vocabulary", "load_classes": "vocabulary", "resolve_vocabulary": "vocabulary",
 }

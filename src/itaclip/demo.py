@@ -30,7 +30,7 @@ import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -83,13 +83,16 @@ def parse_class_text(text: Optional[str]) -> list[str]:
     return [", ".join(n.strip() for n in line.split(",") if n.strip()) for line in lines]
 
 
-def parse_aux_text(text: Optional[str]) -> Optional[list[str]]:
-    """Auxiliary texts typed on the page: one per line, either plain or the authors' ``name >=text``."""
+def parse_aux_text(text: Optional[str]) -> Union[None, str, list[str]]:
+    """Auxiliary texts typed on the page: one per line, either plain or the authors' ``name >=text``;
+    ``authors`` alone asks for the paper's own texts."""
     from .vocabulary import parse_aux_lines
 
     lines = [line for line in (text or "").splitlines() if line.strip()]
     if not lines:
         return None
+    if len(lines) == 1 and lines[0].strip().lower() == "authors":
+        return "authors"  # the paper's own texts for the list in use (itaclip.auxtexts.authors)
     if all(">=" in line for line in lines):
         return parse_aux_lines(lines, "auxiliary texts")
     return [line.strip() for line in lines]
@@ -499,7 +502,9 @@ def build_app(engine: DemoEngine, examples: Sequence[str] = ()):
                                            placeholder="a small domesticated carnivorous mammal\n"
                                                        "a domesticated descendant of the wolf",
                                            info="One line per class (definitions or synonyms), in class order; "
-                                                "'name >=text' lines work too.")
+                                                "'name >=text' lines work too; 'authors': the paper's own "
+                                                "texts for a preset's list (voc21, context60, coco_object, "
+                                                "coco_stuff, cityscapes).")
                     alpha = gr.Slider(0.0, 1.0, value=0.1, step=0.05, label="Auxiliary-text weight α",
                                       info="t = (1-α)·t_name + α·t_aux, used when auxiliary texts are given")
                 with gr.Row():

@@ -5,7 +5,7 @@ large vocabularies; the result depends only on the text encoder's weights, the t
 and the code that combines them. :class:`FeatureCache` stores such a tensor under a key made from
 exactly those parts, so the second run with the same vocabulary loads it in milliseconds::
 
-    cache = FeatureCache()                        # $ITACLIP_CACHE or ~/.cache/itaclip/text
+    cache = FeatureCache()                        # ($ITACLIP_CACHE or ~/.cache/itaclip)/text
     key = cache.key(model=fingerprint, texts=texts, templates=templates, version=3)
     features = cache.get_or_compute(key, lambda: encode(texts))
 
@@ -36,7 +36,7 @@ import torch
 
 from .files import atomic_write_bytes
 
-__all__ = ["FeatureCache", "default_cache_dir"]
+__all__ = ["FeatureCache", "cache_root", "default_cache_dir"]
 
 _MAGIC = b"ITACLIP-FC1\n"  # 12 bytes; change the digit when the layout changes
 _HEADER = struct.Struct("<Q32s")  # payload length, SHA-256 of the payload
@@ -44,10 +44,16 @@ _KEY_VERSION = 1  # part of every key: bump to invalidate all entries written by
 _SUFFIX = ".pt"
 
 
-def default_cache_dir() -> Path:
-    """``$ITACLIP_CACHE`` if set, else ``~/.cache/itaclip/text``."""
+def cache_root() -> Path:
+    """itaclip's cache folder: ``$ITACLIP_CACHE`` if set, else ``~/.cache/itaclip`` (text features
+    in ``text/``, the authors' auxiliary texts in ``authors-texts/``)."""
     env = os.environ.get("ITACLIP_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "itaclip" / "text"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "itaclip"
+
+
+def default_cache_dir() -> Path:
+    """Where text features are cached: ``text/`` in :func:`cache_root`."""
+    return cache_root() / "text"
 
 
 class FeatureCache:

@@ -24,7 +24,7 @@ from .encoder import DenseEncoder
 from .errors import ItaclipError
 from .images import ImageInput, to_rgb_array
 from .methods import encoder_options, get_method
-from .models import DEFAULT_WEIGHTS, load_clip, resolve_device, text_tower_fingerprint
+from .models import DEFAULT_WEIGHTS, load_backbone, resolve_device, text_tower_fingerprint
 from .pamr import pamr
 from .postprocess import apply_area_threshold, class_probabilities, label_map
 from .preprocess import image_windows, normalize, resize_image, window_padding
@@ -57,13 +57,11 @@ class LoadedModel:
 
     def __init__(self, weights: Union[str, os.PathLike], device: torch.device, cache_dir: Optional[str],
                  text_cache: Union[bool, str, os.PathLike]):
-        import open_clip
-
         self.weights = os.fspath(weights)
         self.device = device
-        self.model = load_clip(weights, device="cpu", cache_dir=cache_dir).to(device)
-        self.model.requires_grad_(False)
-        self.tokenizer = open_clip.get_tokenizer("ViT-B-16", context_length=self.model.context_length)
+        self.backbone = load_backbone(weights, device="cpu", cache_dir=cache_dir)
+        self.model = self.backbone.model.to(device)
+        self.tokenizer = self.backbone.tokenizer
         self.text_cache = text_cache
         self.lock = threading.Lock()
         self.features: dict[tuple[str, ...], torch.Tensor] = {}
@@ -94,7 +92,8 @@ class LoadedModel:
         if self._fingerprint is None:
             self._fingerprint = text_tower_fingerprint(self.model)
         key = cache.key(
-            model=self._fingerprint, texts=texts, templates=[t("{}") for t in TEMPLATES],
+            model=self._fingerprint, tokenizer=self.backbone.tokenizer_id, texts=texts,
+            templates=[t("{}") for t in TEMPLATES],
             context_length=self.model.context_length, version=TEXT_FEATURE_VERSION,
         )
         features = cache.get(key)
@@ -111,8 +110,9 @@ class Segmenter:
     """ITACLIP segmenter: the model and text features are built once, images segmented many times.
 
     Args:
-        weights: an OpenAI model name (``"ViT-B/16"``, downloaded once into ~/.cache/clip) or a
-            path to an OpenAI-layout checkpoint (state dict or TorchScript archive).
+        weights: an OpenAI model name (``"ViT-B/16"``, downloaded once into ~/.cache/clip), an
+            open_clip ``NAME:TAG`` / ``NAME:PATH`` / ``hf-hub:ORG/REPO``, a transformers CLIPModel
+            folder or hub id, or an OpenAI checkpoint file (README "Weights").
         preset: a name from :func:`itaclip.list_presets` (``"voc21"``, ``"coco_stuff"``, …);
             its values come first, explicit ``overrides`` win. With ``method=`` (an override) the
             preset is that method's (its authors' setting for the dataset).
@@ -258,7 +258,8 @@ class Segmenter:
         """(Q, H, W) query similarities at the image's size, after PAMR (before the logit scale)."""
         cfg = self.config
         height, width = rgb.shape[:2]
-        image = normalize(resize_image(rgb, cfg.short_side, cfg.long_side_cap), self.device)
+        backbone = self._loaded.backbone
+        image = normalize(resize_image(rgb, cfg.short_side, cfg.long_side_cap), self.device, backbone.mean, backbone.std)
         canvas = self._slide(image, text, progress)
         logits = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         del canvas

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-#: CLIP's normalisation on the 0–255 scale, RGB order.
-CLIP_MEAN = (122.771, 116.746, 104.094)
-CLIP_STD = (68.501, 66.632, 70.323)
+from .models import CLIP_MEAN, CLIP_STD
 
 
 def rescaled_size(height: int, width: int, short_side: int, long_side_cap: int) -> tuple[int, int]:
@@ -28,11 +26,13 @@ def resize_image(image: np.ndarray, short_side: int, long_side_cap: int) -> np.n
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
 
 
-def normalize(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(H, W, 3) uint8 RGB → (3, H, W) float32, normalised with CLIP's mean and std."""
+def normalize(image: np.ndarray, device: torch.device | str = "cpu", mean: Sequence[float] = CLIP_MEAN,
+              std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB → (3, H, W) float32, normalised with the model's mean and std (0–255
+    scale; CLIP's by default)."""
     tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float()
-    mean = torch.tensor(CLIP_MEAN, device=tensor.device).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=tensor.device).view(3, 1, 1)
+    mean = torch.tensor(mean, device=tensor.device).view(3, 1, 1)
+    std = torch.tensor(std, device=tensor.device).view(3, 1, 1)
     return (tensor - mean) / std
 
 

@@ -28,12 +28,22 @@ def file_digest(path: Union[str, os.PathLike], chunk: int = 1 << 22) -> str:
 
 
 def weights_identity(weights: Union[str, os.PathLike]) -> str:
-    """A model name as is; a checkpoint file by the SHA-256 of its bytes (renames don't matter,
-    edits do)."""
-    path = Path(os.path.expanduser(os.fspath(weights)))
+    """What decides the loaded weights, as a string: names as they are (``ViT-B/16``,
+    ``ViT-B-16:laion2b_s34b_b88k``, hub ids), local files, ``NAME:PATH`` files and folders by the
+    SHA-256 of their bytes (renames don't matter, edits do)."""
+    text = os.fspath(weights)
+    path = Path(os.path.expanduser(text))
     if path.is_file():
         return "sha256:" + file_digest(path)
-    return os.fspath(weights)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for item in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+            digest.update(f"{item.name}:{file_digest(item)}\n".encode())
+        return "folder-sha256:" + digest.hexdigest()
+    name, sep, rest = text.partition(":")
+    if sep and rest and Path(os.path.expanduser(rest)).is_file():
+        return f"{name}:sha256:{file_digest(Path(os.path.expanduser(rest)))}"
+    return text
 
 
 def prediction_settings(config: SegmenterConfig, vocabulary: Vocabulary, weights: Union[str, os.PathLike]) -> dict:

@@ -270,20 +270,22 @@ def resolve_vocabulary(classes: ClassesSpec = None, *, preset: Union[None, str, 
       ``None`` means the preset's own list;
     * ``background`` words set class 0: they replace a background set, or are prepended as one;
     * ``aux_texts``: a file (``name >=text`` lines), a built-in text file's name, or one string per
-      foreground class; ``"none"`` drops a built-in list's texts;
+      foreground class; ``"none"`` drops a built-in list's texts; ``"authors"`` takes the paper's
+      own LLaMA-3 texts for the built-in list in use (downloaded once, :mod:`itaclip.auxtexts.authors`);
     * ``has_background=True`` reads the first class of a typed list as its background set (the
       field's class-file format); ``False`` never adds one.
 
     Fewer than two classes, or a single word close to a built-in list's name, is an error.
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
+    list_name = None  # the built-in list in use, if any (it decides the authors' texts)
     if isinstance(classes, Vocabulary):
         vocab = classes
     elif classes is None or _is_builtin_name(classes):
-        name = classes if classes is not None else (preset.classes if preset else None)
-        if name is None:
+        list_name = classes if classes is not None else (preset.classes if preset else None)
+        if list_name is None:
             raise ItaclipError("no classes given and the preset has no class list: give classes (--classes)")
-        vocab = builtin_list(name)
+        vocab = builtin_list(list_name)
     else:
         meant = _list_name_typo(classes) if isinstance(classes, str) and not Path(classes).is_file() else None
         if meant:
@@ -298,10 +300,19 @@ def resolve_vocabulary(classes: ClassesSpec = None, *, preset: Union[None, str, 
         if isinstance(aux_texts, str) and aux_texts.strip().lower() == "none":
             vocab = vocab.with_aux_texts(None)
         else:
+            if _wants_authors_texts(aux_texts):
+                from .auxtexts.authors import authors_texts_file
+
+                aux_texts = authors_texts_file(list_name)
             texts = load_aux_texts(aux_texts) if isinstance(aux_texts, (str, os.PathLike)) else list(aux_texts)
             vocab = vocab.with_aux_texts(texts)
     check_vocabulary(vocab)
     return vocab
+
+
+def _wants_authors_texts(aux_texts: AuxSpec) -> bool:
+    """``"authors"``: the paper's LLaMA-3 texts for the built-in list in use (a file of that name wins)."""
+    return isinstance(aux_texts, str) and aux_texts.strip().lower() == "authors" and not Path(aux_texts).is_file()
 
 
 def check_vocabulary(vocab: Vocabulary) -> None:

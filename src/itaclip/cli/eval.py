@@ -74,9 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--paper-table",
         metavar="N",
-        choices=sorted(PAPER_TABLES, key=int) + ["list"],
-        help="run the rows of paper table N (1-8, 10, 11; 'list' shows them) and print them "
-        "beside the paper's figures",
+        choices=[*PAPER_TABLES, "list"],
+        help="run the rows of paper table N (1-8, 10, 11; 'backbones': OpenAI, LAION, DFN and MetaCLIP "
+        "CLIPs; 'list' shows them) and print them beside the paper's figures; the paper's auxiliary texts "
+        "are used when they can be had (--aux-texts authors)",
     )
     group.add_argument(
         "--compare",
@@ -89,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="local checkpoint for a Table 10 backbone, e.g. ViT-B/32=/ckpt/ViT-B-32.pt",
+        help="local weights for a Table 10 or 'backbones' row, e.g. ViT-B/32=/ckpt/ViT-B-32.pt or "
+        "ViT-B-16:dfn2b=/models/dfn2b-hf (any --weights form)",
     )
     group.add_argument(
         "--convert-coco-object",

@@ -29,7 +29,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: Optiona
     """--weights, --device, --preset."""
     group = parser.add_argument_group("model")
     group.add_argument("--weights", default=DEFAULT_WEIGHTS, metavar="NAME_OR_PATH",
-                       help="OpenAI CLIP name (downloaded once) or a local checkpoint (default: %(default)s)")
+                       help="OpenAI name (ViT-B/16), open_clip NAME:TAG (ViT-B-16:laion2b_s34b_b88k), NAME:PATH, "
+                            "hf-hub:ORG/REPO, Hugging Face CLIP id or folder, or a checkpoint file "
+                            "(default: %(default)s)")
     group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     group.add_argument("--preset", default=default_preset, choices=list_presets(), metavar="NAME",
                        help=f"settings preset: {', '.join(list_presets())} (default: %(default)s)")
@@ -83,7 +85,9 @@ def add_vocabulary_arguments(parser: argparse.ArgumentParser, required: bool = T
     group.add_argument("--background", metavar="WORDS",
                        help="words of class 0, the background set, e.g. 'sky, wall, floor' (replaces a preset's set)")
     group.add_argument("--aux-texts", metavar="FILE",
-                       help="auxiliary texts, one 'name >=text' line per non-background class ('none': no texts)")
+                       help="auxiliary texts, one 'name >=text' line per non-background class; 'authors': "
+                            "the paper's own LLaMA-3 texts for voc21, context60, coco_object, coco_stuff or "
+                            "cityscapes (downloaded once); 'none': no texts")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -27,13 +27,19 @@ class PaperTable:
     title: str
     rows: tuple
     note: str = ""
+    any_dataset: tuple = ()
+    """Datasets a comparison runs on besides those with paper figures (tables not in the paper)."""
 
     @property
     def datasets(self) -> list[str]:
         seen: list[str] = []
         for row in self.rows:
             seen += [d for d in row.paper if d not in seen]
-        return seen
+        return seen + [d for d in self.any_dataset if d not in seen]
+
+    @property
+    def heading(self) -> str:
+        return f"Paper Table {self.number}" if self.number.isdigit() else f"Comparison '{self.number}'"
 
     @property
     def default_dataset(self) -> Optional[str]:
@@ -42,7 +48,7 @@ class PaperTable:
 
     def check_dataset(self, name: str) -> None:
         if name not in self.datasets:
-            raise ItaclipError(f"paper Table {self.number} reports {', '.join(self.datasets)}, not {name}")
+            raise ItaclipError(f"{self.heading} reports {', '.join(self.datasets)}, not {name}")
 
     @property
     def uses_aux_texts(self) -> bool:
@@ -172,6 +178,20 @@ PAPER_TABLES: dict[str, PaperTable] = {
         ),
         "Local checkpoints: --backbone ViT-L/14=PATH (repeatable); the ViT-B/16 row uses --weights.",
     ),
+    "backbones": PaperTable(
+        "backbones",
+        "CLIP backbones (not in the paper; OpenAI rows are Table 10's)",
+        (
+            PaperRow("OpenAI ViT-B/16", {"voc21": 67.9}, weights="ViT-B/16"),
+            PaperRow("OpenAI ViT-L/14", {"voc21": 53.3}, weights="ViT-L/14"),
+            PaperRow("LAION-2B ViT-B/16", {}, weights="ViT-B-16:laion2b_s34b_b88k"),
+            PaperRow("DFN-2B ViT-B/16", {}, weights="ViT-B-16:dfn2b"),
+            PaperRow("MetaCLIP-2.5B ViT-B/16", {}, weights="ViT-B-16:metaclip_fullcc"),
+        ),
+        "Every backbone with the dataset's paper preset. Weights are downloaded once (open_clip's cache); "
+        "local copies: --backbone ViT-B-16:dfn2b=PATH (any --weights form); the ViT-B/16 row uses --weights.",
+        any_dataset=("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff", "cityscapes", "ade20k"),
+    ),
     "11": PaperTable(
         "11",
         "Background set (COCO-Object)",
@@ -190,16 +210,20 @@ def table_listing() -> str:
         lines.append(f"Table {table.number}: {table.title} — datasets {', '.join(table.datasets)}")
         for row in table.rows:
             figs = ", ".join(f"{d} {v}" for d, v in row.paper.items())
-            lines.append(f"    {row.label:40s} {figs}")
+            weights = f"  [{row.weights}]" if row.weights else ""
+            lines.append(f"    {row.label:40s} {figs}{weights}")
     return "\n".join(lines) + "\n"
 
 
-def format_table(table: PaperTable, dataset: str, images_total: int, rows: list[dict]) -> str:
+def format_table(table: PaperTable, dataset: str, images_total: int, rows: list[dict],
+                 texts_used: str = "") -> str:
     """Markdown: our mIoU per row beside the paper's, marking rows that cover part of the data."""
     complete = all(r["complete"] for r in rows)
-    lines = [f"Paper Table {table.number}: {table.title} — {dataset}", ""]
+    lines = [f"{table.heading}: {table.title} — {dataset}", ""]
     if table.note:
         lines += [table.note, ""]
+    if texts_used:
+        lines += [f"Auxiliary texts: {texts_used}.", ""]
     if not complete:
         lines += ["PARTIAL — rows marked * cover only part of the dataset; not final numbers.", ""]
     lines += ["| setting | mIoU (ours) | paper | Δ |", "|---|---:|---:|---:|"]

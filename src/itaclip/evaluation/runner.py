@@ -8,6 +8,7 @@ after parsing its flags (and what a script can call the same way).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,20 @@ def row_weights(row: PaperRow, weights: str, backbones: dict[str, str]) -> str:
     return backbones.get(row.weights, row.weights)
 
 
+def paper_texts(request: EvalRequest) -> tuple[EvalRequest, str]:
+    """The request a paper-table run uses, and a sentence saying which auxiliary texts: the user's
+    choice when given, else the authors' texts for the dataset's list when they can be had (cached
+    or downloadable), else the built-in ones."""
+    if request.aux_texts is not None or request.classes is not None:
+        given = request.aux_texts if isinstance(request.aux_texts, str) else "the texts of the vocabulary given"
+        return request, f"as given ({given})"
+    from ..auxtexts.authors import texts_for_paper
+    from ..config import get_preset
+
+    choice, said = texts_for_paper(get_preset(request.dataset.spec.preset).classes)
+    return (dataclasses.replace(request, aux_texts=choice) if choice else request), said
+
+
 def run_paper_table(
     request: EvalRequest, table: PaperTable, backbones: Optional[dict[str, str]] = None, log: Log = _stderr
 ) -> TableRun:
@@ -128,8 +143,10 @@ def run_paper_table(
     backbones = backbones or {}
     name = request.dataset.name
     table.check_dataset(name)
-    base_vocab = request.vocabulary()
     say = log if request.info.is_main else (lambda message: None)
+    request, texts_used = paper_texts(request)
+    say(f"itaclip eval: auxiliary texts: {texts_used}")
+    base_vocab = request.vocabulary()
     if base_vocab.aux_texts is None and table.uses_aux_texts:
         say(f"itaclip eval: warning: no auxiliary texts for {name}: LTG rows equal α = 0")
     loaded = None  # (weights, segmenter) of the previous row
@@ -157,7 +174,8 @@ def run_paper_table(
                 "run_dir": str(result.run_dir),
             }
         )
-    run = TableRun(table, name, rows, format_table(table, name, len(request.dataset), rows), skipped_any=skipped_any)
+    markdown = format_table(table, name, len(request.dataset), rows, texts_used)
+    run = TableRun(table, name, rows, markdown, skipped_any=skipped_any)
     if request.info.is_main:
         out = Path(request.out_dir).expanduser()
         run.markdown_path = out / f"paper_table_{table.number}_{name}.md"
@@ -165,7 +183,8 @@ def run_paper_table(
         with writing(run.markdown_path, resumable=True):
             atomic_write_text(run.markdown_path, run.markdown)
         with writing(json_path, resumable=True):
-            write_json(json_path, {"table": table.number, "title": table.title, "dataset": name, "rows": rows})
+            write_json(json_path, {"table": table.number, "title": table.title, "dataset": name,
+                                   "auxiliary_texts": texts_used, "rows": rows})
     return run
 
 

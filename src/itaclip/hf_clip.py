@@ -1,0 +1,317 @@
+"""Hugging Face ``transformers`` CLIP checkpoints → the engine's OpenAI/open_clip layout.
+
+A ``CLIPModel`` folder (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``, possibly
+sharded) or a hub id such as ``openai/clip-vit-base-patch16`` (through ``huggingface_hub``, from its
+cache when offline) is read as plain tensors, renamed once in memory and loaded into an open_clip
+``CLIP``. Neither ``transformers`` nor a network connection is needed for a folder.
+
+Written here because neither open_clip nor transformers converts between the two layouts. The
+mapping is exact: q, k, v projections are concatenated into ``in_proj``; the projections are
+``nn.Linear`` weights in transformers and right-multiplied matrices in OpenAI's layout (transposed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .errors import ItaclipError
+from .models import Backbone, check_model, first_line, make_backbone, read_state_dict
+
+#: transformers' defaults for fields a saved config may leave out (CLIPTextConfig, CLIPVisionConfig).
+TEXT_DEFAULTS = dict(hidden_act="quick_gelu", layer_norm_eps=1e-5, num_attention_heads=8, eos_token_id=49407)
+VISION_DEFAULTS = dict(hidden_act="quick_gelu", layer_norm_eps=1e-5, num_attention_heads=12)
+#: transformers activations and the open_clip activation that computes the same function.
+ACTIVATIONS = {"quick_gelu": True, "gelu": False}  # name → quick_gelu flag
+#: Weight files of a CLIPModel folder, preferred first (an index lists the shards of a sharded one).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+CLIP_VOCAB_SIZE = 49408  # OpenAI's BPE vocabulary, which open_clip's SimpleTokenizer implements
+
+
+# ------------------------------------------------------------------------------ configs
+
+
+def read_config(path: Path, source: str) -> dict:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ItaclipError(f"cannot read {source}/config.json: {first_line(exc)}") from None
+    if not isinstance(config, dict):
+        raise ItaclipError(f"{source}/config.json is not a model config")
+    return config
+
+
+def clip_settings(config: dict, source: str) -> dict:
+    """What the tensors cannot tell: activation, heads, LayerNorm eps, end-of-text pooling.
+
+    Raises :class:`ItaclipError` for anything but a CLIPModel the engine can run (checked from the
+    config alone, before weights are read or downloaded).
+    """
+    model_type = config.get("model_type")
+    if model_type in ("siglip", "siglip2"):
+        raise ItaclipError(f"{source} is a SigLIP model: its image tower pools with an attention head and has "
+                           "no class token, and ITACLIP needs CLIP's class-token ViT")
+    if model_type != "clip":
+        raise ItaclipError(f"{source} is not a transformers CLIPModel (model_type {model_type!r})")
+    text = {**TEXT_DEFAULTS, **config.get("text_config_dict", {}), **(config.get("text_config") or {})}
+    vision = {**VISION_DEFAULTS, **config.get("vision_config_dict", {}), **(config.get("vision_config") or {})}
+    acts = {text["hidden_act"], vision["hidden_act"]}
+    if len(acts) != 1 or not acts <= set(ACTIVATIONS):
+        raise ItaclipError(f"{source} uses activation(s) {sorted(acts)}; supported: one of {', '.join(ACTIVATIONS)} "
+                           "in both towers")
+    eos = text["eos_token_id"]
+    vocab = text.get("vocab_size", CLIP_VOCAB_SIZE)
+    # transformers pools at the arg-max token for the legacy eos id 2, else at the first eos token;
+    # both are the engine's arg-max pooling when eos is the vocabulary's last id (CLIP's tokenizer).
+    if eos != 2 and eos != vocab - 1:
+        raise ItaclipError(f"{source} ends texts with token {eos}, not the vocabulary's last id: its "
+                           "tokenizer is not CLIP's")
+    if vocab != CLIP_VOCAB_SIZE:
+        raise ItaclipError(f"{source} has a {vocab}-token vocabulary; only CLIP's {CLIP_VOCAB_SIZE}-token BPE "
+                           "tokenizer is supported")
+    return dict(
+        quick_gelu=ACTIVATIONS[text["hidden_act"]],
+        text_heads=int(text["num_attention_heads"]),
+        vision_heads=int(vision["num_attention_heads"]),
+        text_eps=float(text["layer_norm_eps"]),
+        vision_eps=float(vision["layer_norm_eps"]),
+    )
+
+
+def _tokenizer_is_clip(folder: Path, source: str) -> None:
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            name = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class") or ""
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            name = ""
+        if name and not name.startswith("CLIPTokenizer"):
+            raise ItaclipError(f"{source} uses tokenizer {name}; only CLIP's BPE tokenizer is supported")
+
+
+def _normalisation(folder: Path) -> tuple[Optional[list], Optional[list]]:
+    path = folder / "preprocessor_config.json"
+    if not path.is_file():
+        return None, None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        return config.get("image_mean"), config.get("image_std")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None, None
+
+
+# ----------------------------------------------------------------------------- tensors
+
+
+def _rename_block(src: str, dst: str, hf: dict, out: dict) -> None:
+    """One transformer block: layer_norm1/2, q/k/v/out projections, fc1/fc2."""
+    take = hf.pop
+    for w in ("weight", "bias"):
+        out[f"{dst}.ln_1.{w}"] = take(f"{src}.layer_norm1.{w}")
+        out[f"{dst}.ln_2.{w}"] = take(f"{src}.layer_norm2.{w}")
+        out[f"{dst}.attn.in_proj_{w}"] = torch.cat([take(f"{src}.self_attn.{p}_proj.{w}") for p in "qkv"])
+        out[f"{dst}.attn.out_proj.{w}"] = take(f"{src}.self_attn.out_proj.{w}")
+        out[f"{dst}.mlp.c_fc.{w}"] = take(f"{src}.mlp.fc1.{w}")
+        out[f"{dst}.mlp.c_proj.{w}"] = take(f"{src}.mlp.fc2.{w}")
+
+
+def _count_layers(hf: dict, prefix: str) -> int:
+    return len({key[len(prefix):].split(".")[0] for key in hf if key.startswith(prefix)})
+
+
+def to_openai_layout(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A transformers CLIPModel state dict in OpenAI's layout (same tensors, renamed)."""
+    hf = {key: value for key, value in hf_state.items() if not key.endswith("position_ids")}
+    out: dict[str, torch.Tensor] = {}
+    take = hf.pop
+    vision_prefix, text_prefix = "vision_model.encoder.layers.", "text_model.encoder.layers."
+    for i in range(_count_layers(hf, vision_prefix)):
+        _rename_block(f"{vision_prefix}{i}", f"visual.transformer.resblocks.{i}", hf, out)
+    for i in range(_count_layers(hf, text_prefix)):
+        _rename_block(f"{text_prefix}{i}", f"transformer.resblocks.{i}", hf, out)
+    out["visual.class_embedding"] = take("vision_model.embeddings.class_embedding")
+    out["visual.conv1.weight"] = take("vision_model.embeddings.patch_embedding.weight")
+    out["visual.positional_embedding"] = take("vision_model.embeddings.position_embedding.weight")
+    out["visual.proj"] = take("visual_projection.weight").t().contiguous()
+    out["token_embedding.weight"] = take("text_model.embeddings.token_embedding.weight")
+    out["positional_embedding"] = take("text_model.embeddings.position_embedding.weight")
+    out["text_projection"] = take("text_projection.weight").t().contiguous()
+    out["logit_scale"] = take("logit_scale")
+    for w in ("weight", "bias"):
+        out[f"visual.ln_pre.{w}"] = take(f"vision_model.pre_layrnorm.{w}")
+        out[f"visual.ln_post.{w}"] = take(f"vision_model.post_layernorm.{w}")
+        out[f"ln_final.{w}"] = take(f"text_model.final_layer_norm.{w}")
+    if hf:
+        raise KeyError(f"unexpected tensors {sorted(hf)[:3]}")
+    return out
+
+
+def build_model(state: dict[str, torch.Tensor], settings: dict) -> torch.nn.Module:
+    """An fp32 open_clip CLIP with the shapes of an OpenAI-layout ``state`` and the given settings."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    width, _, patch, _ = state["visual.conv1.weight"].shape
+    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    text_width = state["ln_final.weight"].shape[0]
+    vision_mlp = state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
+    text_mlp = state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
+    if width % settings["vision_heads"] or vision_mlp % width or text_mlp % text_width:
+        raise ValueError("head count or MLP width does not divide the width")
+    vision_cfg = CLIPVisionCfg(
+        layers=_count_layers(state, "visual.transformer.resblocks."), width=width, patch_size=patch,
+        image_size=grid * patch, head_width=width // settings["vision_heads"], mlp_ratio=vision_mlp // width,
+        norm_kwargs={"eps": settings["vision_eps"]} if settings["vision_eps"] != 1e-5 else None,
+    )
+    text_cfg = CLIPTextCfg(
+        context_length=state["positional_embedding"].shape[0], vocab_size=state["token_embedding.weight"].shape[0],
+        width=text_width, heads=settings["text_heads"], layers=_count_layers(state, "transformer.resblocks."),
+        mlp_ratio=text_mlp // text_width,
+        norm_kwargs={"eps": settings["text_eps"]} if settings["text_eps"] != 1e-5 else None,
+    )
+    model = CLIP(state["text_projection"].shape[1], vision_cfg=vision_cfg, text_cfg=text_cfg,
+                 quick_gelu=settings["quick_gelu"])
+    state = dict(state, logit_scale=state["logit_scale"].reshape(model.logit_scale.shape))
+    model.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
+    return model
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _weight_paths(folder: Path, source: str) -> list[Path]:
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if path.is_file():
+            if not name.endswith(".index.json"):
+                return [path]
+            try:
+                shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, AttributeError) as exc:
+                raise ItaclipError(f"cannot read {path}: {first_line(exc)}") from None
+            return [folder / shard for shard in shards]
+    raise ItaclipError(f"{source} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def _from_files(config: dict, folder: Path, weight_paths: list[Path], source: str) -> Backbone:
+    import open_clip
+
+    settings = clip_settings(config, source)
+    _tokenizer_is_clip(folder, source)
+    hf_state: dict[str, torch.Tensor] = {}
+    for path in weight_paths:
+        if not path.is_file():
+            raise ItaclipError(f"{source}: weight file {path.name} is missing")
+        hf_state.update(read_state_dict(path))
+    try:
+        model = build_model(to_openai_layout(hf_state), settings)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise ItaclipError(f"cannot load {source}: not a complete transformers CLIPModel ({first_line(exc)})") from None
+    check_model(model, source)
+    tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
+    mean, std = _normalisation(folder)
+    activation = "QuickGELU" if settings["quick_gelu"] else "GELU"
+    return make_backbone(model, tokenizer, mean, std, f"transformers CLIPModel {source} ({activation})")
+
+
+def load_folder(folder: Path) -> Backbone:
+    """A local folder: a transformers CLIPModel, or an open_clip model (``open_clip_config.json``)."""
+    if (folder / "config.json").is_file():
+        config = read_config(folder / "config.json", str(folder))
+        return _from_files(config, folder, _weight_paths(folder, str(folder)), str(folder))
+    if (folder / "open_clip_config.json").is_file():
+        from .models import LOCAL_DIR_PREFIX, load_open_clip
+
+        return load_open_clip(f"{LOCAL_DIR_PREFIX}{folder}", None, None)
+    raise ItaclipError(f"folder {folder} holds neither a transformers CLIPModel (config.json) nor an open_clip "
+                       "model (open_clip_config.json)")
+
+
+def load_hub(repo_id: str, cache_dir: Optional[str] = None) -> Backbone:
+    """A Hugging Face Hub id: config first (refusals come before any weights are downloaded), then
+    the weights, from the Hugging Face cache when they are there (offline too)."""
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError:
+        raise ItaclipError(f"{repo_id} is not a local file or folder; to fetch it from the Hugging Face Hub "
+                           "install huggingface_hub (pip install 'itaclip[hf]')") from None
+    config_path = _optional_hub_file(repo_id, "config.json", cache_dir)
+    if config_path is None:  # not a transformers repository: an open_clip one (DFN, LAION) is fine too
+        if _optional_hub_file(repo_id, "open_clip_config.json", cache_dir) is not None:
+            from .models import HF_HUB_PREFIX, load_open_clip
+
+            return load_open_clip(f"{HF_HUB_PREFIX}{repo_id}", None, cache_dir)
+        _hub_file(repo_id, "config.json", cache_dir)  # raises "not in the cache" when that is the reason
+        raise ItaclipError(f"{repo_id} has neither config.json (transformers) nor open_clip_config.json "
+                           "(open_clip): it is not a CLIP model repository")
+    config = read_config(config_path, repo_id)
+    clip_settings(config, repo_id)  # refuse before downloading weights
+    paths, not_cached = None, False
+    for name in WEIGHT_FILES:
+        try:
+            path = _hub_file(repo_id, name, cache_dir, optional=True)
+        except _NotCached:
+            not_cached = True
+            continue
+        if path is not None:
+            paths = _weight_paths(path.parent, repo_id)
+            paths = [_hub_file(repo_id, p.name, cache_dir) for p in paths] if name.endswith(".index.json") else paths
+            break
+    if paths is None:
+        if not_cached:
+            raise ItaclipError(f"{repo_id}: its weights are not in the Hugging Face cache ({_cache(cache_dir)}) and "
+                               "the Hub cannot be reached; connect once to download them, or pass --weights DIR")
+        raise ItaclipError(f"{repo_id} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
+    for optional in ("preprocessor_config.json", "tokenizer_config.json"):
+        try:
+            _hub_file(repo_id, optional, cache_dir, optional=True)
+        except _NotCached:
+            pass
+    return _from_files(config, config_path.parent, paths, repo_id)
+
+
+def _optional_hub_file(repo_id: str, filename: str, cache_dir: Optional[str]) -> Optional[Path]:
+    """The file, or ``None`` when the repository lacks it or it cannot be had (offline, not cached)."""
+    try:
+        return _hub_file(repo_id, filename, cache_dir, optional=True)
+    except _NotCached:
+        return None
+
+
+class _NotCached(Exception):
+    """An optional hub file that is not cached while the Hub cannot be reached."""
+
+
+def _cache(cache_dir: Optional[str]) -> str:
+    from huggingface_hub import constants
+
+    return str(cache_dir or constants.HF_HUB_CACHE)
+
+
+def _hub_file(repo_id: str, filename: str, cache_dir: Optional[str], optional: bool = False) -> Optional[Path]:
+    """One file of a hub repository (downloaded once, then read from the cache). An ``optional``
+    file the repository lacks is ``None``; one that cannot be fetched raises :class:`_NotCached`."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir))
+    except LocalEntryNotFoundError:  # offline (or unreachable) and not in the cache
+        if optional:
+            raise _NotCached(filename) from None
+        raise ItaclipError(f"{repo_id} is no local file or folder, and its {filename} is not in the Hugging Face "
+                           f"cache ({_cache(cache_dir)}) while the Hub cannot be reached; connect once to download "
+                           "it, or pass --weights DIR") from None
+    except RepositoryNotFoundError:
+        raise ItaclipError(f"{repo_id} is no local file or folder and no Hugging Face repository (a private or "
+                           "gated one needs `hf auth login`)") from None
+    except EntryNotFoundError:
+        if optional:
+            return None
+        raise ItaclipError(f"{repo_id} has no {filename}: it is not a transformers model repository") from None
+    except Exception as exc:  # HTTP and file-system errors alike
+        raise ItaclipError(f"could not get {filename} of {repo_id} from the Hugging Face Hub ({first_line(exc)})") \
+            from None

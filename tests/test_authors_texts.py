@@ -1,0 +1,172 @@
+"""The authors' auxiliary texts: fetched from a (local) server, checked, cached, refused when altered."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+
+import pytest
+
+from itaclip import ItaclipError
+from itaclip.auxtexts import authors
+from itaclip.vocabulary import builtin_path, resolve_vocabulary
+
+
+class FileServer:
+    """A plain HTTP server on 127.0.0.1 serving ``files`` (name → bytes) and counting requests."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                server.requests.append(self.path)
+                data = server.files.get(self.path.rsplit("/", 1)[-1])
+                if data is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/mirror"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _paper_like_texts() -> bytes:
+    """A stand-in for the authors' voc21 file: our file's class names with other texts."""
+    lines = builtin_path("texts", "voc21_definitions").read_text(encoding="utf-8").splitlines()
+    return "".join(f"{line.split('>=')[0]}>=LLaMA says {i}: {line.split('>=')[0].strip()}\n"
+                   for i, line in enumerate(lines) if line.strip()).encode()
+
+
+@pytest.fixture
+def mirror(monkeypatch, tmp_path):
+    """A local mirror holding the stand-in file, pinned by its SHA-256, and an empty cache."""
+    server = FileServer()
+    data = _paper_like_texts()
+    server.files["voc21_definitions.txt"] = data
+    monkeypatch.setitem(authors.FILES, "voc21",
+                        authors.AuthorsFile("voc21_definitions.txt", hashlib.sha256(data).hexdigest()))
+    monkeypatch.setenv(authors.URL_ENV, server.url)
+    monkeypatch.setenv("ITACLIP_CACHE", str(tmp_path / "cache"))
+    yield server
+    server.close()
+
+
+def _expected_texts() -> list[str]:
+    return [line.split(">=", 1)[1] for line in _paper_like_texts().decode().splitlines()]
+
+
+def test_good_file_is_fetched_once_and_cached(mirror, tmp_path):
+    vocab = resolve_vocabulary("voc21", aux_texts="authors")
+    assert list(vocab.aux_texts) == _expected_texts()
+    cached = tmp_path / "cache" / "authors-texts" / "voc21_definitions.txt"
+    assert cached.read_bytes() == mirror.files["voc21_definitions.txt"]
+    assert mirror.requests == ["/mirror/voc21_definitions.txt"]
+    assert resolve_vocabulary(None, preset="voc21", aux_texts="authors").aux_texts == vocab.aux_texts
+    assert len(mirror.requests) == 1  # the second use reads the cache
+
+
+def test_tampered_file_is_refused_and_nothing_written(mirror, tmp_path):
+    mirror.files["voc21_definitions.txt"] = mirror.files["voc21_definitions.txt"].replace(b"LLaMA", b"EVIL!")
+    with pytest.raises(ItaclipError, match="SHA-256 .* not the authors'.*nothing written") as info:
+        resolve_vocabulary("voc21", aux_texts="authors")
+    message = str(info.value)
+    assert "\n" not in message
+    assert hashlib.sha256(mirror.files["voc21_definitions.txt"]).hexdigest() in message
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.rglob("*"))
+
+
+def test_offline_with_cache_works_and_a_damaged_copy_is_fetched_again(mirror, monkeypatch, tmp_path):
+    first = resolve_vocabulary("voc21", aux_texts="authors")
+    mirror.close()  # offline from here on
+    monkeypatch.setenv(authors.URL_ENV, "http://127.0.0.1:9/unreachable")
+    assert resolve_vocabulary("voc21", aux_texts="authors").aux_texts == first.aux_texts
+    cached = tmp_path / "cache" / "authors-texts" / "voc21_definitions.txt"
+    cached.write_bytes(cached.read_bytes() + b"x")  # a damaged copy is never used
+    with pytest.raises(ItaclipError, match="cannot download the authors' voc21_definitions.txt"):
+        resolve_vocabulary("voc21", aux_texts="authors")
+
+
+def test_offline_without_cache_is_one_line(mirror, monkeypatch):
+    monkeypatch.setenv(authors.URL_ENV, "http://127.0.0.1:9/unreachable")
+    with pytest.raises(ItaclipError, match="cannot download .* not cached in .*--aux-texts FILE") as info:
+        resolve_vocabulary("voc21", aux_texts="authors")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("classes, preset", [(None, "voc20"), ("ade20k", None), ("cat, dog", "voc21"),
+                                             (None, "context59")])
+def test_lists_without_authors_texts_are_refused(mirror, classes, preset):
+    with pytest.raises(ItaclipError, match="exist for the presets voc21, context60, coco_object, coco_stuff, "
+                                           "cityscapes only") as info:
+        resolve_vocabulary(classes, preset=preset, aux_texts="authors")
+    assert "\n" not in str(info.value)
+    assert mirror.requests == []
+
+
+def test_cli_checksum_error_is_the_last_line(mirror, tiny_ckpt, tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import make_smooth_image
+    from itaclip.cli import main
+
+    Image.fromarray(make_smooth_image(40, 48)).save(tmp_path / "photo.png")
+    common = ["segment", str(tmp_path / "photo.png"), "--preset", "voc21", "--aux-texts", "authors",
+              "--weights", str(tiny_ckpt), "--device", "cpu", "--stride", "112", "--pamr-steps", "0"]
+    assert main(common + ["--out", str(tmp_path / "good")]) == 0
+    assert (tmp_path / "good" / "photo.png").is_file()
+    capsys.readouterr()
+
+    (tmp_path / "cache" / "authors-texts" / "voc21_definitions.txt").unlink()
+    mirror.files["voc21_definitions.txt"] += b"extra\n"
+    assert main(common + ["--out", str(tmp_path / "bad")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("itaclip segment: error: ") and "SHA-256" in last
+
+
+def test_texts_for_paper_says_which_texts(mirror, monkeypatch):
+    choice, said = authors.texts_for_paper("voc21")
+    assert choice == "authors" and "authors' LLaMA-3 texts voc21_definitions.txt" in said
+    assert authors.texts_for_paper("voc20")[0] is None
+    mirror.files.clear()
+    monkeypatch.setitem(authors.FILES, "cityscapes", authors.AuthorsFile("cityscapes_synonyms.txt", "0" * 64))
+    choice, said = authors.texts_for_paper("cityscapes")
+    assert choice is None and "NOT the paper's" in said and "cannot download" in said
+
+
+def test_python_api_and_demo_take_authors(mirror, tiny_ckpt, tmp_path):
+    from PIL import Image
+
+    from conftest import make_smooth_image
+    from itaclip import Segmenter
+    from itaclip.demo import DemoEngine
+
+    seg = Segmenter(tiny_ckpt, preset="voc21", device="cpu", pamr_steps=0, image_engineering=False, stride=112,
+                    short_side=224, text_cache=False)
+    assert list(seg.set_vocabulary(aux_texts="authors").aux_texts) == _expected_texts()
+    Image.fromarray(make_smooth_image(40, 48)).save(tmp_path / "photo.png")
+    engine = DemoEngine(segmenter=seg, preset="voc21", work_dir=tmp_path / "demo")
+    mirror.requests.clear()
+    (tmp_path / "cache" / "authors-texts" / "voc21_definitions.txt").unlink()  # the demo fetches it again
+    engine.segment(tmp_path / "photo.png", "", aux_texts="authors", preset="voc21")
+    assert mirror.requests == ["/mirror/voc21_definitions.txt"]
+    used = [s.vocabulary for s in engine._segmenters.values()]
+    assert used and all(list(v.aux_texts) == _expected_texts() for v in used)
+    with pytest.raises(ItaclipError, match="not for a custom vocabulary"):
+        engine.segment(tmp_path / "photo.png", "cat, dog", aux_texts="authors", preset="voc21")
