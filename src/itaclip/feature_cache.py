@@ -9,7 +9,7 @@ exactly those parts, so the second run with the same vocabulary loads it in mill
     key = cache.key(model=fingerprint, texts=texts, templates=templates, version=3)
     features = cache.get_or_compute(key, lambda: encode(texts))
 
-Entry format (one file ``<key>.pt`` per entry)::
+Entry format (one file ``<key>.pt`` per entry; in the subfolder ``<key[:2]>/`` when sharded)::
 
     magic (12 bytes) | payload length (8 bytes, little endian) | SHA-256 of payload (32 bytes) | payload
 
@@ -57,10 +57,17 @@ class FeatureCache:
         directory: where entries live; ``None`` → :func:`default_cache_dir`. Created on the first
             write. If it cannot be created or written, caching is disabled (one warning) and
             :meth:`get_or_compute` simply computes.
+        sharded: entries in 256 subfolders named by the key's first two hex digits (for caches
+            of many small entries).
+        durable: flush each entry to the disk before it replaces the old one; without it a
+            crash can leave a torn entry, which the checksum rejects (it is recomputed).
     """
 
-    def __init__(self, directory: Union[str, os.PathLike, None] = None) -> None:
+    def __init__(self, directory: Union[str, os.PathLike, None] = None, *, sharded: bool = False,
+                 durable: bool = True) -> None:
         self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
+        self.sharded = sharded
+        self.durable = durable
         self._write_warned = False
 
     def __repr__(self) -> str:
@@ -89,7 +96,8 @@ class FeatureCache:
         """File of the entry ``key``."""
         if not key or any(c not in "0123456789abcdef" for c in key):
             raise ValueError(f"FeatureCache: malformed key {key!r} (use FeatureCache.key(...))")
-        return self.directory / f"{key}{_SUFFIX}"
+        folder = self.directory / key[:2] if self.sharded else self.directory
+        return folder / f"{key}{_SUFFIX}"
 
     # ------------------------------------------------------------------ access
     def get(self, key: str) -> Optional[torch.Tensor]:
@@ -112,7 +120,7 @@ class FeatureCache:
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"FeatureCache stores tensors, got {type(tensor).__name__}")
         try:
-            atomic_write_bytes(self.path(key), _encode(tensor), durable=True)
+            atomic_write_bytes(self.path(key), _encode(tensor), durable=self.durable)
             return True
         except OSError as exc:
             if not self._write_warned:
