@@ -1,0 +1,1 @@
+"""Bridges to annotation tools (Label Studio's ML backend API)."""
