@@ -212,9 +212,19 @@ def _png(path: Path) -> np.ndarray:
     return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
 
 
-def test_health_and_setup_answer_like_label_studio_expects(backend):
+def test_health_and_setup_answer_like_label_studio_expects(backend, label_studio, segment_outputs):
     status, body = backend.call("GET", "/health")
     assert status == 200 and body["status"] == "UP"
+    # before any /setup and without a labelling config: the class file as it is
+    ls_url, _ = label_studio
+    status, body = backend.call("POST", "/predict", {"tasks": [{"id": 1, "data": {"image": f"{ls_url}/img/a.png"}}]})
+    assert status == 200
+    (prediction,) = body["results"]
+    expected = _png(segment_outputs["classes"] / "a.png")
+    results = [dict(r, from_name="masks", to_name="img") for r in prediction["result"]]  # default tag names
+    assert {r["from_name"] for r in prediction["result"]} == {"tag"}
+    decoded = _decoded_label_map({"result": results}, ["background", "cat", "dog", "grass"], expected.shape)
+    np.testing.assert_array_equal(decoded, expected)
     config = labelling_config(["background", "cat", "dog", "grass"])
     status, body = backend.call("POST", "/setup", {"project": "7.1700000000", "schema": config, "hostname": "",
                                                    "access_token": "", "model_version": None})
