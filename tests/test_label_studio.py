@@ -209,7 +209,11 @@ def _decoded_label_map(prediction: dict, labels: list[str], shape) -> np.ndarray
 
 
 def _png(path: Path) -> np.ndarray:
-    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    """A label PNG's class indices (palette or greyscale)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image)
 
 
 def test_health_and_setup_answer_like_label_studio_expects(backend, label_studio, segment_outputs):

@@ -8,14 +8,18 @@ Files get the permissions a plain ``open(path, "w")`` would give (``0o666`` less
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Iterator, Optional, Union
 
 import numpy as np
+
+from .errors import ItaclipError
 
 PathLike = Union[str, os.PathLike]
 
@@ -32,15 +36,16 @@ def file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def atomic_write_bytes(path: PathLike, data: bytes, *, durable: bool = False) -> None:
-    """Write a file so that readers see either the old file or the complete new one; ``durable``
-    also flushes it to the disk before it replaces the old one (caches that must survive a crash)."""
+@contextmanager
+def atomic_open(path: PathLike, *, durable: bool = False) -> Iterator[BinaryIO]:
+    """A binary handle whose file appears at ``path`` only when the block ends without an error
+    (files too large to hold in memory, such as a run's dataset-level exports, are streamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -49,6 +54,32 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, durable: bool = False) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes, *, durable: bool = False) -> None:
+    """Write a file so that readers see either the old file or the complete new one; ``durable``
+    also flushes it to the disk before it replaces the old one (caches that must survive a crash)."""
+    with atomic_open(path, durable=durable) as handle:
+        handle.write(data)
+
+
+@contextmanager
+def writing(path: PathLike, *, resumable: bool = False) -> Iterator[None]:
+    """Turn a failed write of ``path`` (full disk, no permission, read-only disk) into a one-line
+    :class:`ItaclipError` that names the file and what to do; ``resumable``: the finished work is
+    kept and the same command continues after it."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            advice = "free some space and run the same command again" + (
+                ": finished work is kept and resumed" if resumable else "")
+        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            advice = "choose a folder you can write to"
+        else:
+            advice = "check the output folder"
+        raise ItaclipError(f"cannot write {path}: {reason}; {advice}") from None
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
@@ -86,9 +117,25 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def write_png(path: PathLike, array: np.ndarray) -> None:
-    """Atomically write a greyscale label map (uint8/uint16) or an RGB image as PNG."""
-    atomic_write_bytes(path, encode_png(array))
+def encode_indexed_png(labels: np.ndarray, colors: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 index map as a palette ("P") image: the stored values are the indices
+    (a reader such as ``np.asarray(PIL.Image.open(path))`` gets them back), ``colors`` ((N, 3)
+    uint8, N <= 256) is how viewers show them. Pillow writes it: OpenCV cannot write palette PNGs."""
+    from PIL import Image
+
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    image = Image.frombytes("P", (labels.shape[1], labels.shape[0]), labels.tobytes())
+    image.putpalette(np.asarray(colors, dtype=np.uint8).ravel().tolist())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(path: PathLike, array: np.ndarray, palette: Optional[np.ndarray] = None) -> None:
+    """Atomically write a greyscale label map (uint8/uint16) or an RGB image as PNG; with
+    ``palette``, a uint8 label map is written as a palette PNG (:func:`encode_indexed_png`)."""
+    indexed = palette is not None and array.ndim == 2 and array.dtype == np.uint8
+    atomic_write_bytes(path, encode_indexed_png(array, palette) if indexed else encode_png(array))
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -100,3 +147,9 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
 def write_npz(path: PathLike, **arrays: np.ndarray) -> None:
     """Atomically write a compressed ``.npz``."""
     atomic_write_bytes(path, npz_bytes(**arrays))
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()

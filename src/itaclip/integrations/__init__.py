@@ -1,1 +1,1 @@
-"""Bridges to annotation tools (Label Studio's ML backend API)."""
+"""Bridges to annotation tools' own plug-in interfaces (each needs its tool's optional package)."""

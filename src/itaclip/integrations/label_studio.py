@@ -192,8 +192,8 @@ class LabelStudioPredictor:
             rgb = fetch_image(data[target.value], hostname=hostname, access_token=access_token,
                               timeout=self.timeout)
             result = self.segmenter.segment(rgb)
-            return labelstudio_prediction(result.labels, names, result.probs, target.from_name, target.to_name,
-                                          self.model_version, classes=report)
+            return labelstudio_prediction(result.labels, names, str(data[target.value]), result.probs,
+                                          target.from_name, target.to_name, self.model_version, classes=report)
         except Exception as exc:  # one task's failure is reported with it; the others go on
             message = str(exc) if isinstance(exc, ItaclipError) else f"{type(exc).__name__}: {exc}"
             logger.error("task %s: %s", task_id, message, exc_info=not isinstance(exc, ItaclipError))

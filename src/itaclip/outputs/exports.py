@@ -22,11 +22,17 @@ Formats (``STEM`` is the image's stem, files go to ``out_dir``):
 ``masks`` → ``STEM_masks/<index>_<name>.png``
     One binary PNG (0 / 255) per class present; ``<name>`` is the class name made file-safe.
 
+``cvat``
+    No per-image file: the palette label PNG is already a CVAT segmentation mask; the run's CVAT
+    folder is built from them (:mod:`itaclip.outputs.dataset`, as are the run-level COCO and Label
+    Studio files).
+
 Decoding any of them gives back the label map exactly (tests/test_exports.py does it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -40,7 +46,7 @@ import numpy as np
 from ..errors import ItaclipError
 from ..files import atomic_write_bytes, encode_png, json_bytes
 
-FORMATS = ("coco", "labelstudio", "masks")
+FORMATS = ("coco", "labelstudio", "masks", "cvat")
 
 PathLike = Union[str, os.PathLike]
 
@@ -224,6 +230,7 @@ def labelstudio_config(class_names: Sequence[str], from_name: str = "tag", to_na
 def labelstudio_prediction(
     labels: np.ndarray,
     class_names: Sequence[str],
+    image_file: str,
     probs: Optional[np.ndarray] = None,
     from_name: str = "tag",
     to_name: str = "image",
@@ -231,7 +238,8 @@ def labelstudio_prediction(
     classes: Optional[Iterable[int]] = None,
 ) -> dict:
     """One Label Studio prediction: a ``brushlabels`` result per class present (among ``classes``,
-    default all), labelled ``class_names[c]``, with the mean probability as its score."""
+    default all), labelled ``class_names[c]``, with the mean probability as its score; the result
+    ids are derived from ``image_file`` (the task's image) and the class."""
     labels = _check_labels(labels, class_names)
     height, width = labels.shape
     scores = _region_scores(labels, probs)
@@ -241,7 +249,8 @@ def labelstudio_prediction(
         if wanted is not None and c not in wanted:
             continue
         result = {
-            "id": uuid.uuid4().hex[:10],
+            # The same image gives the same file (a run split over processes equals one process's).
+            "id": hashlib.sha1(f"{image_file}\0{c}".encode()).hexdigest()[:10],
             "from_name": from_name,
             "to_name": to_name,
             "type": "brushlabels",
@@ -271,7 +280,7 @@ def labelstudio_task(
     model_version: str = "itaclip",
 ) -> dict:
     """One Label Studio task with the label map as brush pre-annotations (see the module docstring)."""
-    prediction = labelstudio_prediction(labels, class_names, probs, from_name, to_name, model_version)
+    prediction = labelstudio_prediction(labels, class_names, image_file, probs, from_name, to_name, model_version)
     return {"data": {to_name: image_file}, "predictions": [prediction]}
 
 
@@ -351,7 +360,8 @@ def write_exports(
 ) -> dict[str, Path]:
     """Write the label map in each requested format to ``out_dir``; returns ``{format: path}``.
 
-    ``formats``: any of ``coco``, ``labelstudio``, ``masks`` (a list, or one comma-separated str).
+    ``formats``: any of ``coco``, ``labelstudio``, ``masks``, ``cvat`` (a list, or one comma-separated
+    str; ``cvat`` writes nothing per image).
     ``image_file``: how the exports refer to the image (COCO ``file_name``, Label Studio
     ``data.image``, e.g. a URL or ``/data/local-files/?d=...``); defaults to ``stem``.
     ``probs``: optional ``(C, H, W)`` probabilities; adds a mean-probability ``score`` per region.
@@ -365,6 +375,8 @@ def write_exports(
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for fmt in formats:
+        if fmt == "cvat":
+            continue  # nothing per image: see the module docstring
         path = paths[fmt]
         if fmt == "coco":
             atomic_write_bytes(path, json_bytes(coco_dict(labels, class_names, image_file, probs)))
