@@ -48,7 +48,10 @@ def test_bench_runs_and_prints_tables(tiny_ckpt, tmp_path, capsys):
 
     (text,) = data["text"]
     assert text["vocabulary"] == "voc21" and text["prompts"] == text["texts"] * 80
-    assert text["first_s"] > 0 and text["cached_s"] > 0
+    assert text["first_s"] > 0 and text["cached_s"] > 0 and text["plus_one_s"] > 0
+    # the class added to voc21 costs its own texts only: its name and its auxiliary text
+    assert text["plus_one_source"].startswith(f"{text['texts'] + 2} texts: {text['texts']} already in memory, "
+                                              "2 encoded")
 
 
 def test_gpu_only_mode_is_skipped_on_cpu(tiny_ckpt, tmp_path, capsys):

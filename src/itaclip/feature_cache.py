@@ -9,11 +9,13 @@ exactly those parts, so the second run with the same vocabulary loads it in mill
     key = cache.key(model=fingerprint, texts=texts, templates=templates, version=3)
     features = cache.get_or_compute(key, lambda: encode(texts))
 
-Entry format (one file ``<key>.pt`` per entry)::
+Entry format (one file ``<key>.pt`` per entry; in the subfolder ``<key[:2]>/`` when sharded)::
 
     magic (12 bytes) | payload length (8 bytes, little endian) | SHA-256 of payload (32 bytes) | payload
 
-where the payload is ``torch.save`` of one CPU tensor. A file that is truncated, has a wrong checksum
+where the payload is the tensor's raw bytes after a JSON ``{"dtype", "shape"}`` (magic
+``ITACLIP-FR1``; float and integer dtypes), or ``torch.save`` of the tensor (magic ``ITACLIP-FC1``;
+any other dtype). A file that is truncated, has a wrong checksum
 or does not hold a tensor is never trusted: it is recomputed and overwritten. Files are written to a
 temporary name in the same directory and moved into place with :func:`os.replace`, so concurrent
 writers (several processes of a ``torchrun`` job) and readers only ever see complete entries; when
@@ -32,6 +34,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+import numpy as np
 import torch
 
 from .files import atomic_write_bytes
@@ -39,6 +42,7 @@ from .files import atomic_write_bytes
 __all__ = ["FeatureCache", "cache_root", "default_cache_dir"]
 
 _MAGIC = b"ITACLIP-FC1\n"  # 12 bytes; change the digit when the layout changes
+_MAGIC_RAW = b"ITACLIP-FR1\n"  # the same layout with a raw payload (below)
 _HEADER = struct.Struct("<Q32s")  # payload length, SHA-256 of the payload
 _KEY_VERSION = 1  # part of every key: bump to invalidate all entries written by older layouts
 _SUFFIX = ".pt"
@@ -63,10 +67,17 @@ class FeatureCache:
         directory: where entries live; ``None`` → :func:`default_cache_dir`. Created on the first
             write. If it cannot be created or written, caching is disabled (one warning) and
             :meth:`get_or_compute` simply computes.
+        sharded: entries in 256 subfolders named by the key's first two hex digits (for caches
+            of many small entries).
+        durable: flush each entry to the disk before it replaces the old one; without it a
+            crash can leave a torn entry, which the checksum rejects (it is recomputed).
     """
 
-    def __init__(self, directory: Union[str, os.PathLike, None] = None) -> None:
+    def __init__(self, directory: Union[str, os.PathLike, None] = None, *, sharded: bool = False,
+                 durable: bool = True) -> None:
         self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
+        self.sharded = sharded
+        self.durable = durable
         self._write_warned = False
 
     def __repr__(self) -> str:
@@ -95,7 +106,8 @@ class FeatureCache:
         """File of the entry ``key``."""
         if not key or any(c not in "0123456789abcdef" for c in key):
             raise ValueError(f"FeatureCache: malformed key {key!r} (use FeatureCache.key(...))")
-        return self.directory / f"{key}{_SUFFIX}"
+        folder = self.directory / key[:2] if self.sharded else self.directory
+        return folder / f"{key}{_SUFFIX}"
 
     # ------------------------------------------------------------------ access
     def get(self, key: str) -> Optional[torch.Tensor]:
@@ -118,7 +130,7 @@ class FeatureCache:
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"FeatureCache stores tensors, got {type(tensor).__name__}")
         try:
-            atomic_write_bytes(self.path(key), _encode(tensor), durable=True)
+            atomic_write_bytes(self.path(key), _encode(tensor), durable=self.durable)
             return True
         except OSError as exc:
             if not self._write_warned:
@@ -158,24 +170,49 @@ class FeatureCache:
         return tensor if device is None else tensor.to(device)
 
 
+#: dtypes stored as their raw bytes (magic ``_MAGIC_RAW``): loading ``torch.save``'s zip archive
+#: costs about a millisecond per entry, which adds up for caches of many small tensors.
+_RAW_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.float64: "float64",
+               torch.int64: "int64", torch.int32: "int32", torch.uint8: "uint8"}
+_META = struct.Struct("<I")  # length of the JSON {"dtype", "shape"} that starts a raw payload
+
+
 def _encode(tensor: torch.Tensor) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(tensor.detach().to("cpu").contiguous().clone(), buffer)
-    payload = buffer.getvalue()
-    return _MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest()) + payload
+    tensor = tensor.detach().to("cpu").contiguous()
+    if tensor.dtype in _RAW_DTYPES:
+        meta = json.dumps({"dtype": _RAW_DTYPES[tensor.dtype], "shape": list(tensor.shape)}).encode()
+        magic, payload = _MAGIC_RAW, _META.pack(len(meta)) + meta + tensor.numpy().tobytes()
+    else:
+        buffer = io.BytesIO()
+        torch.save(tensor.clone(), buffer)
+        magic, payload = _MAGIC, buffer.getvalue()
+    return magic + _HEADER.pack(len(payload), hashlib.sha256(payload).digest()) + payload
 
 
 def _decode(data: bytes) -> Optional[torch.Tensor]:
     """The tensor in ``data``, or ``None`` if anything about the entry is wrong."""
     start = len(_MAGIC) + _HEADER.size
-    if len(data) < start or not data.startswith(_MAGIC):
+    if len(data) < start or not data.startswith((_MAGIC, _MAGIC_RAW)):
         return None
     length, digest = _HEADER.unpack_from(data, len(_MAGIC))
     payload = data[start:]
     if len(payload) != length or hashlib.sha256(payload).digest() != digest:
         return None
     try:
+        if data.startswith(_MAGIC_RAW):
+            return _decode_raw(payload)
         tensor = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception:  # a payload with a valid checksum but unloadable: treat as corrupt
         return None
     return tensor if isinstance(tensor, torch.Tensor) else None
+
+
+def _decode_raw(payload: bytes) -> Optional[torch.Tensor]:
+    (meta_length,) = _META.unpack_from(payload)
+    meta = json.loads(payload[_META.size:_META.size + meta_length])
+    dtype = next(d for d, name in _RAW_DTYPES.items() if name == meta["dtype"])
+    shape = [int(n) for n in meta["shape"]]
+    array = np.frombuffer(payload, dtype=meta["dtype"], offset=_META.size + meta_length)
+    if array.size != int(np.prod(shape)):
+        return None
+    return torch.from_numpy(array.reshape(shape).copy()).to(dtype)

@@ -30,9 +30,16 @@ def read_image(path: Union[str, os.PathLike]) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ItaclipError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    return decode_image(data, str(path))
+
+
+def decode_image(data: Union[bytes, np.ndarray], source: str) -> np.ndarray:
+    """An encoded image (a file's bytes) as an (H, W, 3) uint8 RGB array, decoded as :func:`read_image`
+    does; ``source`` names it in errors."""
+    data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise ItaclipError(f"cannot read image {path}: not an image or an unsupported format")
+        raise ItaclipError(f"cannot read image {source}: not an image or an unsupported format")
     return np.ascontiguousarray(image[:, :, ::-1])
 
 

@@ -11,7 +11,6 @@ view fusion → canvas → resize to the image → PAMR → class probabilities 
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
@@ -29,6 +28,7 @@ from .pamr import pamr
 from .postprocess import apply_area_threshold, class_probabilities, label_map
 from .preprocess import image_windows, normalize, resize_image, window_padding
 from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
+from .text_store import TextFeatureStore
 from .views import add_upsampled, fuse_patch_logits, make_views, view_names
 from .vocabulary import Vocabulary, resolve_vocabulary
 
@@ -62,48 +62,26 @@ class LoadedModel:
         self.backbone = load_backbone(weights, device="cpu", cache_dir=cache_dir)
         self.model = self.backbone.model.to(device)
         self.tokenizer = self.backbone.tokenizer
-        self.text_cache = text_cache
-        self.lock = threading.Lock()
-        self.features: dict[tuple[str, ...], torch.Tensor] = {}
-        self._fingerprint: Optional[str] = None
-        self.text_source = "not encoded yet"
+        self.texts = TextFeatureStore(self._encode_texts, self._text_identity, text_cache)
+
+    def _encode_texts(self, texts: list[str], progress: Optional[Progress]) -> torch.Tensor:
+        return template_features(self.model, self.tokenizer, texts, progress=progress)
+
+    def _text_identity(self) -> dict:
+        """What, besides the text, determines a text's feature (the disk cache's key)."""
+        return dict(model=text_tower_fingerprint(self.model), tokenizer=self.backbone.tokenizer_id,
+                    templates=[t("{}") for t in TEMPLATES], context_length=self.model.context_length,
+                    version=TEXT_FEATURE_VERSION)
+
+    @property
+    def text_source(self) -> str:
         """Where the last text features came from (memory, the disk cache, or encoded): for logs."""
+        return self.texts.last_source
 
     def name_features(self, texts: Sequence[str], progress: Optional[Progress] = None) -> torch.Tensor:
-        """Template-ensembled features (N, E) of ``texts``, memoised and cached on disk."""
-        key = tuple(texts)
-        with self.lock:
-            if key in self.features:
-                self.text_source = "already in memory"
-            else:
-                self.features[key] = self._cached(list(texts), progress)
-            return self.features[key]
-
-    def _cached(self, texts: list[str], progress: Optional[Progress]) -> torch.Tensor:
-        def compute() -> torch.Tensor:
-            return template_features(self.model, self.tokenizer, texts, progress=progress).cpu()
-
-        if self.text_cache is False:
-            self.text_source = "encoded (disk cache off)"
-            return compute().to(self.device)
-        from .feature_cache import FeatureCache
-
-        cache = FeatureCache(None if self.text_cache is True else self.text_cache)
-        if self._fingerprint is None:
-            self._fingerprint = text_tower_fingerprint(self.model)
-        key = cache.key(
-            model=self._fingerprint, tokenizer=self.backbone.tokenizer_id, texts=texts,
-            templates=[t("{}") for t in TEMPLATES],
-            context_length=self.model.context_length, version=TEXT_FEATURE_VERSION,
-        )
-        features = cache.get(key)
-        if features is None:
-            features = compute()
-            cache.put(key, features)
-            self.text_source = f"encoded and cached in {cache.directory}"
-        else:
-            self.text_source = f"read from the disk cache in {cache.directory}"
-        return features.to(self.device)
+        """Template-ensembled features (N, E) of ``texts`` on the model's device; each text is
+        encoded once per model (:class:`TextFeatureStore`: memory, then the disk cache)."""
+        return self.texts.features(texts, progress).to(self.device)
 
 
 class Segmenter:
@@ -213,10 +191,12 @@ class Segmenter:
         """
         vocab = resolve_vocabulary(classes, preset=self.preset, background=background, aux_texts=aux_texts,
                                    has_background=has_background)
-        features = self._loaded.name_features(vocab.queries, progress)
-        if vocab.aux_texts is not None and self.config.alpha > 0:
-            aux = self._loaded.name_features(list(vocab.aux_texts), progress)
-            features = blend_aux(features, aux, vocab, self.config.alpha)
+        use_aux = vocab.aux_texts is not None and self.config.alpha > 0
+        texts = list(vocab.queries) + (list(vocab.aux_texts) if use_aux else [])
+        features = self._loaded.name_features(texts, progress)  # one batch for the texts not seen yet
+        if use_aux:
+            queries = len(vocab.queries)
+            features = blend_aux(features[:queries], features[queries:], vocab, self.config.alpha)
         self.vocabulary, self.text_features = vocab, features
         return vocab
 

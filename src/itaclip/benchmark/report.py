@@ -90,12 +90,13 @@ def markdown(info: dict, images: list[dict], texts: list[dict]) -> str:
     if texts:
         lines += [
             "| text vocabulary | texts × templates = prompts | first encoding s (no cache) | prompts / s "
-            "| second run s (disk cache) |",
-            "|---|---:|---:|---:|---:|",
+            "| second run s (disk cache) | + 1 class s (texts) |",
+            "|---|---:|---:|---:|---:|---|",
         ]
         for r in texts:
             lines.append(f"| {r['vocabulary']} | {r['texts']} × 80 = {r['prompts']} | {r['first_s']:.2f} "
-                         f"| {r['prompts'] / r['first_s']:.0f} | {r['cached_s']:.3f} |")
+                         f"| {r['prompts'] / r['first_s']:.0f} | {r['cached_s']:.3f} "
+                         f"| {r['plus_one_s']:.3f} ({r['plus_one_source'].split(' (')[0]}) |")
         lines.append("")
     return "\n".join(lines)
 

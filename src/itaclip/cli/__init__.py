@@ -20,6 +20,7 @@ COMMANDS = {
     "texts": ("itaclip.cli.texts", "generate auxiliary texts (definitions, synonyms) for a vocabulary"),
     "bench": ("itaclip.cli.bench", "measure speed and memory per mode and device"),
     "demo": ("itaclip.cli.demo", "start the browser demo"),
+    "label-studio": ("itaclip.cli.label_studio", "serve pre-annotations to Label Studio (ML backend API)"),
     "presets": ("itaclip.cli.presets", "list the presets, or print one preset's resolved settings"),
 }
 

@@ -4,8 +4,9 @@ For each *input* (an image of a benchmark's typical size, run with that benchmar
 each *mode* (precision, stride, batch size) it segments one image and reports seconds per image,
 images/s, the time spent in the ViT encoder, the encoder's FLOPs (``DenseEncoder.flops``) and its
 achieved GFLOP/s, peak memory, and the label agreement with the fp32 mode on the same image. It
-also times the text side: the first encoding of the VOC vocabulary (no cache) and a second run
-served by the on-disk text cache. The work is done by :mod:`itaclip.benchmark`; this module parses
+also times the text side: the first encoding of the VOC vocabulary (no cache), a second run
+served by the on-disk text cache, and the VOC vocabulary plus one class right after the first
+encoding (text features are cached per text: only the new class's texts are encoded). The work is done by :mod:`itaclip.benchmark`; this module parses
 the flags.
 
 Without ``--weights`` it uses a randomly initialised model with ViT-B/16's shapes (saved once to

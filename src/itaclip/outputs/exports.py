@@ -227,7 +227,7 @@ def labelstudio_config(class_names: Sequence[str], from_name: str = "tag", to_na
     return "\n".join(lines) + "\n"
 
 
-def labelstudio_task(
+def labelstudio_prediction(
     labels: np.ndarray,
     class_names: Sequence[str],
     image_file: str,
@@ -235,13 +235,19 @@ def labelstudio_task(
     from_name: str = "tag",
     to_name: str = "image",
     model_version: str = "itaclip",
+    classes: Optional[Iterable[int]] = None,
 ) -> dict:
-    """One Label Studio task with the label map as brush pre-annotations (see the module docstring)."""
+    """One Label Studio prediction: a ``brushlabels`` result per class present (among ``classes``,
+    default all), labelled ``class_names[c]``, with the mean probability as its score; the result
+    ids are derived from ``image_file`` (the task's image) and the class."""
     labels = _check_labels(labels, class_names)
     height, width = labels.shape
     scores = _region_scores(labels, probs)
+    wanted = None if classes is None else set(classes)
     results = []
     for c in _present(labels):
+        if wanted is not None and c not in wanted:
+            continue
         result = {
             # The same image gives the same file (a run split over processes equals one process's).
             "id": hashlib.sha1(f"{image_file}\0{c}".encode()).hexdigest()[:10],
@@ -258,8 +264,23 @@ def labelstudio_task(
             result["score"] = scores[c]
         results.append(result)
     prediction = {"model_version": model_version, "result": results}
-    if scores:
-        prediction["score"] = round(float(np.mean(list(scores.values()))), 6)
+    reported = [result["score"] for result in results if "score" in result]
+    if reported:
+        prediction["score"] = round(float(np.mean(reported)), 6)
+    return prediction
+
+
+def labelstudio_task(
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    image_file: str,
+    probs: Optional[np.ndarray] = None,
+    from_name: str = "tag",
+    to_name: str = "image",
+    model_version: str = "itaclip",
+) -> dict:
+    """One Label Studio task with the label map as brush pre-annotations (see the module docstring)."""
+    prediction = labelstudio_prediction(labels, class_names, image_file, probs, from_name, to_name, model_version)
     return {"data": {to_name: image_file}, "predictions": [prediction]}
 
 
