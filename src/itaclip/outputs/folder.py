@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Sequence
 
-from ..errors import ItaclipError
+from ..errors import ItaclipError, one_line
 from .writer import OutputOptions, is_done, write_outputs
 
 
@@ -74,8 +74,12 @@ def pending(jobs: Sequence[Job], options: OutputOptions, overwrite: bool) -> lis
 
 
 def segment_jobs(segmenter, jobs: Sequence[Job], options: OutputOptions, *,
-                 report: Optional[Callable[[str], None]] = None, prefix: str = "itaclip segment") -> FolderSummary:
-    """Segment each job's image and write its files; failures are reported, counted and skipped."""
+                 report: Optional[Callable[[str], None]] = None, prefix: str = "itaclip segment",
+                 max_pixels: Optional[int] = None) -> FolderSummary:
+    """Segment each job's image and write its files; failures are reported in one line, counted
+    and skipped (any error of one image: a broken file, an OpenCV error, memory, a full disk).
+
+    ``max_pixels``: the pixel limit of image files (default :func:`itaclip.images.pixel_limit`)."""
     from ..images import read_image
     from ..progress import progress
 
@@ -85,13 +89,13 @@ def segment_jobs(segmenter, jobs: Sequence[Job], options: OutputOptions, *,
     for job in jobs:
         bar.set_postfix_str(job.source.name)
         try:
-            image = read_image(job.source)
+            image = read_image(job.source, max_pixels)
             result = segmenter.segment(image)
             write_outputs(job.out_dir, job.stem, image, result, options, image_file=job.source.name)
             summary.done += 1
-        except (ItaclipError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one image's failure, whatever it is, never stops the batch
             summary.failed += 1
-            message = f"{job.source}: {exc}"
+            message = f"{job.source}: {one_line(exc)}"
             summary.errors.append(message)
             say(f"{prefix}: error: {message}")
         bar.update(1)
