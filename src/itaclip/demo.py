@@ -36,7 +36,7 @@ import numpy as np
 
 from .config import build_config, get_preset, list_presets
 from .errors import ItaclipError
-from .vocabulary import resolve_vocabulary
+from .vocabulary import resolve_vocabulary, text_lines
 
 log = logging.getLogger("itaclip.demo")
 
@@ -72,7 +72,7 @@ def parse_class_text(text: Optional[str]) -> list[str]:
     commas on a line separate names of that class (the class-file format: ``"person, man, woman"``).
     Returns ``[]`` for blank input.
     """
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    lines = [line.strip() for line in text_lines(text or "") if line.strip()]
     if not lines:
         return []
     if len(lines) == 1:
@@ -87,7 +87,7 @@ def parse_aux_text(text: Optional[str]) -> Optional[list[str]]:
     """Auxiliary texts typed on the page: one per line, either plain or the authors' ``name >=text``."""
     from .vocabulary import parse_aux_lines
 
-    lines = [line for line in (text or "").splitlines() if line.strip()]
+    lines = [line for line in text_lines(text or "") if line.strip()]
     if not lines:
         return None
     if all(">=" in line for line in lines):

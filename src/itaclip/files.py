@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Union
@@ -49,6 +50,30 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, durable: bool = False) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: Free space an output folder must have before a run starts (a few label maps and overlays).
+MIN_FREE_BYTES = 32 * 1024 * 1024
+
+
+def check_output_folder(folder: PathLike, min_free: int = MIN_FREE_BYTES) -> None:
+    """Before any work: ``folder`` can be created, is a folder, can be written and has at least
+    ``min_free`` bytes free; otherwise a one-line :class:`ItaclipError`."""
+    from .errors import ItaclipError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ItaclipError(f"output folder {folder} is a file: choose a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / ".itaclip-write-test", b"ok")
+        (folder / ".itaclip-write-test").unlink()
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise ItaclipError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
+    if free < min_free:
+        raise ItaclipError(f"output folder {folder} has only {free / 2**20:.1f} MiB free: free some space "
+                           "or choose another folder")
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

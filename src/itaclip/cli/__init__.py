@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import Optional, Sequence
 
-from ..errors import ItaclipError
+from ..errors import ItaclipError, one_line
 
 #: name → (module, one-line help)
 COMMANDS = {
@@ -46,16 +47,34 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
+    """Run one command. Exit codes: 0 done; 1 some items failed (each reported in one line, the
+    others finished); 2 nothing done (a bad option, input or environment: one-line error);
+    130 interrupted (Ctrl-C, also while the libraries are still being imported)."""
+    command = "itaclip"
     try:
+        args = parse_args(argv)
+        command = f"itaclip {args.command}"
+        warnings.showwarning = _warning_printer(command)
+        module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args) or 0)
     except ItaclipError as exc:
-        print(f"itaclip {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError) as exc:  # the environment: a full disk, a permission, memory
+        print(f"{command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"itaclip {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _warning_printer(command: str):
+    """Warnings as one line each (``itaclip segment: warning: ...``), not Python's two-line format."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).removeprefix("itaclip: ")
+        print(f"{command}: warning: {text}", file=file or sys.stderr, flush=True)
+
+    return show
 
 
 if __name__ == "__main__":

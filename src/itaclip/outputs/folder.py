@@ -7,6 +7,7 @@ made with the same settings; one bad image is reported in one line and never sto
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,8 +35,10 @@ def collect_jobs(inputs: Sequence[str], out_dir: Path, recursive: bool) -> tuple
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if _same(path, out_dir):
+                raise ItaclipError(f"--out {out_dir} is the input folder {path}: outputs would mix with the images "
+                                   "(and could replace them); choose another folder (a sub-folder is fine)")
+            found = sorted(p for p in _walk(path, out_dir, recursive) if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 errors.append(f"{path}: no images found{'' if recursive else ' (use --recursive for sub-folders)'}")
             for image in found:
@@ -53,6 +56,44 @@ def collect_jobs(inputs: Sequence[str], out_dir: Path, recursive: bool) -> tuple
                                "rename one or segment them separately")
         seen[key] = job.source
     return jobs, errors
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _walk(folder: Path, out_dir: Path, recursive: bool) -> list[Path]:
+    """Files in ``folder`` (and its sub-folders with ``recursive``; symbolic links to folders are
+    not followed, so link loops end). Output folders are never walked into, so outputs are never
+    segmented again: ``out_dir`` itself and any folder holding an itaclip manifest."""
+    from .writer import MANIFEST_NAME
+
+    if not recursive:
+        return [p for p in folder.iterdir() if p.is_file()]
+    out_resolved = out_dir.resolve()
+    files = []
+    for root, dirs, names in os.walk(folder):
+        base = Path(root)
+        dirs[:] = [d for d in dirs if not (base / d / MANIFEST_NAME).is_file()
+                   and (base / d).resolve() != out_resolved]
+        files += [base / name for name in names if (base / name).is_file()]
+    return files
+
+
+def refuse_overwriting_inputs(jobs: Sequence[Job], options: OutputOptions) -> None:
+    """An input image is never replaced by an output (``segment out/a.png --out out/`` would write
+    the label map over it): refuse up front."""
+    from .writer import output_paths
+
+    sources = {job.source.resolve() for job in jobs}
+    for job in jobs:
+        for path in output_paths(job.out_dir, job.stem, options).values():
+            if path.resolve() in sources:
+                raise ItaclipError(f"{path} is an input image and would be replaced by an output: "
+                                   "choose another --out")
 
 
 @dataclass
