@@ -236,7 +236,12 @@ class Segmenter:
         """(Q, H, W) query similarities at the image's size, after PAMR (before the logit scale)."""
         cfg = self.config
         height, width = rgb.shape[:2]
-        image = normalize(resize_image(rgb, cfg.short_side, cfg.long_side_cap), self.device)
+        resized = resize_image(rgb, cfg.short_side, cfg.long_side_cap)
+        if min(resized.shape[:2]) < self.encoder.patch_size:  # a strip such as 4100×1: no window holds a patch
+            raise ItaclipError(f"image {width}×{height} is too narrow: at the working size "
+                               f"{resized.shape[1]}×{resized.shape[0]} a side is shorter than one "
+                               f"{self.encoder.patch_size}-pixel patch")
+        image = normalize(resized, self.device)
         canvas = self._slide(image, text, progress)
         logits = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         del canvas
