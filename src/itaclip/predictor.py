@@ -227,7 +227,7 @@ class Segmenter:
             logits = self.similarity_maps(rgb, text, progress)
             probs = class_probabilities(logits, vocab.query_class, self.config.logit_scale)
             del logits
-            probs = apply_area_threshold(probs, self.config.area_thd)
+            probs = apply_area_threshold(probs, self.config.area_thd, inplace=True)
             labels = label_map(probs, self.config.prob_thd, self.config.closing)
         return SegmentationResult(labels, probs.float().cpu().numpy(), vocab.names)
 
@@ -247,7 +247,7 @@ class Segmenter:
         del canvas
         if cfg.pamr_steps > 0:
             guide = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            logits = pamr(guide, logits, cfg.pamr_steps, cfg.pamr_dilations)
+            logits = pamr(guide, logits, cfg.pamr_steps, cfg.pamr_dilations, inplace=True)
         return logits
 
     def _slide(self, image: torch.Tensor, text: torch.Tensor, progress: Optional[Progress]) -> torch.Tensor:
