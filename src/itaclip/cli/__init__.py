@@ -50,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one command. Exit codes: 0 done; 1 some items failed (each reported in one line, the
     others finished); 2 nothing done (a bad option, input or environment: one-line error);
     130 interrupted (Ctrl-C, also while the libraries are still being imported)."""
-    command = "itaclip"
+    command, shown = "itaclip", warnings.showwarning
     try:
         args = parse_args(argv)
         command = f"itaclip {args.command}"
@@ -66,6 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 def _warning_printer(command: str):

@@ -62,8 +62,8 @@ def _check_address(host: str, port: int) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..demo import DEFAULT_MAX_PIXELS, DemoEngine, _require_gradio, find_examples, launch
 
-    _require_gradio()  # fail before loading the model
     port = _check_address(args.host, args.port)
+    _require_gradio()  # fail before loading the model
     examples = find_examples(args.examples)
     print("itaclip demo: loading the model ...", file=sys.stderr, flush=True)
     engine = DemoEngine(weights=args.weights, device=args.device, preset=args.preset,

@@ -77,7 +77,8 @@ def _region_scores(labels: np.ndarray, probs: Optional[np.ndarray]) -> dict[int,
     probs = np.asarray(probs)
     if probs.ndim != 3 or probs.shape[1:] != labels.shape:
         raise ItaclipError(f"probabilities must be (C, {labels.shape[0]}, {labels.shape[1]}), got {probs.shape}")
-    return {c: round(float(probs[c][labels == c].mean()), 6) for c in _present(labels)}
+    scores = {c: round(float(probs[c][labels == c].mean()), 6) for c in _present(labels)}
+    return {c: score for c, score in scores.items() if np.isfinite(score)}  # NaN is not JSON: no score
 
 
 #: Longest class-name part of a mask file name (file systems allow 255 bytes; the index keeps
