@@ -30,7 +30,9 @@ AFFINITY_BAND_PIXELS = 1 << 18
 
 def pamr_affinity(guide: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
     """Softmax-normalised affinities (16 for two dilations, H, W) of a (C, H, W) guide image,
-    computed in row bands (:data:`AFFINITY_BAND_PIXELS`); equal to :func:`_affinity` of the whole."""
+    computed in row bands (:data:`AFFINITY_BAND_PIXELS`): equal to :func:`_affinity` of the whole
+    image within float rounding (PyTorch's vectorised ``exp`` and its scalar loop for the last
+    elements may differ in the last bit, and which pixels are last depends on the band)."""
     _, height, width = guide.shape
     rows = max(1, AFFINITY_BAND_PIXELS // width)
     if rows >= height:
