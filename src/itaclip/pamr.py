@@ -76,6 +76,7 @@ def pamr(guide: torch.Tensor, logits: torch.Tensor, steps: int, dilations: Seque
     if steps <= 0:
         return logits
     affinity = pamr_affinity(guide.float(), dilations)
+    del guide  # not needed for the steps: a caller that passed a temporary gets its memory back now
     height, width = logits.shape[-2:]
     per_chunk = max(1, CHUNK_ELEMENTS // (height * width))
     if per_chunk >= logits.shape[0]:

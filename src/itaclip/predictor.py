@@ -245,9 +245,9 @@ class Segmenter:
         canvas = self._slide(image, text, progress)
         logits = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         del canvas
-        if cfg.pamr_steps > 0:
-            guide = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            logits = pamr(guide, logits, cfg.pamr_steps, cfg.pamr_dilations, inplace=True)
+        if cfg.pamr_steps > 0:  # the full-size guide is only referenced by pamr(), which frees it early
+            logits = pamr(F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0],
+                          logits, cfg.pamr_steps, cfg.pamr_dilations, inplace=True)
         return logits
 
     def _slide(self, image: torch.Tensor, text: torch.Tensor, progress: Optional[Progress]) -> torch.Tensor:
