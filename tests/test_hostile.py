@@ -41,10 +41,10 @@ FAST = ["--device", "cpu", "--short-side", "32", "--crop", "32", "--stride", "32
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def run_cli(capsys, *argv) -> tuple[int, list[str]]:
+def run_cli(capfd, *argv) -> tuple[int, list[str]]:
     """Exit code and stderr lines of ``itaclip ARGV`` run in this process."""
     code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert "Traceback" not in err, err
     return code, [line for line in err.splitlines() if line.strip()]
 
@@ -143,8 +143,8 @@ def good_png() -> bytes:
     return encoded(np.random.default_rng(4).integers(0, 256, (30, 40, 3), dtype=np.uint8))
 
 
-def good_jpeg() -> bytes:
-    return encoded(np.random.default_rng(5).integers(0, 256, (30, 40, 3), dtype=np.uint8), ".jpg")
+def good_jpeg(h: int = 30, w: int = 40) -> bytes:
+    return encoded(np.random.default_rng(5).integers(0, 256, (h, w, 3), dtype=np.uint8), ".jpg")
 
 
 #: name → (file bytes, expected outcome: "ok", "error" or "either", text the error must hold)
@@ -155,7 +155,7 @@ HOSTILE_IMAGES = {
     "strip_4100x1.png": (lambda: encoded(np.full((1, 4100, 3), 90, np.uint8)), "error", "too narrow"),
     "strip_1x4100.png": (lambda: encoded(np.full((4100, 1, 3), 90, np.uint8)), "error", "too narrow"),
     "truncated_png.png": (lambda: good_png()[: len(good_png()) // 2], "either", ""),
-    "truncated_jpeg.jpg": (lambda: good_jpeg()[: len(good_jpeg()) * 2 // 3], "either", ""),
+    "truncated_jpeg.jpg": (lambda: good_jpeg(120, 160)[: len(good_jpeg(120, 160)) * 2 // 3], "either", ""),
     "zero_bytes.png": (lambda: b"", "error", "not an image"),
     "text_file.jpg": (lambda: b"hello, I am not an image\n", "error", "not an image"),
     "cmyk.jpg": (cmyk_jpeg, "ok", ""),
@@ -189,8 +189,8 @@ def hostile_run(tmp_path_factory, tiny_ckpt):
     return dict(code=code, files=files, before=before, out=out, latin1=latin1)
 
 
-def test_hostile_images_batch(hostile_run, capsys):
-    err = capsys.readouterr().err  # the module fixture's output is attributed to the first test
+def test_hostile_images_batch(hostile_run, capfd):
+    err = capfd.readouterr().err  # the module fixture's output is attributed to the first test
     assert "Traceback" not in err
     run = hostile_run
     assert run["code"] == 1  # some failed, the others finished
@@ -215,7 +215,7 @@ def test_hostile_images_batch(hostile_run, capsys):
                 assert labels.shape == (original.height, original.width)
 
 
-def test_hostile_images_report_one_line_each(tmp_path, tiny_ckpt, capsys):
+def test_hostile_images_report_one_line_each(tmp_path, tiny_ckpt, capfd):
     """Each bad image is reported in one line that says what is wrong."""
     inputs = []
     for name, (make, outcome, _) in HOSTILE_IMAGES.items():
@@ -223,7 +223,7 @@ def test_hostile_images_report_one_line_each(tmp_path, tiny_ckpt, capsys):
             (tmp_path / name).write_bytes(make())
             inputs.append(tmp_path / name)
     (tmp_path / "good.png").write_bytes(good_png())
-    code, lines = run_cli(capsys, "segment", *inputs, tmp_path / "good.png", "--out", tmp_path / "out",
+    code, lines = run_cli(capfd, "segment", *inputs, tmp_path / "good.png", "--out", tmp_path / "out",
                           "--weights", tiny_ckpt, "--classes", "cat, dog", *FAST)
     assert code == 1
     errors = assert_one_line_errors(lines)
@@ -262,9 +262,9 @@ def test_pixel_limit_from_header_before_decoding(tmp_path, monkeypatch):
             images.pixel_limit()
 
 
-def test_pixel_limit_flag(tmp_path, tiny_ckpt, capsys):
+def test_pixel_limit_flag(tmp_path, tiny_ckpt, capfd):
     big, small = write_rgb(tmp_path / "big.png", 40, 60), write_rgb(tmp_path / "small.png", 20, 30)
-    code, lines = run_cli(capsys, "segment", big, small, "--out", tmp_path / "out", "--weights", tiny_ckpt,
+    code, lines = run_cli(capfd, "segment", big, small, "--out", tmp_path / "out", "--weights", tiny_ckpt,
                           "--classes", "cat, dog", "--max-pixels", "1000", *FAST)
     assert code == 1
     errors = assert_one_line_errors(lines)
@@ -274,48 +274,48 @@ def test_pixel_limit_flag(tmp_path, tiny_ckpt, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(["segment", str(small), "--out", str(tmp_path / "o2"), "--max-pixels", bad])
         assert exit_info.value.code == 2
-        assert "--max-pixels" in capsys.readouterr().err
+        assert "--max-pixels" in capfd.readouterr().err
 
 
 # ------------------------------------------------------------------------- inputs and output folder
 
 
-def test_out_equal_to_input_folder_is_refused(tmp_path, tiny_ckpt, capsys):
+def test_out_equal_to_input_folder_is_refused(tmp_path, tiny_ckpt, capfd):
     photos = tmp_path / "photos"
     photos.mkdir()
     files = [write_rgb(photos / "a.png", 20, 30), write_rgb(photos / "b.jpg", 20, 30)]
     before = digests(files)
-    code, lines = run_cli(capsys, "segment", photos, "--out", photos, "--weights", tiny_ckpt,
+    code, lines = run_cli(capfd, "segment", photos, "--out", photos, "--weights", tiny_ckpt,
                           "--classes", "cat, dog", *FAST)
     assert code == 2 and len(lines) == 1 and "is the input folder" in lines[0]
     assert digests(files) == before and sorted(p.name for p in photos.iterdir()) == ["a.png", "b.jpg"]
-    code, lines = run_cli(capsys, "segment", photos / "a.png", "--out", photos, "--weights", tiny_ckpt,
+    code, lines = run_cli(capfd, "segment", photos / "a.png", "--out", photos, "--weights", tiny_ckpt,
                           "--classes", "cat, dog", *FAST)
     assert code == 2 and "is an input image and would be replaced" in lines[0]
     assert digests(files) == before
 
 
-def test_outputs_inside_the_input_tree_are_not_segmented_again(tmp_path, tiny_ckpt, capsys):
+def test_outputs_inside_the_input_tree_are_not_segmented_again(tmp_path, tiny_ckpt, capfd):
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
     files = [write_rgb(photos / "a.png", 20, 30), write_rgb(photos / "sub" / "b.png", 20, 30, seed=1)]
     before = digests(files)
     args = ["segment", photos, "--recursive", "--out", photos / "results", "--weights", tiny_ckpt,
             "--classes", "cat, dog", *FAST]
-    assert run_cli(capsys, *args)[0] == 0
+    assert run_cli(capfd, *args)[0] == 0
     made = visible_files(photos / "results")
-    code, lines = run_cli(capsys, *args)  # a rerun finds only the two photos, both done
+    code, lines = run_cli(capfd, *args)  # a rerun finds only the two photos, both done
     assert code == 0 and any("2 image(s) already done" in line for line in lines)
     assert visible_files(photos / "results") == made
     # another itaclip output folder in the tree (it has a manifest) is skipped as well
-    code, lines = run_cli(capsys, "segment", photos, "--recursive", "--out", tmp_path / "elsewhere",
+    code, lines = run_cli(capfd, "segment", photos, "--recursive", "--out", tmp_path / "elsewhere",
                           "--weights", tiny_ckpt, "--classes", "cat, dog", *FAST)
     assert code == 0 and sorted(p.name for p in visible_files(tmp_path / "elsewhere")) == [
         "a.png", "a_overlay.png", "b.png", "b_overlay.png", "itaclip-run.json"]
     assert digests(files) == before
 
 
-def test_symlink_loops_in_folder_inputs(tmp_path, tiny_ckpt, capsys):
+def test_symlink_loops_in_folder_inputs(tmp_path, tiny_ckpt, capfd):
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
     write_rgb(photos / "sub" / "a.png", 20, 30)
@@ -323,23 +323,23 @@ def test_symlink_loops_in_folder_inputs(tmp_path, tiny_ckpt, capsys):
     (photos / "self").symlink_to("sub")
     (photos / "dangling.png").symlink_to("nowhere.png")
     (photos / "loop.png").symlink_to("loop.png")
-    code, lines = run_cli(capsys, "segment", photos, "--recursive", "--out", tmp_path / "out",
+    code, lines = run_cli(capfd, "segment", photos, "--recursive", "--out", tmp_path / "out",
                           "--weights", tiny_ckpt, "--classes", "cat, dog", *FAST)
     assert code == 0
     assert [p.relative_to(tmp_path / "out").as_posix() for p in visible_files(tmp_path / "out")] == [
         "itaclip-run.json", "sub/a.png", "sub/a_overlay.png"]
 
 
-def test_out_that_is_a_file_is_refused_before_computing(tmp_path, tiny_ckpt, capsys, monkeypatch):
+def test_out_that_is_a_file_is_refused_before_computing(tmp_path, tiny_ckpt, capfd, monkeypatch):
     import itaclip.predictor
 
     monkeypatch.setattr(itaclip.predictor.Segmenter, "__init__", lambda *a, **k: pytest.fail("model loaded"))
     image = write_rgb(tmp_path / "a.png", 20, 30)
     (tmp_path / "file").write_text("x")
-    code, lines = run_cli(capsys, "segment", image, "--out", tmp_path / "file", "--weights", tiny_ckpt,
+    code, lines = run_cli(capfd, "segment", image, "--out", tmp_path / "file", "--weights", tiny_ckpt,
                           "--classes", "cat, dog", *FAST)
     assert code == 2 and len(lines) == 1 and "is a file" in lines[0]
-    code, lines = run_cli(capsys, "segment", image, "--out", tmp_path / "file" / "sub", "--weights", tiny_ckpt,
+    code, lines = run_cli(capfd, "segment", image, "--out", tmp_path / "file" / "sub", "--weights", tiny_ckpt,
                           "--classes", "cat, dog", *FAST)
     assert code == 2 and len(lines) == 1 and "cannot write to output folder" in lines[0]
 
@@ -358,16 +358,16 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_full_disk_is_found_up_front(small_disk, tmp_path, tiny_ckpt, capsys, monkeypatch):
+def test_full_disk_is_found_up_front(small_disk, tmp_path, tiny_ckpt, capfd, monkeypatch):
     import itaclip.predictor
 
     monkeypatch.setattr(itaclip.predictor.Segmenter, "__init__", lambda *a, **k: pytest.fail("model loaded"))
     image = write_rgb(tmp_path / "a.png", 20, 30)
-    code, lines = run_cli(capsys, "segment", image, "--out", small_disk / "out", "--weights", tiny_ckpt,
+    code, lines = run_cli(capfd, "segment", image, "--out", small_disk / "out", "--weights", tiny_ckpt,
                           "--classes", "cat, dog", *FAST)
     assert code == 2 and len(lines) == 1 and "MiB free" in lines[0], lines
     (small_disk / "filler").write_bytes(b"\0" * (4 * 2**20 - 8192))  # now completely full
-    code, lines = run_cli(capsys, "segment", image, "--out", small_disk / "out2", "--weights", tiny_ckpt,
+    code, lines = run_cli(capfd, "segment", image, "--out", small_disk / "out2", "--weights", tiny_ckpt,
                           "--classes", "cat, dog", *FAST)
     assert code == 2 and len(lines) == 1 and "output folder" in lines[0], lines
 
@@ -430,12 +430,12 @@ def test_hostile_class_names_through_every_export(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["img.coco.json", "img.labelstudio.json", "img_masks"]
 
 
-def test_hostile_class_file_through_the_cli(tmp_path, tiny_ckpt, capsys):
+def test_hostile_class_file_through_the_cli(tmp_path, tiny_ckpt, capfd):
     lines_in = [name.replace("\n", " ") for name in HOSTILE_NAMES if name.strip("\ufeff")]
     class_file = tmp_path / "classes.txt"
     class_file.write_bytes(("\ufeff" + "\r\n".join(lines_in) + "\n").encode("utf-8"))
     image = write_rgb(tmp_path / "a.png", 24, 32)
-    code, lines = run_cli(capsys, "segment", image, "--out", tmp_path / "out", "--weights", tiny_ckpt,
+    code, lines = run_cli(capfd, "segment", image, "--out", tmp_path / "out", "--weights", tiny_ckpt,
                           "--classes", class_file, "--export", "coco,labelstudio,masks", *FAST)
     assert code == 0, lines
     warnings_ = [line for line in lines if ": warning: " in line]
@@ -485,8 +485,8 @@ def test_long_class_names_are_accepted_and_cut(tiny_ckpt):
 
 @pytest.mark.parametrize("flag", ["--logit-scale", "--alpha", "--lambda", "--prob-thd", "--area-thd"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
-def test_non_finite_floats_are_refused(flag, value, tmp_path, capsys):
-    code, lines = run_cli(capsys, "segment", tmp_path / "a.png", "--out", tmp_path / "out", "--classes",
+def test_non_finite_floats_are_refused(flag, value, tmp_path, capfd):
+    code, lines = run_cli(capfd, "segment", tmp_path / "a.png", "--out", tmp_path / "out", "--classes",
                           "cat, dog", f"{flag}={value}")
     assert code == 2 and len(lines) == 1 and "must be" in lines[0], lines
     assert not (tmp_path / "out").exists()
@@ -499,17 +499,17 @@ def test_non_finite_floats_are_refused(flag, value, tmp_path, capsys):
     (["--max-pixels", "inf"], "finite number of pixels"),
     (["--max-pixels", "0"], "finite number of pixels"),
 ])
-def test_demo_bad_server_values_are_argument_errors(argv, message, capsys):
+def test_demo_bad_server_values_are_argument_errors(argv, message, capfd):
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", *argv])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert "Traceback" not in err and message in err.splitlines()[-1]
 
 
 @pytest.mark.parametrize("host", ["256.1.1.1", "no such host.invalid", "8.8.8.8"])
-def test_demo_bad_host_is_one_line(host, capsys):
-    code, lines = run_cli(capsys, "demo", "--host", host, "--weights", "nowhere.pt")
+def test_demo_bad_host_is_one_line(host, capfd):
+    code, lines = run_cli(capfd, "demo", "--host", host, "--weights", "nowhere.pt")
     assert code == 2 and len(lines) == 1 and lines[0].startswith("itaclip demo: error: "), lines
 
 
@@ -690,11 +690,11 @@ def test_malicious_pickle_as_cache_entry_is_not_executed(tmp_path):
         assert not marker.exists()
 
 
-def test_malicious_pickle_as_weights_is_not_executed(tmp_path, capsys):
+def test_malicious_pickle_as_weights_is_not_executed(tmp_path, capfd):
     marker = tmp_path / "executed"
     weights = tmp_path / "evil.pt"
     torch.save({"visual.conv1.weight": _Payload(marker)}, weights)
-    code, lines = run_cli(capsys, "segment", tmp_path / "a.png", "--out", tmp_path / "out", "--weights", weights,
+    code, lines = run_cli(capfd, "segment", tmp_path / "a.png", "--out", tmp_path / "out", "--weights", weights,
                           "--classes", "cat, dog", "--device", "cpu")
     assert code != 0 and not marker.exists()
     assert all(": error: " in line for line in lines[-1:])

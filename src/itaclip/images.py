@@ -93,12 +93,17 @@ def read_image(path: Union[str, os.PathLike], max_pixels: Optional[int] = None) 
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ItaclipError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    logging = cv2.utils.logging  # a broken file is our one-line error, without OpenCV's warnings too
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except cv2.error as exc:  # e.g. OpenCV's own pixel limit on a format Pillow does not know
         raise ItaclipError(f"cannot read image {path}: {one_line(exc)}") from None
+    finally:
+        logging.setLogLevel(level)
     if image is None:
-        raise ItaclipError(f"cannot read image {path}: not an image or an unsupported format")
+        raise ItaclipError(f"cannot read image {path}: not an image, truncated, or an unsupported format")
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
