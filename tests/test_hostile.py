@@ -328,6 +328,14 @@ def test_symlink_loops_in_folder_inputs(tmp_path, tiny_ckpt, capfd):
     assert code == 0
     assert [p.relative_to(tmp_path / "out").as_posix() for p in visible_files(tmp_path / "out")] == [
         "itaclip-run.json", "sub/a.png", "sub/a_overlay.png"]
+    # a link loop planted where an output goes is replaced by the output, never followed
+    (tmp_path / "out2").mkdir()
+    (tmp_path / "out2" / "a.png").symlink_to("a.png")
+    (tmp_path / "out2" / "a_overlay.png").symlink_to(tmp_path / "elsewhere.png")
+    code, lines = run_cli(capfd, "segment", photos / "sub" / "a.png", "--out", tmp_path / "out2",
+                          "--weights", tiny_ckpt, "--classes", "cat, dog", *FAST)
+    assert code == 0 and not (tmp_path / "elsewhere.png").exists()
+    assert not (tmp_path / "out2" / "a.png").is_symlink() and read_png(tmp_path / "out2" / "a.png").shape == (20, 30)
 
 
 def test_out_that_is_a_file_is_refused_before_computing(tmp_path, tiny_ckpt, capfd, monkeypatch):

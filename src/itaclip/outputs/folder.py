@@ -58,11 +58,17 @@ def collect_jobs(inputs: Sequence[str], out_dir: Path, recursive: bool) -> tuple
     return jobs, errors
 
 
-def _same(a: Path, b: Path) -> bool:
+def _resolved(path: Path) -> Path:
+    """The real path; a link loop (Python < 3.13 raises RuntimeError) or an unreadable link is
+    taken as it stands."""
     try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
+def _same(a: Path, b: Path) -> bool:
+    return _resolved(a) == _resolved(b)
 
 
 def _walk(folder: Path, out_dir: Path, recursive: bool) -> list[Path]:
@@ -73,12 +79,12 @@ def _walk(folder: Path, out_dir: Path, recursive: bool) -> list[Path]:
 
     if not recursive:
         return [p for p in folder.iterdir() if p.is_file()]
-    out_resolved = out_dir.resolve()
+    out_resolved = _resolved(out_dir)
     files = []
     for root, dirs, names in os.walk(folder):
         base = Path(root)
         dirs[:] = [d for d in dirs if not (base / d / MANIFEST_NAME).is_file()
-                   and (base / d).resolve() != out_resolved]
+                   and _resolved(base / d) != out_resolved]
         files += [base / name for name in names if (base / name).is_file()]
     return files
 
@@ -88,10 +94,10 @@ def refuse_overwriting_inputs(jobs: Sequence[Job], options: OutputOptions) -> No
     the label map over it): refuse up front."""
     from .writer import output_paths
 
-    sources = {job.source.resolve() for job in jobs}
+    sources = {_resolved(job.source) for job in jobs}
     for job in jobs:
         for path in output_paths(job.out_dir, job.stem, options).values():
-            if path.resolve() in sources:
+            if _resolved(path) in sources:
                 raise ItaclipError(f"{path} is an input image and would be replaced by an output: "
                                    "choose another --out")
 
