@@ -222,7 +222,8 @@ class DemoEngine:
             pixels, shape = claimed
             raise ItaclipError(
                 f"the image claims {shape + ' = ' if shape else ''}{pixels / 1e6:.0f} megapixels (a decompression "
-                f"bomb, or a very large image); the demo takes at most {HARD_MAX_PIXELS / 1e6:g}: downscale it first"
+                f"bomb, or a very large image); the demo takes at most {HARD_MAX_PIXELS / 1e6:g} megapixels: "
+                "downscale it first"
             )
         image = read_image(path, HARD_MAX_PIXELS)
         height, width = image.shape[:2]
