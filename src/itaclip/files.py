@@ -66,8 +66,10 @@ def check_output_folder(folder: PathLike, min_free: int = MIN_FREE_BYTES) -> Non
         raise ItaclipError(f"output folder {folder} is a file: choose a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(folder / ".itaclip-write-test", b"ok")
-        (folder / ".itaclip-write-test").unlink()
+        with tempfile.TemporaryFile(dir=folder) as probe:  # a private name: runs sharing --out do not collide
+            probe.write(b"ok")
+            probe.flush()
+            os.fsync(probe.fileno())
         free = shutil.disk_usage(folder).free
     except OSError as exc:
         raise ItaclipError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
