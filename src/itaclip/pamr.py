@@ -3,7 +3,8 @@
 Written here rather than taken from a library because no maintained package ships it, and the
 reference implementation materialises (channels × 16 neighbours × H × W) tensors; this one
 accumulates neighbour by neighbour, a few query channels at a time, so memory stays at a few copies
-of a small part of the map.
+of a small part of the map; the affinities are computed in row bands, so of the guide's stencils
+only the result (16 values per pixel) is ever image-sized.
 """
 
 from __future__ import annotations
