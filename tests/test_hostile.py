@@ -562,7 +562,7 @@ def _cli_process(*argv, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.6, 1.2])
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.8, 1.5])
 def test_ctrl_c_during_imports(delay, tmp_path, tiny_ckpt):
     image = write_rgb(tmp_path / "a.png", 20, 30)
     process = _cli_process("segment", image, "--out", tmp_path / "out", "--weights", tiny_ckpt,

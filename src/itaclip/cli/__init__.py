@@ -6,13 +6,26 @@ imports the web demo). Each module provides ``add_arguments(parser)`` and ``run(
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import signal
 import sys
-import warnings
-from typing import Optional, Sequence
 
-from ..errors import ItaclipError, one_line
+
+def _interrupted_while_starting(signum, frame) -> None:
+    """Ctrl-C before :func:`main` runs (while this module's imports load): one line, exit 130,
+    instead of a traceback through the import machinery. :func:`main` restores the default."""
+    print("itaclip: interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when embedded with a handler of its own
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import argparse  # noqa: E402 - after the handler, on purpose
+import importlib  # noqa: E402
+import warnings  # noqa: E402
+from typing import Optional, Sequence  # noqa: E402
+
+from ..errors import ItaclipError, one_line  # noqa: E402
 
 #: name → (module, one-line help)
 COMMANDS = {
@@ -51,6 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     others finished); 2 nothing done (a bad option, input or environment: one-line error);
     130 interrupted (Ctrl-C, also while the libraries are still being imported)."""
     command, shown = "itaclip", warnings.showwarning
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is a KeyboardInterrupt again
     try:
         args = parse_args(argv)
         command = f"itaclip {args.command}"
