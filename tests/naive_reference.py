@@ -10,6 +10,11 @@ authors' behaviour wins and the place is marked with "authors:".
 Tensors are fp32 on the CPU. Image tensors are ``(3, H, W)``; token tensors ``(N, D)`` (no batch
 dimension: every call handles a single crop/view, which is the plainest form of batch 1).
 
+The method zoo (vanilla CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP) is written the same way from
+SPEC-methods: each method's last block (``reference_method_tokens``), ClearCLIP's window padding
+(``reference_padded_window_logits``) and whole-image inference (``crop=0``); the rest of the
+pipeline is shared.
+
 It relies only on PyTorch primitives the authors' code also calls (``F.interpolate``,
 ``F.layer_norm``, ``torch.softmax``, ``torch.std``), OpenCV for the 8-bit resize and the
 morphological closing (as the authors' pipeline does), and open_clip's tokenizer and template
@@ -247,9 +252,93 @@ def l2_normalise(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
 
-def reference_encode_crop(state: dict, image: torch.Tensor, **encoder_options) -> torch.Tensor:
-    """L2-normalised patch features of one normalised (3, H, W) crop: (g_h·g_w, embed_dim), CLS dropped."""
-    return l2_normalise(reference_encode_tokens(state, image, **encoder_options))[1:]
+def reference_encode_crop(state: dict, image: torch.Tensor, *, method: str = "itaclip", gaussian_std: float = 5.0,
+                          **encoder_options) -> torch.Tensor:
+    """L2-normalised patch features of one normalised (3, H, W) crop: (g_h·g_w, embed_dim), CLS dropped.
+
+    ``method`` 'itaclip' takes ITACLIP's ``encoder_options``; the zoo's methods (below) ignore them.
+    """
+    if method == "itaclip":
+        tokens = reference_encode_tokens(state, image, **encoder_options)
+    else:
+        tokens = reference_method_tokens(state, image, method, gaussian_std)
+    return l2_normalise(tokens)[1:]
+
+
+# --------------------------------------------------------------------------------------------
+# The method zoo's last blocks (SPEC-methods §1.3–1.4, §2), one crop at a time
+# --------------------------------------------------------------------------------------------
+
+#: Methods whose windows are padded to a patch multiple (ClearCLIP's code base, SPEC-methods §3).
+PADDED_METHODS = ("maskclip", "clearclip")
+
+
+def reference_gaussian_window(n_h: int, n_w: int, std: float) -> torch.Tensor:
+    """NACLIP's (2n_h-1, 2n_w-1) window: g = linspace(-(n-1)·c, (n-1)·c, 2n-1) per side in float32,
+    c = 1/(σ√2); W[a, b] = exp(-(g_h[a]² + g_w[b]²)) — peak 1, not normalised."""
+    c = 1 / (std * math.sqrt(2))
+    g_h = torch.linspace(-(n_h - 1) * c, (n_h - 1) * c, 2 * n_h - 1, dtype=torch.float32)
+    g_w = torch.linspace(-(n_w - 1) * c, (n_w - 1) * c, 2 * n_w - 1, dtype=torch.float32)
+    window = torch.zeros(2 * n_h - 1, 2 * n_w - 1)
+    for a in range(2 * n_h - 1):
+        for b in range(2 * n_w - 1):
+            window[a, b] = torch.exp(-(g_h[a] ** 2 + g_w[b] ** 2))
+    return window
+
+
+_OMEGA_CACHE: dict = {}
+
+
+def reference_omega(n_h: int, n_w: int, std: float) -> torch.Tensor:
+    """Ω (1+N, 1+N): Ω[1+t, 1+t'] = W[r-r'+n_h-1, c-c'+n_w-1] for patch tokens t = r·n_w + c, zero
+    first row and column (class token). Written as the double loop the definition is."""
+    key = (n_h, n_w, std)
+    if key not in _OMEGA_CACHE:
+        window = reference_gaussian_window(n_h, n_w, std)
+        n = n_h * n_w
+        omega = torch.zeros(1 + n, 1 + n)
+        for t in range(n):
+            r, c = divmod(t, n_w)
+            for t2 in range(n):
+                r2, c2 = divmod(t2, n_w)
+                omega[1 + t, 1 + t2] = window[r - r2 + n_h - 1, c - c2 + n_w - 1]
+        _OMEGA_CACHE[key] = omega
+    return _OMEGA_CACHE[key]
+
+
+def reference_method_tokens(state: dict, image: torch.Tensor, method: str, gaussian_std: float = 5.0) -> torch.Tensor:
+    """Projected tokens ``ln_post(z) @ proj`` (1 + N, embed_dim) of one normalised (3, H, W) image for
+    the zoo's ``method``: blocks 1 … L-1 unchanged, the last block as the method defines it."""
+    dims = vision_dims(state)
+    heads, layers, p = dims["heads"], dims["layers"], dims["patch"]
+    g_h, g_w = image.shape[1] // p, image.shape[2] // p
+    x = reference_patch_embed(state, image)
+    x = torch.cat([state["visual.class_embedding"][None, :], x], dim=0)
+    x = x + reference_positional_embedding(state, g_h, g_w)
+    x = _layer_norm(x, state, "visual.ln_pre")
+    for index in range(layers - 1):
+        x = _standard_block(x, state, f"visual.transformer.resblocks.{index}", heads)
+
+    prefix = f"visual.transformer.resblocks.{layers - 1}"
+    q, k, v = _qkv(_layer_norm(x, state, prefix + ".ln_1"), state, prefix, heads)
+    s = q.shape[-1] ** -0.5
+    if method == "clip":  # the block as CLIP has it
+        z = _standard_block(x, state, prefix, heads)
+    elif method == "maskclip":  # A = I: every token its own value; residual and MLP kept
+        z = x + _out_proj(v, state, prefix)
+        z = z + _mlp(_layer_norm(z, state, prefix + ".ln_2"), state, prefix)
+    elif method == "sclip":  # softmax(s q qᵀ) + softmax(s k kᵀ), rows sum to 2; residual and MLP kept
+        attn = torch.softmax((q @ q.transpose(1, 2)) * s, dim=-1) + torch.softmax((k @ k.transpose(1, 2)) * s, dim=-1)
+        z = x + _out_proj(attn @ v, state, prefix)
+        z = z + _mlp(_layer_norm(z, state, prefix + ".ln_2"), state, prefix)
+    elif method == "clearclip":  # q-q attention; no residual, no MLP
+        z = _out_proj(torch.softmax((q @ q.transpose(1, 2)) * s, dim=-1) @ v, state, prefix)
+    elif method == "naclip":  # k-k attention + Ω after the scaling; no residual, no MLP
+        logits = (k @ k.transpose(1, 2)) * s + reference_omega(g_h, g_w, gaussian_std)
+        z = _out_proj(torch.softmax(logits, dim=-1) @ v, state, prefix)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    return _layer_norm(z, state, "visual.ln_post") @ state["visual.proj"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,14 +548,33 @@ def reference_crop_logits(
     return lam * l1 + (1 - lam) * l2
 
 
+def reference_padded_window_logits(state: dict, window: torch.Tensor, text: torch.Tensor,
+                                   **crop_options) -> torch.Tensor:
+    """ClearCLIP's handling of a window whose sides are not patch multiples: zero-pad the normalised
+    window centred (left = ⌊extra/2⌋, right = the rest; same for top/bottom), take the logits of the
+    padded window at its own size (its views are views of the padded window), cut the window's part."""
+    p = vision_dims(state)["patch"]
+    _, h, w = window.shape
+    extra_h = (p - h % p) if h % p else 0
+    extra_w = (p - w % p) if w % p else 0
+    top, left = extra_h // 2, extra_w // 2
+    padded = torch.zeros(3, h + extra_h, w + extra_w)
+    padded[:, top:top + h, left:left + w] = window
+    return reference_crop_logits(state, padded, text, **crop_options)[:, top:top + h, left:left + w]
+
+
 def reference_slide(state: dict, image: torch.Tensor, text: torch.Tensor, *, crop: int = 224,
                     stride: int = 28, **crop_options) -> torch.Tensor:
-    """Canvas of averaged window logits (Q, H, W) over a normalised (3, H, W) image."""
+    """Canvas of averaged window logits (Q, H, W) over a normalised (3, H, W) image; ``crop`` 0: the
+    whole image is the only window (NACLIP's whole-image inference)."""
     _, h, w = image.shape
+    pad = crop_options.get("method", "itaclip") in PADDED_METHODS
+    window_logits = reference_padded_window_logits if pad else reference_crop_logits
+    windows = [(0, h, 0, w)] if crop == 0 else reference_windows(h, w, crop, stride)
     canvas = torch.zeros(text.shape[0], h, w)
     count = torch.zeros(1, h, w)
-    for y1, y2, x1, x2 in reference_windows(h, w, crop, stride):
-        canvas[:, y1:y2, x1:x2] += reference_crop_logits(state, image[:, y1:y2, x1:x2], text, **crop_options)
+    for y1, y2, x1, x2 in windows:
+        canvas[:, y1:y2, x1:x2] += window_logits(state, image[:, y1:y2, x1:x2], text, **crop_options)
         count[:, y1:y2, x1:x2] += 1
     assert bool((count > 0).all())
     return canvas / count
@@ -600,8 +708,13 @@ def reference_segment(
     prob_thd: float = 0.0,
     area_thd: Optional[float] = None,
     closing: bool = True,
+    method: str = "itaclip",
+    gaussian_std: float = 5.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The whole method on one (H, W, 3) uint8 RGB image -> (probs (C, H, W) float32, labels (H, W))."""
+    """The whole method on one (H, W, 3) uint8 RGB image -> (probs (C, H, W) float32, labels (H, W)).
+
+    ``method``: 'itaclip' or one of the zoo's (clip, maskclip, sclip, clearclip, naclip); every other
+    option is passed explicitly (the zoo's authors' settings are not defaults here)."""
     state = state_dict if _is_loaded(state_dict) else load_reference_state(state_dict)
     classes = [tuple(names) for names in classes]
     text, query_class = reference_text_features(state, classes, has_background, aux_texts, alpha)
@@ -612,6 +725,7 @@ def reference_segment(
             pamr_steps=pamr_steps, pamr_dilations=pamr_dilations,
             image_engineering=image_engineering, views=tuple(views), lam=lam,
             attention=attention, remove_ffn=remove_ffn, intermediate_layers=tuple(intermediate_layers),
+            method=method, gaussian_std=gaussian_std,
         )
     return reference_postprocess(logits, query_class, logit_scale=logit_scale, prob_thd=prob_thd,
                                  area_thd=area_thd, closing=closing)

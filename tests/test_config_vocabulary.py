@@ -38,7 +38,7 @@ def test_explicit_options_override_preset():
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(stride=0), "stride"), (dict(stride=-3), "stride"), (dict(alpha=1.5), "alpha"),
-    (dict(lam=-0.1), "lambda"), (dict(crop=0), "crop"), (dict(attention="q-x"), "attention"),
+    (dict(lam=-0.1), "lambda"), (dict(crop=-1), "crop"), (dict(attention="q-x"), "attention"),
     (dict(attention="q-q+q-q"), "attention"), (dict(views=("sepia",)), "view"), (dict(pamr_steps=-1), "PAMR"),
     (dict(prob_thd=2.0), "prob_thd"), (dict(area_thd=-1.0), "area_thd"), (dict(batch_size=0), "batch"),
     (dict(logit_scale=0), "logit"), (dict(intermediate_layers=(0,)), "1-indexed"),

@@ -147,7 +147,7 @@ def compare(seg, state: dict, image: np.ndarray, classes, has_background: bool,
             short_side=cfg.short_side, crop=cfg.crop, stride=cfg.stride, pamr_steps=cfg.pamr_steps,
             pamr_dilations=cfg.pamr_dilations, image_engineering=cfg.image_engineering, views=cfg.views,
             lam=cfg.lam, attention=cfg.attention, remove_ffn=cfg.remove_ffn,
-            intermediate_layers=cfg.intermediate_layers,
+            intermediate_layers=cfg.intermediate_layers, method=cfg.method, gaussian_std=cfg.gaussian_std,
         )
     with torch.inference_mode():
         engine_logits = seg.similarity_maps(image, seg.text_features).float().cpu()

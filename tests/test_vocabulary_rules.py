@@ -34,14 +34,16 @@ def test_typed_classes_are_foreground_and_get_the_presets_background_set(tmp_pat
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_LISTS))
 def test_builtin_list_means_that_list_as_its_preset_uses_it(name):
-    preset = get_preset(name)
+    preset = BUILTIN_LISTS[name]  # ITACLIP's preset of that name, or another method's preset using the list
     plain = load_classes(name, has_background=preset.has_background)
     for under in (None, "default", "voc20", "coco_stuff"):
         vocab = resolve_vocabulary(name, preset=under)
         assert vocab.classes == plain.classes and vocab.has_background == preset.has_background
-        assert vocab.aux_texts == tuple(load_aux_texts(preset.aux_texts))
+        assert vocab.aux_texts == (tuple(load_aux_texts(preset.aux_texts)) if preset.aux_texts else None)
         assert (vocab.names[0] == "background") == preset.has_background
-    assert resolve_vocabulary(preset=name) == resolve_vocabulary(name)  # no classes: the preset's own list
+    assert resolve_vocabulary(preset=preset) == resolve_vocabulary(name)  # no classes: the preset's own list
+    if preset.classes == preset.name:
+        assert preset is get_preset(name)
 
 
 def test_background_words_replace_or_add_class_zero():
@@ -95,9 +97,9 @@ def test_first_class_as_background_on_request(tmp_path):
 
 def test_segmenter_demo_and_eval_use_the_same_rules(tiny_ckpt):
     from itaclip import Segmenter
-    from itaclip.cli.eval import dataset_vocabulary
     from itaclip.datasets import DATASETS
     from itaclip.demo import DemoEngine
+    from itaclip.evaluation.runner import dataset_vocabulary
 
     seg = Segmenter(tiny_ckpt, preset="voc21", device="cpu", pamr_steps=0, image_engineering=False, stride=112,
                     short_side=224, text_cache=False)

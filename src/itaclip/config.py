@@ -15,11 +15,18 @@ from .errors import ItaclipError
 
 #: The self-self attention terms a combination may sum (SPEC §1, paper Table 2).
 ATTENTION_TERMS = ("q-k", "q-q", "k-k", "v-v")
+#: Last-block attention in which each token takes only its own value (MaskCLIP; not an ITACLIP term).
+IDENTITY = "identity"
 VIEWS = ("grey", "blur", "vflip", "hflip")
 SPATIAL_VIEWS = ("grey", "blur")  # first category: layout kept, features averaged
 FLIP_VIEWS = ("vflip", "hflip")  # second category: logits flipped back, averaged
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
+#: The segmenters the engine runs (itaclip.methods describes each one).
+MethodName = Literal["itaclip", "clip", "maskclip", "sclip", "clearclip", "naclip"]
+METHOD_NAMES = ("itaclip", "clip", "maskclip", "sclip", "clearclip", "naclip")
+#: Fields that configure ITACLIP's own last block; the other methods bring their own.
+ITACLIP_BLOCK_FIELDS = ("attention", "remove_ffn", "intermediate_layers")
 
 #: Weights used when none are named: OpenAI's CLIP ViT-B/16, as in the paper.
 DEFAULT_WEIGHTS = "ViT-B/16"
@@ -31,7 +38,8 @@ def option(default, help: str, *, flag: Optional[str] = None, kind: Optional[str
     these (``itaclip.cli.options``), so a field added here is a flag everywhere.
 
     ``flag`` defaults to ``--field-name``; ``kind`` says how the text is parsed: ``float``, ``int``,
-    ``str``, ``int_list`` (``8,16`` / ``none``), ``name_list`` (``grey,blur``) or ``off`` (a bool
+    ``str``, ``float_or_none`` (a number or ``none``: :data:`NONE`), ``int_list`` (``8,16`` / ``none``),
+    ``name_list`` (``grey,blur``) or ``off`` (a bool
     field whose flag turns it off, e.g. ``--no-closing``).
     """
     cli = {"help": help, "flag": flag, "kind": kind, "metavar": metavar, "choices": choices}
@@ -40,8 +48,15 @@ def option(default, help: str, *, flag: Optional[str] = None, kind: Optional[str
 
 @dataclass(frozen=True)
 class SegmenterConfig:
-    """All options of the method. Defaults are the paper's shared settings (SPEC §5, "All")."""
+    """All options of the method. Defaults are the paper's shared settings (SPEC §5, "All").
 
+    ``method`` picks the segmenter (ITACLIP or one of the baselines of :mod:`itaclip.methods`);
+    build a baseline's config with ``build_config(preset, method=...)`` so its own defaults apply.
+    """
+
+    method: MethodName = option("itaclip", "the segmenter: itaclip (default), or clip, maskclip, sclip, clearclip, "
+                                "naclip with their authors' settings (docs/METHOD.md)", choices=METHOD_NAMES)
+    """Last block and window handling of this segmenter (see itaclip.methods)."""
     # --- encoder (SPEC §1) ---
     attention: str = option("q-q+k-k", f"'+'-joined self-self attention terms from {', '.join(ATTENTION_TERMS)} "
                             "(paper: q-q+k-k)", metavar="TERMS")
@@ -53,6 +68,8 @@ class SegmenterConfig:
         (7, 8, 10), "1-indexed layers whose attention maps are fused into the last block (7,8,10; 'none')",
         kind="int_list", metavar="L1,L2")
     """1-indexed blocks whose self-self maps are averaged into the last block's map; () for none."""
+    gaussian_std: float = option(5.0, "NACLIP's neighbourhood σ in patches (method naclip; 5)", metavar="S")
+    """NACLIP's neighbourhood σ in patches (used by method 'naclip' only)."""
     # --- text (SPEC §2) ---
     alpha: float = option(0.0, "auxiliary-text weight α in [0, 1]")
     """Auxiliary-text blend: t = (1-α)·t_name + α·t_aux (only when auxiliary texts are given)."""
@@ -67,15 +84,16 @@ class SegmenterConfig:
     # --- sliding windows (SPEC §4) ---
     short_side: int = option(336, "resize the short side to N pixels before windowing", metavar="N")
     long_side_cap: int = 2048
-    crop: int = option(224, "sliding-window size in pixels (224)", metavar="N")
+    crop: int = option(224, "sliding-window size in pixels (224; 0: the whole image in one pass)", metavar="N")
+    """Window side in pixels; 0: the whole resized image in one window."""
     stride: int = option(28, "sliding-window stride in pixels (paper: 28)", metavar="N")
     # --- refinement and post-processing ---
     pamr_steps: int = option(10, "PAMR iterations (0 disables refinement)", metavar="K")
     pamr_dilations: tuple[int, ...] = option((8, 16), "PAMR dilations (8,16)", kind="int_list", metavar="D1,D2")
     logit_scale: float = option(40.0, "softmax temperature multiplier", metavar="S")
     prob_thd: float = option(0.0, "pixels whose top probability is below P become class 0", metavar="P")
-    area_thd: Optional[float] = option(None, "zero foreground classes covering ≤ T of the foreground",
-                                       kind="float", metavar="T")
+    area_thd: Optional[float] = option(None, "zero foreground classes covering ≤ T of the foreground ('none': "
+                                       "no area threshold)", kind="float_or_none", metavar="T")
     closing: bool = option(True, "skip the authors' 3x3 morphological closing of the label map",
                            flag="--no-closing", kind="off")
     """3×3 grey-level morphological closing of the label map (authors' code, not in the paper)."""
@@ -110,7 +128,12 @@ class SegmenterConfig:
         _check(0.0 <= self.lam <= 1.0, f"lambda must be in [0, 1], got {self.lam}")
         bad_views = [v for v in self.views if v not in VIEWS]
         _check(not bad_views, f"unknown view(s) {bad_views}; choose from {', '.join(VIEWS)}")
-        _check(self.crop > 0, f"crop must be > 0, got {self.crop}")
+        _check(self.method in METHOD_NAMES, f"unknown method {self.method!r}; choose from {', '.join(METHOD_NAMES)}")
+        if self.method != "itaclip":
+            changed = [name for name in ITACLIP_BLOCK_FIELDS if getattr(self, name) != _DEFAULTS[name]]
+            _check(not changed, _itaclip_only(changed, self.method))
+        _check(self.gaussian_std > 0, f"gaussian std must be > 0, got {self.gaussian_std}")
+        _check(self.crop >= 0, f"crop must be >= 0 (0: whole image), got {self.crop}")
         _check(self.stride > 0, f"stride must be > 0, got {self.stride}")
         _check(self.short_side > 0, f"short side must be > 0, got {self.short_side}")
         _check(self.long_side_cap > 0, f"long side cap must be > 0, got {self.long_side_cap}")
@@ -138,6 +161,13 @@ class SegmenterConfig:
     def replace(self, **overrides) -> "SegmenterConfig":
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **overrides)
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SegmenterConfig)}
+
+
+def _itaclip_only(fields: list[str], method: str) -> str:
+    return f"{', '.join(fields)} configure ITACLIP's last block: use them with method 'itaclip', not {method!r}"
 
 
 def _check(ok: bool, message: str) -> None:
@@ -201,25 +231,58 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def list_presets() -> list[str]:
-    """Names of the built-in presets."""
-    return sorted(PRESETS)
+def list_presets(method: str = "itaclip") -> list[str]:
+    """Names of the built-in presets of ``method`` (ITACLIP's by default)."""
+    return sorted(_presets_of(method))
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(name: str, method: Optional[str] = None) -> Preset:
+    """The preset ``name`` of ``method`` (ITACLIP's presets when ``method`` is None or 'itaclip')."""
+    presets = _presets_of(method or "itaclip")
     try:
-        return PRESETS[name]
+        return presets[name]
     except KeyError:
-        raise ItaclipError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}") from None
+        owner = "" if method in (None, "itaclip") else f" for method {method!r}"
+        raise ItaclipError(f"unknown preset {name!r}{owner}; choose from {', '.join(sorted(presets))}") from None
+
+
+def _presets_of(method: str) -> dict[str, Preset]:
+    if method == "itaclip":
+        return PRESETS
+    from .methods import get_method  # the baselines' tables live beside their definitions
+
+    return get_method(method).presets
+
+
+class _ExplicitNone:
+    """See :data:`NONE`."""
+
+    def __repr__(self) -> str:
+        return "NONE"
+
+
+#: An explicit "no value" for an optional option (``area_thd=NONE``: no area threshold, even where
+#: the preset has one); ``None`` in :func:`build_config` means "not given".
+NONE = _ExplicitNone()
 
 
 def build_config(preset: Optional[str] = None, **overrides) -> SegmenterConfig:
-    """Preset values first, then explicit overrides (``None`` values are ignored)."""
-    values = dict(get_preset(preset).overrides) if preset else {}
+    """The method's own defaults first (``method=``, ITACLIP's when absent), then the method's
+    preset, then explicit overrides (``None`` values are ignored; :data:`NONE` sets ``None``)."""
     unknown = set(overrides) - {f.name for f in dataclasses.fields(SegmenterConfig)}
     if unknown:
         raise ItaclipError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    method = overrides.get("method") or "itaclip"
+    given = [name for name in ITACLIP_BLOCK_FIELDS if overrides.get(name) is not None]
+    _check(method == "itaclip" or not given, _itaclip_only(given, method))
+    values = {}
+    if method != "itaclip":
+        from .methods import get_method
+
+        values.update(get_method(method).defaults)
+    if preset:
+        values.update(get_preset(preset, method).overrides)
+    values.update({k: None if v is NONE else v for k, v in overrides.items() if v is not None})
     try:
         return SegmenterConfig(**values)
     except TypeError as exc:  # wrong type passed from Python

@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .config import build_config, get_preset, list_presets
+from .config import METHOD_NAMES, build_config, get_preset, list_presets
 from .errors import ItaclipError
 from .vocabulary import resolve_vocabulary, text_lines
 
@@ -151,14 +151,16 @@ class DemoEngine:
         from .predictor import Segmenter
 
         self.overrides = dict(overrides or {})
-        self.preset = get_preset(preset).name
+        self.method = self.overrides.pop("method", None) or "itaclip"
+        """The method selected when the page opens (``--method``); each request may pick another."""
+        self.preset = get_preset(preset, self.method).name
         if max_pixels < 1:
             raise ItaclipError(f"max pixels must be positive, got {max_pixels}")
         self.max_pixels = int(max_pixels)
         if segmenter is None:
             kwargs = {"weights": weights} if weights is not None else {}
-            segmenter = Segmenter(preset=self.preset, device=device, text_cache=text_cache, **kwargs,
-                                  **self.overrides)
+            segmenter = Segmenter(preset=self.preset, device=device, text_cache=text_cache, method=self.method,
+                                  **kwargs, **self.overrides)
         self.base = segmenter
         self._segmenters: dict[Any, Any] = {}
         self._lock = threading.Lock()
@@ -180,28 +182,30 @@ class DemoEngine:
             return {f"fixed (stride {self.fixed_stride})": self.fixed_stride}
         return dict(SPEED_MODES)
 
-    def default_speed(self, preset: Optional[str] = None) -> str:
-        stride = self.config_for(preset or self.preset, None).stride
+    def default_speed(self, preset: Optional[str] = None, method: Optional[str] = None) -> str:
+        stride = self.config_for(preset or self.preset, None, method).stride
         for label, value in self.speed_modes().items():
             if value == stride:
                 return label
         return next(iter(self.speed_modes()))
 
-    def config_for(self, preset: str, speed: Optional[str], **extra):
-        """The full configuration of a request: preset, then overrides, then the speed mode, then
-        ``extra`` (the page's α)."""
+    def config_for(self, preset: str, speed: Optional[str], method: Optional[str] = None, **extra):
+        """The full configuration of a request: the method's defaults and preset, then overrides, then
+        the speed mode (ITACLIP only: the other methods keep their authors' windows), then ``extra``
+        (the page's α)."""
+        method = method or self.method
         values = dict(self.overrides)
-        if speed is not None and self.fixed_stride is None:
+        if speed is not None and self.fixed_stride is None and method == "itaclip":
             modes = self.speed_modes()
             if speed not in modes:
                 raise ItaclipError(f"unknown speed mode {speed!r}; choose from {', '.join(modes)}")
             values["stride"] = modes[speed]
         values.update(extra)
-        return build_config(get_preset(preset).name, **values)
+        return build_config(get_preset(preset, method).name, method=method, **values)
 
-    def segmenter_for(self, preset: str, speed: Optional[str], **extra):
+    def segmenter_for(self, preset: str, speed: Optional[str], method: Optional[str] = None, **extra):
         """A Segmenter sharing the loaded model, configured for this request (memoised per config)."""
-        config = self.config_for(preset, speed, **extra)
+        config = self.config_for(preset, speed, method, **extra)
         if config not in self._segmenters:
             if len(self._segmenters) >= 16:  # each holds only a small encoder wrapper, but bound it
                 self._segmenters.pop(next(iter(self._segmenters)))
@@ -240,23 +244,25 @@ class DemoEngine:
 
     def segment(self, image_path: Optional[os.PathLike], classes: Optional[str], background: Optional[str] = None,
                 aux_texts: Optional[str] = None, preset: Optional[str] = None, speed: Optional[str] = None,
-                alpha: Optional[float] = None, progress: Optional[Progress] = None) -> DemoResult:
+                alpha: Optional[float] = None, progress: Optional[Progress] = None,
+                method: Optional[str] = None) -> DemoResult:
         """Segment one uploaded image with the vocabulary typed on the page.
 
         ``classes`` empty → the preset's own class list (if it has one). ``aux_texts``: one text per
         non-background class, blended with weight ``alpha`` (default: the preset's, or 0.1 when the
-        preset's is 0).
+        preset's is 0). ``method``: the segmenter (default: the engine's), with its own preset.
         """
         import time
 
         if image_path is None or not os.fspath(image_path):
             raise ItaclipError("no image: upload one or pick an example")
-        preset = get_preset(preset or self.preset).name
+        method = method or self.method
+        preset = get_preset(preset or self.preset, method)
         names = parse_class_text(classes)
         aux = parse_aux_text(aux_texts)
         background = (background or "").strip() or None
         notes: list[str] = []
-        if not names and not get_preset(preset).classes:
+        if not names and not preset.classes:
             raise ItaclipError("no classes: type some, e.g. 'cat, dog, grass, sky' "
                                "(or pick a preset with its own class list, such as voc21)")
         # Typed text follows the rules of --classes; one word may also name a built-in list (or be a typo of one).
@@ -267,7 +273,7 @@ class DemoEngine:
                                "(memory grows with every name); use `itaclip segment` for more")
         overrides: dict[str, Any] = {}
         if aux is not None:
-            base_alpha = self.config_for(preset, speed).alpha
+            base_alpha = self.config_for(preset.name, speed, method).alpha
             overrides["alpha"] = alpha if alpha is not None else (base_alpha or 0.1)
             if overrides["alpha"] == 0:
                 notes.append("Auxiliary texts are ignored because α is 0.")
@@ -277,7 +283,7 @@ class DemoEngine:
 
         start = time.perf_counter()
         with self._lock:
-            segmenter = self.segmenter_for(preset, speed, **overrides)
+            segmenter = self.segmenter_for(preset.name, speed, method, **overrides)
             if progress:
                 progress(0.0, "encoding class names")
             text_progress = (lambda d, t: progress(0.05 * d / max(t, 1), "encoding class names")) if progress else None
@@ -445,12 +451,13 @@ def build_app(engine: DemoEngine, examples: Sequence[str] = ()):
 
     speed_choices = list(engine.speed_modes())
 
-    def run(image_path, classes, background, aux_texts, preset, speed, alpha, progress=gr.Progress()):
+    def run(image_path, classes, background, aux_texts, preset, speed, alpha, method, progress=gr.Progress()):
         def report(fraction: float, desc: str) -> None:
             progress(fraction, desc=desc)
 
         try:
-            result = engine.segment(image_path, classes, background, aux_texts, preset, speed, alpha, report)
+            result = engine.segment(image_path, classes, background, aux_texts, preset, speed, alpha, report,
+                                    method=method)
         except ItaclipError as exc:
             raise _user_error(str(exc), "Cannot segment") from None
         except MemoryError:
@@ -480,8 +487,11 @@ def build_app(engine: DemoEngine, examples: Sequence[str] = ()):
             return None
         return heatmap(state["image"], state["probs"], state["names"].index(name))
 
-    def preset_changed(preset):
-        return gr.update(value=engine.default_speed(preset))
+    def preset_changed(preset, method):
+        try:
+            return gr.update(value=engine.default_speed(preset, method))
+        except ItaclipError:  # a preset the method does not have: said when segmenting
+            return gr.update()
 
     with gr.Blocks(title="ITACLIP demo", analytics_enabled=False, delete_cache=(1800, 3600)) as app:
         gr.Markdown(INTRO)
@@ -509,7 +519,11 @@ def build_app(engine: DemoEngine, examples: Sequence[str] = ()):
                 with gr.Row():
                     preset = gr.Dropdown(list_presets(), value=engine.preset, label="Preset", elem_id="preset")
                     speed = gr.Radio(speed_choices, value=engine.default_speed(), label="Speed",
+                                     info="ITACLIP's stride; the other methods use their authors' windows",
                                      elem_id="speed")
+                method = gr.Dropdown(list(METHOD_NAMES), value=engine.method, label="Method", elem_id="method",
+                                     info="itaclip, or another training-free method with its authors' settings "
+                                          "(clip, maskclip, sclip, clearclip, naclip)")
                 button = gr.Button("Segment", variant="primary", elem_id="segment")
             with gr.Column(scale=1):
                 overlay_out = gr.Image(label="Overlay", format="png", interactive=False, elem_id="overlay",
@@ -523,13 +537,13 @@ def build_app(engine: DemoEngine, examples: Sequence[str] = ()):
                                 file_count="multiple", interactive=False, elem_id="downloads")
         state = gr.State(time_to_live=3600)
 
-        inputs = [image, classes, background, aux_texts, preset, speed, alpha]
+        inputs = [image, classes, background, aux_texts, preset, speed, alpha, method]
         outputs = [overlay_out, summary, class_pick, heat_out, files, state]
         for trigger in (button.click, classes.submit):
             trigger(run, inputs, outputs, concurrency_limit=1, concurrency_id="segment",
                     show_progress_on=[overlay_out])
         class_pick.change(show_heatmap, [class_pick, state], heat_out)
-        preset.change(preset_changed, preset, speed)
+        preset.change(preset_changed, [preset, method], speed)
     app.queue(default_concurrency_limit=1, max_size=32)
     return app
 

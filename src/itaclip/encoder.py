@@ -1,8 +1,10 @@
-"""ITACLIP's dense visual encoder: a small adapter over open_clip's ``VisionTransformer`` (SPEC §1).
+"""The dense visual encoder: a small adapter over open_clip's ``VisionTransformer`` (SPEC §1).
 
-Blocks 1…L-1 run unchanged while self-self attention maps are recorded at the intermediate
-layers; the last block uses the fused map ``Â = ½·A_L + ½·mean(A_l')`` on its own values, keeps
-the residual and (by default) drops its MLP. Output: L2-normalised patch features.
+Blocks 1…L-1 run unchanged (ITACLIP records self-self attention maps at its intermediate layers
+meanwhile); only the last block differs between methods (itaclip.methods): its attention weights,
+whether its residual and MLP are kept. ITACLIP's last block uses the fused map
+``Â = ½·A_L + ½·mean(A_l')`` on its own values, keeps the residual and (by default) drops its MLP.
+Output: L2-normalised patch features.
 
 Why the blocks are re-implemented here instead of calling ``blk(x)``: the recorded layers need
 their q/k projections, and recomputing them next to ``nn.MultiheadAttention`` would double the
@@ -22,14 +24,16 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import nn
 
+from .config import ATTENTION_TERMS, IDENTITY
 from .errors import ItaclipError
 
 
 def self_self_attention(terms: Sequence[str], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        scale: float) -> torch.Tensor:
+                        scale: float, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Σ over ``terms`` of softmax attention maps; q, k, v: (..., T, head_dim) → (..., T, T).
 
     ``q-q`` is softmax(q qᵀ·s) (likewise k-k, v-v); ``q-k`` is the original softmax((q·s) kᵀ).
+    ``bias`` (T, T), if given, is added to every term's scaled logits before its softmax.
     """
     total: Optional[torch.Tensor] = None
     for term in terms:
@@ -38,6 +42,8 @@ def self_self_attention(terms: Sequence[str], q: torch.Tensor, k: torch.Tensor, 
         else:
             a = {"q-q": q, "k-k": k, "v-v": v}[term].contiguous()
             logits = torch.matmul(a, a.transpose(-1, -2)).mul_(scale)
+        if bias is not None:
+            logits.add_(bias)
         attn = logits.softmax(dim=-1)
         total = attn if total is None else total.add_(attn)
     assert total is not None
@@ -50,6 +56,24 @@ def quick_gelu_(x: torch.Tensor) -> torch.Tensor:
     gate = torch.mul(x, 1.702)
     gate.sigmoid_()
     return x.mul_(gate)
+
+
+def neighbourhood_bias(grid_h: int, grid_w: int, std: float) -> torch.Tensor:
+    """NACLIP's Ω for a grid_h×grid_w patch grid: (1 + N, 1 + N), N = grid_h·grid_w.
+
+    Ω[t, t'] = exp(-((r-r')² + (c-c')²) / (2σ²)) for patch tokens t = (r, c), t' = (r', c') in
+    row-major order (peak 1, no normalisation); zero row and column for the class token. The
+    values are those of the authors' Gaussian window (float32 ``linspace`` in units of 1/(σ√2),
+    squared, summed, exponentiated), gathered at the tokens' offsets instead of convolving one-hot
+    maps with it.
+    """
+    c = 1.0 / (std * math.sqrt(2.0))
+    axes = [torch.linspace(-(n - 1) * c, (n - 1) * c, 2 * n - 1, dtype=torch.float32) for n in (grid_h, grid_w)]
+    window = torch.exp(-(axes[0][:, None] ** 2 + axes[1][None, :] ** 2))  # (2·gh-1, 2·gw-1), peak 1
+    rows = torch.arange(grid_h).repeat_interleave(grid_w)
+    cols = torch.arange(grid_w).repeat(grid_h)
+    patch = window[rows[:, None] - rows[None, :] + grid_h - 1, cols[:, None] - cols[None, :] + grid_w - 1]
+    return F.pad(patch, (1, 0, 1, 0))
 
 
 def int8_engine() -> str:
@@ -66,7 +90,12 @@ class DenseEncoder(nn.Module):
 
     def __init__(self, visual: nn.Module, attention: Sequence[str] = ("q-q", "k-k"),
                  intermediate_layers: Sequence[int] = (7, 8, 10), remove_ffn: bool = True,
-                 int8: bool = False, autocast_dtype: Optional[torch.dtype] = None):
+                 int8: bool = False, autocast_dtype: Optional[torch.dtype] = None, *,
+                 residual: bool = True, gaussian_std: Optional[float] = None):
+        """``attention``: the last block's terms (or ``(IDENTITY,)``); ``intermediate_layers``:
+        blocks whose maps are fused into it (ITACLIP); ``remove_ffn``/``residual``: drop the last
+        block's MLP / its residual connection; ``gaussian_std``: add NACLIP's neighbourhood bias Ω
+        with this σ (patches) to the last block's attention logits."""
         super().__init__()
         self.visual = visual
         self.blocks = visual.transformer.resblocks
@@ -80,6 +109,9 @@ class DenseEncoder(nn.Module):
         self.attention = tuple(attention)
         self.recorded = frozenset(layer - 1 for layer in intermediate_layers)  # 0-indexed block ids
         self.remove_ffn = remove_ffn
+        self.residual = residual
+        self.gaussian_std = gaussian_std
+        self._bias_cache: dict[tuple[int, int], torch.Tensor] = {}
         self.patch_size = visual.conv1.kernel_size[0]
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
         # The projections of every block as plain Linear modules sharing the model's parameters,
@@ -119,6 +151,51 @@ class DenseEncoder(nn.Module):
             patch = patch.permute(0, 2, 3, 1).reshape(grid_h * grid_w, -1).to(table.dtype)
             self._pos_cache[key] = torch.cat([table[:1], patch], dim=0).detach()
         return self._pos_cache[key]
+
+    def flops(self, grid_h: int, grid_w: int) -> int:
+        """FLOPs of one pass over one (grid_h·p, grid_w·p) crop, counted from the shapes
+        (multiply-add = 2 FLOPs). For T = 1 + gh·gw tokens, width D, L blocks, output dim E, n
+        attention terms and R recorded layers:
+
+        * patch embedding: 2·(T-1)·(3·p²)·D;
+        * linear layers: 2·T·12·D² per block (qkv 3D², out D², MLP 8D²), less 2·T·8·D² when the
+          last block's MLP is dropped;
+        * attention matmuls: 4·T²·D per block 1…L-1 (q·kᵀ and A·v over all heads);
+        * self-self maps: 2·T²·D per term for each recorded block and the last block, plus
+          2·T²·D for the last block's Â·v (no maps, no Â·v when the last block has no attention
+          term of :data:`~itaclip.config.ATTENTION_TERMS`);
+        * projection: 2·(T-1)·D·E.
+
+        LayerNorms, softmaxes, activations and additions are not counted. ViT-B/16 at 224 px with
+        the paper's settings: 33.8 GFLOP per pass (35.3 for the unmodified ViT).
+        """
+        visual = self.visual
+        blocks = len(self.blocks)
+        width = visual.conv1.weight.shape[0]
+        patch = self.patch_size
+        out_dim = visual.proj.shape[1] if visual.proj is not None else width
+        n = grid_h * grid_w
+        tokens = 1 + n
+        terms = sum(term in ATTENTION_TERMS for term in self.attention)  # softmax maps computed
+        flops = 2 * n * 3 * patch * patch * width
+        flops += blocks * 2 * tokens * 12 * width * width
+        if self.remove_ffn:
+            flops -= 2 * tokens * 8 * width * width
+        flops += (blocks - 1) * 4 * tokens * tokens * width
+        flops += (len(self.recorded) + 1) * terms * 2 * tokens * tokens * width
+        if terms:
+            flops += 2 * tokens * tokens * width  # Â·v
+        flops += 2 * n * width * out_dim
+        return flops
+
+    def attention_bias(self, grid_h: int, grid_w: int, device: torch.device) -> Optional[torch.Tensor]:
+        """The last block's Ω for this grid (computed once per grid size), or None."""
+        if self.gaussian_std is None:
+            return None
+        key = (grid_h, grid_w)
+        if key not in self._bias_cache:
+            self._bias_cache[key] = neighbourhood_bias(grid_h, grid_w, self.gaussian_std).to(device)
+        return self._bias_cache[key]
 
     def _qkv(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """q, k, v of block ``index`` for tokens x (B, T, D): (B, heads, T, head_dim) views of one
@@ -166,11 +243,16 @@ class DenseEncoder(nn.Module):
             x.add_(self._mlp(index, x))
 
         q, k, v = self._qkv(len(body), x)
-        fused = self_self_attention(self.attention, q, k, v, scale)
-        if recorded_sum is not None:
-            fused = fused.mul_(0.5).add_(recorded_sum.div_(len(self.recorded)), alpha=0.5)
-        out = torch.matmul(fused, v).transpose(1, 2).reshape(x.shape)
-        x.add_(self.linears[-1]["out"](out))
+        if self.attention == (IDENTITY,):
+            mixed = v
+        else:
+            fused = self_self_attention(self.attention, q, k, v, scale,
+                                        self.attention_bias(grid_h, grid_w, x.device))
+            if recorded_sum is not None:
+                fused = fused.mul_(0.5).add_(recorded_sum.div_(len(self.recorded)), alpha=0.5)
+            mixed = torch.matmul(fused, v)
+        attended = self.linears[-1]["out"](mixed.transpose(1, 2).reshape(x.shape))
+        x = x.add_(attended) if self.residual else attended
         if not self.remove_ffn:
             x.add_(self._mlp(len(body), x))
 

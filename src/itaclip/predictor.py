@@ -23,10 +23,11 @@ from .config import SegmenterConfig, build_config, get_preset
 from .encoder import DenseEncoder
 from .errors import ItaclipError
 from .images import ImageInput, to_rgb_array
+from .methods import encoder_options, get_method
 from .models import DEFAULT_WEIGHTS, load_clip, resolve_device, text_tower_fingerprint
 from .pamr import pamr
 from .postprocess import apply_area_threshold, class_probabilities, label_map
-from .preprocess import normalize, resize_image, sliding_windows
+from .preprocess import image_windows, normalize, resize_image, window_padding
 from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
 from .views import add_upsampled, fuse_patch_logits, make_views, view_names
 from .vocabulary import Vocabulary, resolve_vocabulary
@@ -113,19 +114,21 @@ class Segmenter:
         weights: an OpenAI model name (``"ViT-B/16"``, downloaded once into ~/.cache/clip) or a
             path to an OpenAI-layout checkpoint (state dict or TorchScript archive).
         preset: a name from :func:`itaclip.list_presets` (``"voc21"``, ``"coco_stuff"``, …);
-            its values come first, explicit ``overrides`` win.
+            its values come first, explicit ``overrides`` win. With ``method=`` (an override) the
+            preset is that method's (its authors' setting for the dataset).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``None`` picks CUDA when available.
         config: a full :class:`SegmenterConfig` instead of preset + overrides.
         text_cache: ``True`` (default directory), a directory, or ``False`` to never touch disk.
-        **overrides: any :class:`SegmenterConfig` field, e.g. ``stride=56, pamr_steps=0``.
+        **overrides: any :class:`SegmenterConfig` field, e.g. ``stride=56, pamr_steps=0``, or
+            ``method="naclip"`` for one of the baselines of :mod:`itaclip.methods`.
     """
 
     def __init__(self, weights: Union[str, os.PathLike] = DEFAULT_WEIGHTS, preset: Optional[str] = None,
                  device: Optional[Union[str, torch.device]] = None, config: Optional[SegmenterConfig] = None,
                  cache_dir: Optional[str] = None, text_cache: Union[bool, str, os.PathLike] = True,
                  **overrides):
-        self.preset = get_preset(preset) if preset else None
         self.config = config.replace(**overrides) if config else build_config(preset, **overrides)
+        self.preset = get_preset(preset, self.config.method) if preset else None
         self._loaded = LoadedModel(weights, resolve_device(device), cache_dir, text_cache)
         self._setup()
 
@@ -138,8 +141,9 @@ class Segmenter:
             raise ItaclipError("fp16 needs a GPU: use --device cuda, or bf16/int8 on the CPU")
         visual = self._loaded.model.visual
         self._autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.precision)
-        self.encoder = DenseEncoder(visual, cfg.attention_terms, cfg.intermediate_layers, cfg.remove_ffn,
-                                    int8=cfg.precision == "int8", autocast_dtype=self._autocast)
+        self.method = get_method(cfg.method)
+        self.encoder = DenseEncoder(visual, **encoder_options(cfg), int8=cfg.precision == "int8",
+                                    autocast_dtype=self._autocast)
         self.encoder.eval()
         self.views = view_names(cfg.image_engineering, cfg.views)
         self.vocabulary: Optional[Vocabulary] = None
@@ -174,6 +178,17 @@ class Segmenter:
             other.set_vocabulary(self.vocabulary)
         return other
 
+    def for_method(self, method: str, preset: Optional[str] = None, **overrides) -> "Segmenter":
+        """A segmenter running ``method`` (its authors' defaults, then that method's ``preset``, then
+        ``overrides``) that shares this one's loaded model and text features; no vocabulary is set
+        (each method's presets bring their own class lists)."""
+        other = object.__new__(Segmenter)
+        other.config = build_config(preset, method=method, **overrides)
+        other.preset = get_preset(preset, method) if preset else None
+        other._loaded = self._loaded
+        other._setup()
+        return other
+
     # ------------------------------------------------------------------ vocabulary
     def set_vocabulary(self, classes: Union[None, Vocabulary, str, os.PathLike, Sequence[str]] = None, *,
                        background: Union[None, str, Sequence[str]] = None,
@@ -206,7 +221,8 @@ class Segmenter:
         return vocab
 
     # ------------------------------------------------------------------ images
-    def segment(self, image: ImageInput, classes=None, *, progress: Optional[Progress] = None) -> SegmentationResult:
+    def segment(self, image: ImageInput, classes=None, *, progress: Optional[Progress] = None,
+                on_similarity_maps: Optional[Callable[[torch.Tensor], None]] = None) -> SegmentationResult:
         """Segment one image.
 
         Args:
@@ -214,6 +230,10 @@ class Segmenter:
                 16-bit inputs are converted).
             classes: if given, :meth:`set_vocabulary` is called with it first.
             progress: called with (windows done, windows total).
+            on_similarity_maps: called once with the image's (Q, H, W) query similarity maps (after
+                PAMR, before the logit scale), for measurements such as ``itaclip bench``'s
+                agreement between modes. It must only read the tensor: the result is computed from
+                it afterwards.
         Returns:
             :class:`SegmentationResult` at the input's size (H, W).
         """
@@ -225,6 +245,8 @@ class Segmenter:
         rgb = to_rgb_array(image)
         with torch.inference_mode():
             logits = self.similarity_maps(rgb, text, progress)
+            if on_similarity_maps is not None:
+                on_similarity_maps(logits)
             probs = class_probabilities(logits, vocab.query_class, self.config.logit_scale)
             del logits
             probs = apply_area_threshold(probs, self.config.area_thd, inplace=True)
@@ -254,18 +276,24 @@ class Segmenter:
         """Average of the windows' fused logits over the resized image: (Q, h, w)."""
         cfg = self.config
         _, height, width = image.shape
-        windows = sliding_windows(height, width, cfg.crop, cfg.stride)
+        windows = image_windows(height, width, cfg.crop, cfg.stride)
+        # Every window has the same size (a side shorter than the crop spans the image), so one
+        # padding serves them all: views are then made of the padded window.
+        padding = (window_padding(windows[0].y2 - windows[0].y1, windows[0].x2 - windows[0].x1,
+                                  self.encoder.patch_size) if self.method.pad_windows else None)
         canvas = torch.zeros(text.shape[0], height, width, device=self.device)
         count = torch.zeros(1, height, width, device=self.device)
         per_batch = max(1, self.batch_size // len(self.views))
         for start in range(0, len(windows), per_batch):
             chunk = windows[start:start + per_batch]
             crops = torch.stack([image[:, w.y1:w.y2, w.x1:w.x2] for w in chunk])
+            if padding:
+                crops = F.pad(crops, padding)
             with torch.autocast(self.device.type, dtype=self._autocast, enabled=self._autocast is not None):
                 features, grid = self.encoder(make_views(crops, self.views))
             logits = fuse_patch_logits(features.float(), self.views, text, grid, cfg.lam)
             for w, window_logits in zip(chunk, logits):
-                add_upsampled(canvas[:, w.y1:w.y2, w.x1:w.x2], window_logits)
+                add_upsampled(canvas[:, w.y1:w.y2, w.x1:w.x2], window_logits, padding)
                 count[:, w.y1:w.y2, w.x1:w.x2] += 1
             if progress is not None:
                 progress(min(start + per_batch, len(windows)), len(windows))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import cv2
 import numpy as np
@@ -57,3 +57,18 @@ def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[Win
             x2 = min(w_idx * stride + crop, width)
             windows.append(Window(max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
     return windows
+
+
+def image_windows(height: int, width: int, crop: int, stride: int) -> list[Window]:
+    """The windows of an image: mmseg's sliding grid, or the whole image when ``crop`` is 0."""
+    return sliding_windows(height, width, crop, stride) if crop else [Window(0, height, 0, width)]
+
+
+def window_padding(height: int, width: int, patch: int) -> Optional[tuple[int, int, int, int]]:
+    """ClearCLIP's centred padding of a window to the next multiple of the patch size, as
+    ``F.pad`` order (left, right, top, bottom): left = ⌊extra/2⌋, right = the rest; None if the
+    window needs none."""
+    extra_w, extra_h = -width % patch, -height % patch
+    if not extra_w and not extra_h:
+        return None
+    return extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2

@@ -38,11 +38,14 @@ def weights_identity(weights: Union[str, os.PathLike]) -> str:
 
 def prediction_settings(config: SegmenterConfig, vocabulary: Vocabulary, weights: Union[str, os.PathLike]) -> dict:
     """Weights, every option that changes outputs, the vocabulary and the text-feature version."""
+    from .methods import unused_fields
     from .text import TEXT_FEATURE_VERSION
 
     options = dataclasses.asdict(config)
-    for name in EXECUTION_ONLY:
+    for name in (*EXECUTION_ONLY, *unused_fields(config)):
         options.pop(name, None)
+    if config.method == "itaclip":  # ITACLIP's identity stays what it was before there were other methods
+        options.pop("method")
     settings = {
         "weights": weights_identity(weights),
         "config": options,

@@ -7,7 +7,7 @@ The augmentations are torchvision's own functions, as in the authors' code.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,12 +73,16 @@ def fuse_patch_logits(features: torch.Tensor, names: Sequence[str], text: torch.
 UPSAMPLE_QUERIES = 64
 
 
-def add_upsampled(target: torch.Tensor, patch_logits: torch.Tensor) -> None:
+def add_upsampled(target: torch.Tensor, patch_logits: torch.Tensor,
+                  padding: Optional[tuple[int, int, int, int]] = None) -> None:
     """``target += bilinear upsampling of patch_logits to target's size``; target: (Q, h, w) (a
     view of the canvas), patch_logits: (Q, gh, gw). Upsampling is per channel, so doing it a few
-    queries at a time gives the same values."""
-    size = target.shape[-2:]
+    queries at a time gives the same values. With ``padding`` (left, right, top, bottom) of a
+    padded window, the logits are upsampled to the padded size and the window's part is added."""
+    height, width = target.shape[-2:]
+    left, right, top, bottom = padding or (0, 0, 0, 0)
+    size = (height + top + bottom, width + left + right)
     for start in range(0, target.shape[0], UPSAMPLE_QUERIES):
         part = patch_logits[None, start:start + UPSAMPLE_QUERIES]
-        target[start:start + UPSAMPLE_QUERIES] += F.interpolate(part, size=size, mode="bilinear",
-                                                                align_corners=False)[0]
+        upsampled = F.interpolate(part, size=size, mode="bilinear", align_corners=False)[0]
+        target[start:start + UPSAMPLE_QUERIES] += upsampled[:, top:top + height, left:left + width]

@@ -24,6 +24,7 @@ from typing import Optional, Sequence, Union
 
 from .config import PRESETS, Preset, get_preset
 from .errors import ItaclipError
+from .methods import METHODS
 
 #: Background set of the authors' VOC21 class file (SPEC §2).
 VOC_BACKGROUND = (
@@ -228,8 +229,11 @@ def load_aux_texts(spec: Union[str, os.PathLike]) -> list[str]:
 ClassesSpec = Union[None, "Vocabulary", str, os.PathLike, Sequence[str]]
 AuxSpec = Union[None, str, os.PathLike, Sequence[str]]
 
-#: Built-in class lists by name, each with the preset that uses it (its background policy and texts).
+#: Built-in class lists by name, each with the preset that uses it (its background policy and texts):
+#: ITACLIP's lists, and the lists of the other methods' authors (sclip_voc21, clearclip_voc21, …).
 BUILTIN_LISTS: dict[str, Preset] = {p.classes: p for p in PRESETS.values() if p.classes and p.classes == p.name}
+BUILTIN_LISTS.update({p.classes: p for method in METHODS.values() for p in method.presets.values()
+                      if p.classes and p.classes not in BUILTIN_LISTS})
 
 
 def _squash(text: str) -> str:

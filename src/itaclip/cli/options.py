@@ -46,8 +46,21 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: Optiona
                        help=f"settings preset: {', '.join(list_presets())} (default: %(default)s)")
 
 
+def _float_or_none(text: str):
+    """A number, or 'none' for an explicit "no value" (e.g. ``--area-thd none``)."""
+    from ..config import NONE
+
+    if text.strip().lower() == "none":
+        return NONE
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "float": float, "int": int, "str": str, "int_list": _int_list, "name_list": _name_list,
+    "float_or_none": _float_or_none,
 }
 
 

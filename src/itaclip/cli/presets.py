@@ -9,17 +9,24 @@ import json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", metavar="PRESET", help="a preset to print in full (default: list all)")
+    parser.add_argument("--method", default="itaclip", metavar="METHOD",
+                        help="whose presets: itaclip (default), clip, maskclip, sclip, clearclip or naclip")
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
 
 
-def describe(name: str) -> dict:
-    """A preset's resolved settings: every config value and its vocabulary, as plain data."""
+def describe(name: str, method: str = "itaclip") -> dict:
+    """A method's preset's resolved settings: every config value and its vocabulary, as plain data
+    (fields another method does not use are left out)."""
     from ..config import build_config, get_preset
+    from ..methods import get_method, unused_fields
     from ..vocabulary import resolve_vocabulary
 
-    preset = get_preset(name)
+    preset = get_preset(name, method)
+    config = build_config(preset.name, method=method)
+    record = get_method(method)
     info = {"preset": preset.name, "description": preset.description,
-            "config": dataclasses.asdict(build_config(preset.name))}
+            "method": {"name": record.name, "title": record.title, "paper": record.paper, "changes": record.changes},
+            "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in unused_fields(config)}}
     if preset.classes:
         vocab = resolve_vocabulary(preset=preset)
         info["vocabulary"] = {"list": preset.classes, "classes": vocab.num_classes, "queries": len(vocab.queries),
@@ -29,26 +36,30 @@ def describe(name: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import PRESETS, list_presets
+    from ..config import get_preset, list_presets
 
     if args.name is None:
+        names = list_presets(args.method)
         if args.json:
-            print(json.dumps({n: PRESETS[n].description for n in list_presets()}, indent=2))
+            print(json.dumps({n: get_preset(n, args.method).description for n in names}, indent=2))
         else:
-            width = max(map(len, PRESETS))
-            for name in list_presets():
-                print(f"{name:<{width}}  {PRESETS[name].description}")
+            width = max(map(len, names))
+            for name in names:
+                print(f"{name:<{width}}  {get_preset(name, args.method).description}")
         return 0
-    info = describe(args.name)
+    info = describe(args.name, args.method)
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return 0
+    method = info["method"]
     print(f"{info['preset']}: {info['description']}")
+    print(f"  {'method':<20} {method['name']} ({method['title']}: {method['changes']})")
     for key, value in info["config"].items():
         print(f"  {key:<20} {value}")
     vocab = info.get("vocabulary")
     if vocab:
         bg = f", class 0 = background set of {len(vocab['background_set'])} words" if vocab["background_set"] else ""
         print(f"  {'vocabulary':<20} {vocab['list']}: {vocab['classes']} classes, {vocab['queries']} names{bg}")
-        print(f"  {'aux texts':<20} {vocab['aux_texts']} ({vocab['aux_kind']}s)")
+        if vocab["aux_texts"]:
+            print(f"  {'aux texts':<20} {vocab['aux_texts']} ({vocab['aux_kind']}s)")
     return 0

@@ -34,7 +34,7 @@ __all__ = [
 
 
 def _spec(name, title, preset, num_classes, finder, layout, mmseg_root, reduce_zero_label=False):
-    return DatasetSpec(name, title, preset, num_classes, finder, layout, reduce_zero_label, None, mmseg_root)
+    return DatasetSpec(name, title, preset, num_classes, finder, layout, reduce_zero_label, mmseg_root)
 
 
 #: name → DatasetSpec. The preset of the same name holds the paper's settings and class file.

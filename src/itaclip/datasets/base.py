@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..errors import ItaclipError
-from ..metrics import IGNORE_INDEX
+
+#: The label of pixels that no metric counts (MMSegmentation's convention).
+IGNORE_INDEX = 255
 
 
 class SampleError(Exception):
@@ -39,8 +41,6 @@ class DatasetSpec:
     """One-line description of the expected on-disk layout (shown in errors and docs)."""
     reduce_zero_label: bool = False
     """Label 0 is ignored and the rest shifted down by one (VOC20, Context59, ADE20K)."""
-    label_map: Optional[Callable[[np.ndarray], np.ndarray]] = None
-    """Another transform of the stored labels (applied before ``reduce_zero_label``)."""
     mmseg_root: str = ""
     """The data root MMSegmentation's configs use (docs)."""
 
@@ -112,10 +112,7 @@ def read_label_map(path: Path) -> np.ndarray:
 
 
 def convert_labels(raw: np.ndarray, spec: DatasetSpec) -> np.ndarray:
-    labels = raw if spec.label_map is None else spec.label_map(raw)
-    if spec.reduce_zero_label:
-        labels = reduce_zero_label(labels)
-    return labels
+    return reduce_zero_label(raw) if spec.reduce_zero_label else raw
 
 
 def reduce_zero_label(labels: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ made with the same settings; one bad image is reported in one line and never sto
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +148,3 @@ def segment_jobs(segmenter, jobs: Sequence[Job], options: OutputOptions, *,
     bar.close()
     summary.seconds = time.perf_counter() - start
     return summary
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
