@@ -530,7 +530,7 @@ def test_demo_refuses_bombs_and_too_many_names(tmp_path):
     bomb.write_bytes(png_bomb())
     with pytest.raises(ItaclipError, match="decompression bomb"):
         DemoEngine.load_image(SimpleNamespace(max_pixels=4_000_000), bomb)
-    engine = SimpleNamespace(preset="default", max_pixels=4_000_000)
+    engine = SimpleNamespace(preset="default", method="itaclip", max_pixels=4_000_000)
     image = write_rgb(tmp_path / "a.png", 20, 30)
     names = ", ".join(f"thing {i}" for i in range(MAX_NAMES + 1))
     with pytest.raises(ItaclipError, match=f"at most {MAX_NAMES}"):
