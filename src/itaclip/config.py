@@ -7,6 +7,7 @@ overrides (``PRESETS``), so the CLI, the Python API and the evaluation harness c
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -113,6 +114,10 @@ class SegmenterConfig:
 
     def validate(self) -> None:
         """Raise :class:`ItaclipError` with a one-line message for any out-of-range option."""
+        for f in dataclasses.fields(self):  # NaN passes every range check below, inf some: refuse both first
+            value = getattr(self, f.name)
+            _check(not isinstance(value, float) or math.isfinite(value),
+                   f"{f.name} must be a finite number, got {value}")
         terms = self.attention_terms
         bad = [t for t in terms if t not in ATTENTION_TERMS]
         if bad or len(set(terms)) != len(terms):

@@ -36,7 +36,7 @@ import numpy as np
 
 from .config import METHOD_NAMES, build_config, get_preset, list_presets
 from .errors import ItaclipError
-from .vocabulary import resolve_vocabulary
+from .vocabulary import resolve_vocabulary, text_lines
 
 log = logging.getLogger("itaclip.demo")
 
@@ -51,6 +51,10 @@ SPEED_MODES = {
 DEFAULT_MAX_PIXELS = 4_000_000
 #: Images with more pixels than this are refused outright (decompression bombs, panoramas).
 HARD_MAX_PIXELS = 100_000_000
+#: Class names (all names of all classes, background words included) one request may use: every
+#: name adds two maps of the image's size (docs/BENCHMARKS.md); the largest built-in list,
+#: coco_stuff, has 183.
+MAX_NAMES = 200
 #: Probability maps kept per browser session for the heat-map view are at most this long a side.
 HEATMAP_SIDE = 1024
 #: Request folders kept on disk (older ones are deleted).
@@ -72,7 +76,7 @@ def parse_class_text(text: Optional[str]) -> list[str]:
     commas on a line separate names of that class (the class-file format: ``"person, man, woman"``).
     Returns ``[]`` for blank input.
     """
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    lines = [line.strip() for line in text_lines(text or "") if line.strip()]
     if not lines:
         return []
     if len(lines) == 1:
@@ -88,7 +92,7 @@ def parse_aux_text(text: Optional[str]) -> Union[None, str, list[str]]:
     ``authors`` alone asks for the paper's own texts."""
     from .vocabulary import parse_aux_lines
 
-    lines = [line for line in (text or "").splitlines() if line.strip()]
+    lines = [line for line in text_lines(text or "") if line.strip()]
     if not lines:
         return None
     if len(lines) == 1 and lines[0].strip().lower() == "authors":
@@ -215,26 +219,20 @@ class DemoEngine:
     # ---- one request
     def load_image(self, path: Optional[os.PathLike]) -> tuple[np.ndarray, list[str]]:
         """Read the image as ``itaclip segment`` does; downscale or refuse huge ones."""
-        from PIL import Image
-
-        from .images import read_image
+        from .images import header_pixels, read_image
 
         if path is None or not os.fspath(path):
             raise ItaclipError("no image: upload one or pick an example")
         notes: list[str] = []
-        try:  # header only: refuse huge images before decoding them
-            with Image.open(path) as probe:
-                width, height = probe.size
-        except Image.DecompressionBombError:
-            raise ItaclipError("the image is too large to open safely: downscale it first") from None
-        except Exception:  # noqa: BLE001 - PIL raises assorted errors on broken headers
-            width = height = None  # let OpenCV try (formats PIL does not know); it raises if it can't
-        if width is not None and width * height > HARD_MAX_PIXELS:
+        claimed = header_pixels(path)  # header only: refuse huge images before decoding them
+        if claimed is not None and claimed[0] > HARD_MAX_PIXELS:
+            pixels, shape = claimed
             raise ItaclipError(
-                f"the image is {width}×{height} ({width * height / 1e6:.0f} megapixels); "
-                f"the demo takes at most {HARD_MAX_PIXELS / 1e6:g} megapixels: downscale it first"
+                f"the image claims {shape + ' = ' if shape else ''}{pixels / 1e6:.0f} megapixels (a decompression "
+                f"bomb, or a very large image); the demo takes at most {HARD_MAX_PIXELS / 1e6:g} megapixels: "
+                "downscale it first"
             )
-        image = read_image(path)
+        image = read_image(path, HARD_MAX_PIXELS)
         height, width = image.shape[:2]
         if height * width > self.max_pixels:
             import cv2
@@ -273,6 +271,9 @@ class DemoEngine:
         # Typed text follows the rules of --classes; one word may also name a built-in list (or be a typo of one).
         typed = names[0] if len(names) == 1 else (names or None)
         vocab = resolve_vocabulary(typed, preset=preset, background=background, aux_texts=aux)
+        if len(vocab.queries) > MAX_NAMES:
+            raise ItaclipError(f"{len(vocab.queries)} class names: the demo takes at most {MAX_NAMES} "
+                               "(memory grows with every name); use `itaclip segment` for more")
         overrides: dict[str, Any] = {}
         if aux is not None:
             base_alpha = self.config_for(preset.name, speed, method).alpha
@@ -415,6 +416,13 @@ def _require_gradio():
     return gr
 
 
+def _user_error(message: str, title: str):
+    """A message for the page, logged as one line (Gradio would print a traceback per refusal)."""
+    gr = _require_gradio()
+    log.warning("refused: %s", message)
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def _plain_errors_on_bad_upload(component) -> None:
     """Make an unreadable upload say so plainly instead of showing Gradio's processing trace.
 
@@ -424,13 +432,18 @@ def _plain_errors_on_bad_upload(component) -> None:
     original = component.preprocess
 
     def preprocess(payload):
+        from PIL import Image
+
         try:
             return original(payload)
         except gr.Error:
             raise
+        except Image.DecompressionBombError:
+            raise _user_error("the image claims far more pixels than its file size allows for (a decompression "
+                              "bomb): it was not opened", "Decompression bomb") from None
         except Exception:
-            raise gr.Error("this file is not an image that can be read: use JPEG, PNG, BMP, TIFF or WebP",
-                           title="Not an image") from None
+            raise _user_error("this file is not an image that can be read: use JPEG, PNG, BMP, TIFF or WebP",
+                              "Not an image") from None
 
     component.preprocess = preprocess
 
@@ -449,9 +462,10 @@ def build_app(engine: DemoEngine, examples: Sequence[str] = ()):
             result = engine.segment(image_path, classes, background, aux_texts, preset, speed, alpha, report,
                                     method=method)
         except ItaclipError as exc:
-            raise gr.Error(str(exc), title="Cannot segment") from None
+            raise _user_error(str(exc), "Cannot segment") from None
         except MemoryError:
-            raise gr.Error("out of memory: try a smaller image or a faster speed mode") from None
+            raise _user_error("out of memory: try a smaller image, fewer classes or a faster speed mode",
+                              "Out of memory") from None
         except Exception as exc:  # never a dead server: log it, tell the user
             log.exception("segmentation failed")
             raise gr.Error(f"internal error ({type(exc).__name__}: {exc}); see the server log") from None

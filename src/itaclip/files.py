@@ -12,6 +12,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,32 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, durable: bool = False) ->
     also flushes it to the disk before it replaces the old one (caches that must survive a crash)."""
     with atomic_open(path, durable=durable) as handle:
         handle.write(data)
+
+
+#: Free space an output folder must have before a run starts (a few label maps and overlays).
+MIN_FREE_BYTES = 32 * 1024 * 1024
+
+
+def check_output_folder(folder: PathLike, min_free: int = MIN_FREE_BYTES) -> None:
+    """Before any work: ``folder`` can be created, is a folder, can be written and has at least
+    ``min_free`` bytes free; otherwise a one-line :class:`ItaclipError`."""
+    from .errors import ItaclipError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ItaclipError(f"output folder {folder} is a file: choose a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:  # a private name: runs sharing --out do not collide
+            probe.write(b"ok")
+            probe.flush()
+            os.fsync(probe.fileno())
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise ItaclipError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
+    if free < min_free:
+        raise ItaclipError(f"output folder {folder} has only {free / 2**20:.1f} MiB free: free some space "
+                           "or choose another folder")
 
 
 @contextmanager

@@ -3,7 +3,8 @@
 Written here rather than taken from a library because no maintained package ships it, and the
 reference implementation materialises (channels × 16 neighbours × H × W) tensors; this one
 accumulates neighbour by neighbour, a few query channels at a time, so memory stays at a few copies
-of a small part of the map.
+of a small part of the map; the affinities are computed in row bands, so of the guide's stencils
+only the result (16 values per pixel) is ever image-sized.
 """
 
 from __future__ import annotations
@@ -21,8 +22,32 @@ def _shifted(padded: torch.Tensor, pad: int, dy: int, dx: int, height: int, widt
     return padded[..., pad + dy:pad + dy + height, pad + dx:pad + dx + width]
 
 
+#: Pixels of the guide whose affinities are computed at a time. The affinity of a pixel depends on
+#: the guide within the largest dilation, so the image is cut into row bands with that many rows of
+#: real neighbours above and below: each pixel sees exactly the values it sees in one pass, and the
+#: temporaries (about 120 floats per pixel for two dilations) stay at the band's size.
+AFFINITY_BAND_PIXELS = 1 << 18
+
+
 def pamr_affinity(guide: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
-    """Softmax-normalised affinities (16 for two dilations, H, W) of a (C, H, W) guide image."""
+    """Softmax-normalised affinities (16 for two dilations, H, W) of a (C, H, W) guide image,
+    computed in row bands (:data:`AFFINITY_BAND_PIXELS`): equal to :func:`_affinity` of the whole
+    image within float rounding (PyTorch's vectorised ``exp`` and its scalar loop for the last
+    elements may differ in the last bit, and which pixels are last depends on the band)."""
+    _, height, width = guide.shape
+    rows = max(1, AFFINITY_BAND_PIXELS // width)
+    if rows >= height:
+        return _affinity(guide, dilations)
+    halo = max(dilations)
+    out = torch.empty(len(dilations) * len(NEIGHBOURS), height, width, dtype=guide.dtype, device=guide.device)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        first, last = max(0, top - halo), min(height, bottom + halo)
+        out[:, top:bottom] = _affinity(guide[:, first:last], dilations)[:, top - first:bottom - first]
+    return out
+
+
+def _affinity(guide: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
     channels, height, width = guide.shape
     stencil, diffs = [], []
     for d in dilations:
@@ -44,17 +69,23 @@ def pamr_affinity(guide: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor
 CHUNK_ELEMENTS = 1 << 19
 
 
-def pamr(guide: torch.Tensor, logits: torch.Tensor, steps: int, dilations: Sequence[int] = (8, 16)) -> torch.Tensor:
+def pamr(guide: torch.Tensor, logits: torch.Tensor, steps: int, dilations: Sequence[int] = (8, 16), *,
+         inplace: bool = False) -> torch.Tensor:
     """Refine (Q, H, W) ``logits`` with a (C, H, W) ``guide``; each step replaces every pixel by the
-    affinity-weighted sum of its neighbours (replicate padding)."""
+    affinity-weighted sum of its neighbours (replicate padding). ``inplace``: the refined groups of
+    channels are written back into ``logits`` (no second full-size map), which is returned."""
     if steps <= 0:
         return logits
     affinity = pamr_affinity(guide.float(), dilations)
+    del guide  # not needed for the steps: a caller that passed a temporary gets its memory back now
     height, width = logits.shape[-2:]
     per_chunk = max(1, CHUNK_ELEMENTS // (height * width))
     if per_chunk >= logits.shape[0]:
         return _refine(affinity, logits, steps, dilations)
-    return torch.cat([_refine(affinity, part, steps, dilations) for part in logits.split(per_chunk)])
+    refined = logits if inplace else torch.empty_like(logits)
+    for start in range(0, logits.shape[0], per_chunk):
+        refined[start:start + per_chunk] = _refine(affinity, logits[start:start + per_chunk], steps, dilations)
+    return refined
 
 
 def _refine(affinity: torch.Tensor, logits: torch.Tensor, steps: int, dilations: Sequence[int]) -> torch.Tensor:

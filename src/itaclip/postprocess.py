@@ -8,28 +8,45 @@ import cv2
 import numpy as np
 import torch
 
+#: Pixels turned into probabilities at a time: every pixel's softmax and class max involve only
+#: that pixel, so row bands give the same numbers with temporaries of the band's size instead of
+#: two more (Q, H, W) maps.
+BAND_PIXELS = 1 << 20
+
 
 def class_probabilities(logits: torch.Tensor, query_class: Sequence[int], logit_scale: float) -> torch.Tensor:
     """(Q, H, W) similarities → (C, H, W): softmax over queries, then max over each class's queries.
 
     Queries of a class are contiguous (vocabulary order), so the max runs over slices and never
-    builds a (classes × queries × H × W) tensor.
+    builds a (classes × queries × H × W) tensor; large maps are processed in row bands.
     """
-    probs = (logits * logit_scale).softmax(dim=0)
     bounds = np.flatnonzero(np.diff(np.asarray(query_class), prepend=-1, append=-1)).tolist()
+    height, width = logits.shape[-2:]
+    rows = max(1, BAND_PIXELS // max(width, 1))
+    if rows >= height:
+        return _class_probabilities(logits, bounds, logit_scale)
+    probs = torch.empty(len(bounds) - 1, height, width, dtype=logits.dtype, device=logits.device)
+    for top in range(0, height, rows):
+        probs[:, top:top + rows] = _class_probabilities(logits[:, top:top + rows], bounds, logit_scale)
+    return probs
+
+
+def _class_probabilities(logits: torch.Tensor, bounds: list[int], logit_scale: float) -> torch.Tensor:
+    probs = (logits * logit_scale).softmax(dim=0)
     if len(bounds) - 1 == probs.shape[0]:
         return probs
     return torch.stack([probs[s:e].amax(dim=0) for s, e in zip(bounds[:-1], bounds[1:])])
 
 
-def apply_area_threshold(probs: torch.Tensor, area_thd: Optional[float]) -> torch.Tensor:
+def apply_area_threshold(probs: torch.Tensor, area_thd: Optional[float], *, inplace: bool = False) -> torch.Tensor:
     """Zero the probabilities of foreground classes (index ≥ 1) whose argmax area is not larger
-    than ``area_thd`` × the total foreground argmax area."""
+    than ``area_thd`` × the total foreground argmax area (``inplace``: in ``probs`` itself)."""
     if area_thd is None:
         return probs
     counts = torch.bincount(probs.argmax(dim=0).flatten(), minlength=probs.shape[0])[1:]
     keep = (counts > area_thd * counts.sum()).to(probs.dtype)
-    probs = probs.clone()
+    if not inplace:
+        probs = probs.clone()
     probs[1:] *= keep.view(-1, 1, 1)
     return probs
 

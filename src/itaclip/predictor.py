@@ -229,7 +229,7 @@ class Segmenter:
                 on_similarity_maps(logits)
             probs = class_probabilities(logits, vocab.query_class, self.config.logit_scale)
             del logits
-            probs = apply_area_threshold(probs, self.config.area_thd)
+            probs = apply_area_threshold(probs, self.config.area_thd, inplace=True)
             labels = label_map(probs, self.config.prob_thd, self.config.closing)
         return SegmentationResult(labels, probs.float().cpu().numpy(), vocab.names)
 
@@ -239,13 +239,18 @@ class Segmenter:
         cfg = self.config
         height, width = rgb.shape[:2]
         backbone = self._loaded.backbone
-        image = normalize(resize_image(rgb, cfg.short_side, cfg.long_side_cap), self.device, backbone.mean, backbone.std)
+        resized = resize_image(rgb, cfg.short_side, cfg.long_side_cap)
+        if min(resized.shape[:2]) < self.encoder.patch_size:  # a strip such as 4100×1: no window holds a patch
+            raise ItaclipError(f"image {width}×{height} is too narrow: at the working size "
+                               f"{resized.shape[1]}×{resized.shape[0]} a side is shorter than one "
+                               f"{self.encoder.patch_size}-pixel patch")
+        image = normalize(resized, self.device, backbone.mean, backbone.std)
         canvas = self._slide(image, text, progress)
         logits = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         del canvas
-        if cfg.pamr_steps > 0:
-            guide = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            logits = pamr(guide, logits, cfg.pamr_steps, cfg.pamr_dilations)
+        if cfg.pamr_steps > 0:  # the full-size guide is only referenced by pamr(), which frees it early
+            logits = pamr(F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0],
+                          logits, cfg.pamr_steps, cfg.pamr_dilations, inplace=True)
         return logits
 
     def _slide(self, image: torch.Tensor, text: torch.Tensor, progress: Optional[Progress]) -> torch.Tensor:

@@ -14,7 +14,9 @@ from .models import CLIP_MEAN, CLIP_STD
 def rescaled_size(height: int, width: int, short_side: int, long_side_cap: int) -> tuple[int, int]:
     """(h, w) after mmcv's keep-ratio rescale: f = min(cap / long, short_side / short)."""
     factor = min(long_side_cap / max(height, width), short_side / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+    # A side the rule rounds to 0 (a 4100×1 strip under a 2048 cap) is kept at 1 pixel; every
+    # other size is the rule's own.
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
 def resize_image(image: np.ndarray, short_side: int, long_side_cap: int) -> np.ndarray:

@@ -7,6 +7,7 @@ t = (1-α)·t_name + α·t_aux; background queries are never blended.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -42,6 +43,7 @@ def encode_texts(model: torch.nn.Module, tokenizer: Callable, texts: Sequence[st
     """Embeddings (N, E) of ``texts``, batched by token length so little padding is computed."""
     device = model.token_embedding.weight.device
     tokens = tokenizer(list(texts)).to(device)
+    _warn_if_cut(tokens, texts)
     order = torch.argsort(tokens.argmax(dim=-1), stable=True)
     out = torch.empty(len(texts), model.text_projection.shape[1], device=device)
     with torch.inference_mode():
@@ -51,6 +53,18 @@ def encode_texts(model: torch.nn.Module, tokenizer: Callable, texts: Sequence[st
             if progress is not None:
                 progress(min(start + batch_size, len(texts)), len(texts))
     return out
+
+
+def _warn_if_cut(tokens: torch.Tensor, texts: Sequence[str]) -> None:
+    """Texts longer than CLIP's context are cut by the tokenizer (the end token replaces the last
+    one kept), for class names as for auxiliary texts; say so once per call. The end token has the
+    largest id, so its position is the argmax; in the last position the text filled the context."""
+    full = (tokens.argmax(dim=-1) == tokens.shape[1] - 1).nonzero().flatten().tolist()
+    if full:
+        example = texts[full[0]]
+        shown = example if len(example) <= 60 else example[:57] + "..."
+        warnings.warn(f"itaclip: {len(full)} text(s) fill CLIP's {tokens.shape[1]}-token context and are cut "
+                      f"at its end, e.g. {shown!r}", stacklevel=3)
 
 
 def template_features(model: torch.nn.Module, tokenizer: Callable, names: Sequence[str],

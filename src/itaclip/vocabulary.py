@@ -61,6 +61,10 @@ class Vocabulary:
         for index, names in enumerate(self.classes):
             if not names or any(not n.strip() for n in names):
                 raise ItaclipError(f"class {index} has an empty name")
+            for name in names:
+                _check_text(name, f"class {index}")
+        for index, text in enumerate(self.aux_texts or ()):
+            _check_text(text, f"auxiliary text {index + 1}")
         if self.aux_texts is not None and len(self.aux_texts) != self.num_foreground:
             raise ItaclipError(
                 f"{len(self.aux_texts)} auxiliary texts for {self.num_foreground} "
@@ -107,6 +111,31 @@ class Vocabulary:
         return Vocabulary((bg,) + foreground, True, self.aux_texts)
 
 
+def _check_text(text: str, what: str) -> None:
+    """Names and texts must be text: bytes that are not UTF-8 (surrogate escapes of a command line
+    typed in another encoding) cannot be encoded, written to JSON or shown."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ItaclipError(f"{what} {text.encode('utf-8', 'backslashreplace').decode()!r} is not valid "
+                           "UTF-8 text: type it in UTF-8") from None
+
+
+def text_lines(text: str) -> list[str]:
+    """Lines of a class or text file: split on ``\n`` only (``\r\n`` too), never on the other
+    characters :meth:`str.splitlines` treats as line breaks (form feed, vertical tab, NEL, U+2028),
+    which may be part of a name; a UTF-8 byte-order mark at the start is dropped."""
+    return [line.removesuffix("\r") for line in text.removeprefix("\ufeff").split("\n")]
+
+
+def read_lines(path: Union[str, os.PathLike], what: str) -> list[str]:
+    """:func:`text_lines` of a UTF-8 file; unreadable files are a one-line error naming ``what``."""
+    try:
+        return text_lines(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ItaclipError(f"cannot read {what} {path}: {exc}") from None
+
+
 def _split_names(line: str) -> list[str]:
     """Inline lists typed by people: any comma separates."""
     return [n.strip() for n in line.split(",")]
@@ -151,14 +180,9 @@ def load_classes(spec: Union[str, os.PathLike, Sequence[str]], has_background: b
         if not text.strip():
             raise ItaclipError("the class list is empty: give a class file or names like 'cat, dog'")
         if path.is_file():
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ItaclipError(f"cannot read class file {path}: {exc}") from None
-            classes = parse_class_lines(lines, str(path))
+            classes = parse_class_lines(read_lines(path, "class file"), str(path))
         elif builtin_path("classes", text).is_file():
-            lines = builtin_path("classes", text).read_text(encoding="utf-8").splitlines()
-            classes = parse_class_lines(lines, text)
+            classes = parse_class_lines(read_lines(builtin_path("classes", text), "class file"), text)
         elif path.suffix.lower() in (".txt", ".csv") or os.sep in text:
             raise ItaclipError(f"class file {text} does not exist")
         else:
@@ -195,11 +219,7 @@ def load_aux_texts(spec: Union[str, os.PathLike]) -> list[str]:
         if not builtin.is_file():
             raise ItaclipError(f"auxiliary-text file {spec} does not exist")
         path = builtin
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ItaclipError(f"cannot read auxiliary-text file {path}: {exc}") from None
-    return parse_aux_lines(lines, str(path))
+    return parse_aux_lines(read_lines(path, "auxiliary-text file"), str(path))
 
 
 # --------------------------------------------------------------------------------------------------

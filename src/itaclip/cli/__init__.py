@@ -6,12 +6,26 @@ imports the web demo). Each module provides ``add_arguments(parser)`` and ``run(
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import signal
 import sys
-from typing import Optional, Sequence
 
-from ..errors import ItaclipError
+
+def _interrupted_while_starting(signum, frame) -> None:
+    """Ctrl-C before :func:`main` runs (while this module's imports load): one line, exit 130,
+    instead of a traceback through the import machinery. :func:`main` restores the default."""
+    print("itaclip: interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when embedded with a handler of its own
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import argparse  # noqa: E402 - after the handler, on purpose
+import importlib  # noqa: E402
+import warnings  # noqa: E402
+from typing import Optional, Sequence  # noqa: E402
+
+from ..errors import ItaclipError, one_line  # noqa: E402
 
 #: name → (module, one-line help)
 COMMANDS = {
@@ -47,16 +61,38 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
+    """Run one command. Exit codes: 0 done; 1 some items failed (each reported in one line, the
+    others finished); 2 nothing done (a bad option, input or environment: one-line error);
+    130 interrupted (Ctrl-C, also while the libraries are still being imported)."""
+    command, shown = "itaclip", warnings.showwarning
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is a KeyboardInterrupt again
     try:
+        args = parse_args(argv)
+        command = f"itaclip {args.command}"
+        warnings.showwarning = _warning_printer(command)
+        module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args) or 0)
     except ItaclipError as exc:
-        print(f"itaclip {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError) as exc:  # the environment: a full disk, a permission, memory
+        print(f"{command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"itaclip {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
+
+
+def _warning_printer(command: str):
+    """Warnings as one line each (``itaclip segment: warning: ...``), not Python's two-line format."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).removeprefix("itaclip: ")
+        print(f"{command}: warning: {text}", file=file or sys.stderr, flush=True)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -25,6 +25,17 @@ def _name_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def max_pixels_arg(text: str) -> int:
+    """``--max-pixels``: a finite number of pixels ≥ 1 (``100e6``); argparse reports a bad one."""
+    from ..errors import ItaclipError
+    from ..images import parse_max_pixels
+
+    try:
+        return parse_max_pixels(text, "a pixel limit")
+    except ItaclipError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, default_preset: Optional[str] = None) -> None:
     """--weights, --device, --preset."""
     group = parser.add_argument_group("model")

@@ -15,7 +15,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .options import add_engine_arguments, add_model_arguments, add_vocabulary_arguments, config_overrides
+from .options import (
+    add_engine_arguments,
+    add_model_arguments,
+    add_vocabulary_arguments,
+    config_overrides,
+    max_pixels_arg,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "input root, e.g. '/data/local-files/?d=photos/' or 'https://host/photos/'")
     group.add_argument("--overwrite", action="store_true",
                        help="redo images whose outputs already exist (needed when the settings changed)")
+    group.add_argument("--max-pixels", type=max_pixels_arg, default=None, metavar="N",
+                       help="refuse image files whose header claims more pixels, before decoding them "
+                            "(default: $ITACLIP_MAX_PIXELS or 100e6)")
     add_model_arguments(parser, default_preset="default")
     add_engine_arguments(parser)
 
@@ -56,6 +65,7 @@ def _say(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config, get_preset
     from ..evaluation.distributed import dist_env
+    from ..images import pixel_limit
     from ..outputs.folder import FolderRun, run_folder
     from ..outputs.writer import OutputOptions, run_manifest
     from ..settings import prediction_settings
@@ -72,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         inputs=args.images, out_dir=Path(args.out), options=options,
         manifest=run_manifest(prediction_settings(config, vocabulary, args.weights), options),
         class_names=vocabulary.names, files_from=args.files_from, input_root=args.input_root,
-        recursive=args.recursive, overwrite=args.overwrite, image_url_prefix=args.image_url_prefix)
+        recursive=args.recursive, overwrite=args.overwrite, image_url_prefix=args.image_url_prefix,
+        max_pixels=args.max_pixels or pixel_limit())
 
     def load_segmenter(device: str):
         from ..predictor import Segmenter

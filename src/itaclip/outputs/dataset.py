@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from ..errors import ItaclipError
 from ..files import atomic_open, atomic_write_text, json_bytes, read_json
-from .exports import export_paths, labelstudio_config
+from .exports import export_paths, labelstudio_config, text_file_name
 from .visualize import palette
 
 DATASET_FORMATS = ("coco", "labelstudio", "cvat")
@@ -112,7 +112,7 @@ def _write_coco(path: Path, items: Sequence[DatasetItem], class_names: Sequence[
         for item in items:
             data = _per_image(item, "coco")
             image = data["images"][0]
-            images.append({**image, "id": item.image_id, "file_name": item.rel})
+            images.append({**image, "id": item.image_id, "file_name": text_file_name(item.rel)})
             for annotation in data["annotations"]:
                 annotation = {**annotation, "id": next_id, "image_id": item.image_id}
                 handle.write((b"," if next_id > 1 else b"") + _json(annotation))
@@ -123,7 +123,7 @@ def _write_coco(path: Path, items: Sequence[DatasetItem], class_names: Sequence[
 def image_url(prefix: str, rel: str) -> str:
     """How Label Studio finds an image: the prefix (a URL folder, or ``/data/local-files/?d=`` plus the
     folder under Label Studio's document root) and the URL-quoted relative path."""
-    return prefix + quote(rel, safe="/")
+    return prefix + quote(os.fsencode(rel), safe="/")  # the file's own bytes, also where they are not UTF-8
 
 
 def _write_labelstudio(path: Path, items: Sequence[DatasetItem], prefix: str) -> None:

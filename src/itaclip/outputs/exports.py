@@ -20,7 +20,9 @@ Formats (``STEM`` is the image's stem, files go to ``out_dir``):
     "brushlabels": [name]}``. :func:`labelstudio_config` gives the matching labeling config.
 
 ``masks`` → ``STEM_masks/<index>_<name>.png``
-    One binary PNG (0 / 255) per class present; ``<name>`` is the class name made file-safe.
+    One binary PNG (0 / 255) per class present; ``<name>`` is the class name made file-safe (at
+    most 64 characters; the index keeps names unique). The folder is filled file by file (each
+    atomic) and files of an earlier result that are not part of this one are removed.
 
 ``cvat``
     No per-image file: the palette label PNG is already a CVAT segmentation mask; the run's CVAT
@@ -35,9 +37,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -83,14 +82,26 @@ def _region_scores(labels: np.ndarray, probs: Optional[np.ndarray]) -> dict[int,
     probs = np.asarray(probs)
     if probs.ndim != 3 or probs.shape[1:] != labels.shape:
         raise ItaclipError(f"probabilities must be (C, {labels.shape[0]}, {labels.shape[1]}), got {probs.shape}")
-    return {c: round(float(probs[c][labels == c].mean()), 6) for c in _present(labels)}
+    scores = {c: round(float(probs[c][labels == c].mean()), 6) for c in _present(labels)}
+    return {c: score for c, score in scores.items() if np.isfinite(score)}  # NaN is not JSON: no score
+
+
+#: Longest class-name part of a mask file name (file systems allow 255 bytes; the index keeps
+#: truncated names unique).
+SAFE_NAME_MAX = 64
 
 
 def safe_name(name: str) -> str:
     """A class name usable in a file name: runs of anything but letters, digits, ``-`` and ``.``
-    become ``_`` (``"traffic light"`` → ``traffic_light``)."""
+    become ``_`` (``"traffic light"`` → ``traffic_light``), cut to :data:`SAFE_NAME_MAX` characters."""
     cleaned = re.sub(r"[^\w.\-]+", "_", name.strip(), flags=re.ASCII).strip("._")
-    return cleaned or "class"
+    return cleaned[:SAFE_NAME_MAX].rstrip("._") or "class"
+
+
+def text_file_name(name: str) -> str:
+    """A file name as JSON text: bytes that are not UTF-8 (kept by Python as surrogate escapes, e.g.
+    a Latin-1 ``café.png``) become ``%XX``, as in a URL, so the JSON stays valid."""
+    return re.sub("[\udc80-\udcff]", lambda m: f"%{ord(m.group()) - 0xDC00:02X}", name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -332,20 +343,16 @@ def export_paths(stem: str, out_dir: PathLike) -> dict[str, Path]:
     }
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Put the finished folder ``tmp`` at ``final``; an older ``final`` is swapped out, then removed."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None:
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _write_mask_folder(folder: Path, masks: dict[str, np.ndarray]) -> None:
+    """Fill ``folder`` with the mask PNGs one atomic file at a time, then remove the files an earlier
+    run left there that are not part of this result. Never renaming the folder itself means that
+    two processes writing the same folder at once both succeed, and that the folder never vanishes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, mask in masks.items():
+        atomic_write_bytes(folder / name, encode_png(mask))
+    for stale in folder.glob("*.png"):
+        if stale.name not in masks:
+            stale.unlink(missing_ok=True)
 
 
 def write_exports(
@@ -365,12 +372,12 @@ def write_exports(
     ``image_file``: how the exports refer to the image (COCO ``file_name``, Label Studio
     ``data.image``, e.g. a URL or ``/data/local-files/?d=...``); defaults to ``stem``.
     ``probs``: optional ``(C, H, W)`` probabilities; adds a mean-probability ``score`` per region.
-    Files are written atomically (temporary file or folder, then ``os.replace``).
+    Files are written atomically (temporary file, then ``os.replace``), mask PNGs one by one.
     """
     formats = normalize_formats(formats)
     labels = _check_labels(labels, class_names)
     class_names = [str(n) for n in class_names]
-    image_file = image_file if image_file is not None else stem
+    image_file = text_file_name(image_file if image_file is not None else stem)
     paths = export_paths(stem, out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -383,14 +390,6 @@ def write_exports(
         elif fmt == "labelstudio":
             atomic_write_bytes(path, json_bytes([labelstudio_task(labels, class_names, image_file, probs)]))
         elif fmt == "masks":
-            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-            try:
-                for name, mask in mask_images(labels, class_names).items():
-                    (tmp / name).write_bytes(encode_png(mask))
-                os.chmod(tmp, 0o755)
-                _replace_dir(tmp, path)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            _write_mask_folder(path, mask_images(labels, class_names))
         written[fmt] = path
     return written

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, NamedTuple, Optional, Sequence
 
-from ..errors import ItaclipError
+from ..errors import ItaclipError, one_line
 from .writer import OutputOptions, check_manifest, is_done, write_manifest, write_outputs
 
 
@@ -71,8 +71,10 @@ def collect_jobs(inputs: Sequence[str], out_dir: Path, recursive: bool,
     for item in inputs:
         path = Path(os.path.abspath(item))
         if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            images = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if _same(path, out_dir):
+                raise ItaclipError(f"--out {out_dir} is the input folder {item}: outputs would mix with the images "
+                                   "(and could replace them); choose another folder (a sub-folder is fine)")
+            images = sorted(p for p in _walk(path, out_dir, recursive) if p.suffix.lower() in IMAGE_SUFFIXES)
             if not images:
                 errors.append(f"{item}: no images found{'' if recursive else ' (use --recursive for sub-folders)'}")
             found += images
@@ -101,6 +103,50 @@ def collect_jobs(inputs: Sequence[str], out_dir: Path, recursive: bool,
         seen[key] = image
         jobs.append(job)
     return jobs, errors
+
+
+def _resolved(path: Path) -> Path:
+    """The real path; a link loop (Python < 3.13 raises RuntimeError) or an unreadable link is
+    taken as it stands."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
+def _same(a: Path, b: Path) -> bool:
+    return _resolved(a) == _resolved(b)
+
+
+def _walk(folder: Path, out_dir: Path, recursive: bool) -> list[Path]:
+    """Files in ``folder`` (and its sub-folders with ``recursive``; symbolic links to folders are
+    not followed, so link loops end). Output folders are never walked into, so outputs are never
+    segmented again: ``out_dir`` itself and any folder holding an itaclip manifest."""
+    from .writer import MANIFEST_NAME
+
+    if not recursive:
+        return [p for p in folder.iterdir() if p.is_file()]
+    out_resolved = _resolved(out_dir)
+    files = []
+    for root, dirs, names in os.walk(folder):
+        base = Path(root)
+        dirs[:] = [d for d in dirs if not (base / d / MANIFEST_NAME).is_file()
+                   and _resolved(base / d) != out_resolved]
+        files += [base / name for name in names if (base / name).is_file()]
+    return files
+
+
+def refuse_overwriting_inputs(jobs: Sequence[Job], options: OutputOptions) -> None:
+    """An input image is never replaced by an output (``segment out/a.png --out out/`` would write
+    the label map over it): refuse up front."""
+    from .writer import output_paths
+
+    sources = {_resolved(job.source) for job in jobs}
+    for job in jobs:
+        for path in output_paths(job.out_dir, job.stem, options).values():
+            if _resolved(path) in sources:
+                raise ItaclipError(f"{path} is an input image and would be replaced by an output: "
+                                   "choose another --out")
 
 
 # ----------------------------------------------------------------------------------------- the loop
@@ -140,10 +186,12 @@ def pending(jobs: Sequence[Job], options: OutputOptions, overwrite: bool) -> lis
 
 def segment_jobs(segmenter, jobs: Sequence[Job], options: OutputOptions, *,
                  report: Optional[Callable[[str], None]] = None, prefix: str = "itaclip segment",
-                 log_lines: bool = False) -> FolderSummary:
-    """Segment each job's image and write its files; failures are reported, counted and skipped.
+                 log_lines: bool = False, max_pixels: Optional[int] = None) -> FolderSummary:
+    """Segment each job's image and write its files; failures are reported in one line, counted
+    and skipped (any error of one image: a broken file, an OpenCV error, memory, a full disk).
     Progress: a bar in a terminal, else (or with ``log_lines``) a line with images/s and ETA every
-    few seconds."""
+    few seconds. ``max_pixels``: the pixel limit of image files (default
+    :func:`itaclip.images.pixel_limit`)."""
     from ..images import read_image
     from ..progress import progress
 
@@ -153,14 +201,14 @@ def segment_jobs(segmenter, jobs: Sequence[Job], options: OutputOptions, *,
     for job in jobs:
         bar.set_postfix_str(job.source.name)
         try:
-            image = read_image(job.source)
+            image = read_image(job.source, max_pixels)
             result = segmenter.segment(image)
             write_outputs(job.out_dir, job.stem, image, result, options, image_file=job.rel or job.source.name)
             summary.done += 1
-        except (ItaclipError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one image's failure, whatever it is, never stops the batch
             summary.failed += 1
             summary.failures.append(job.source)
-            message = f"{job.source}: {exc}"
+            message = f"{job.source}: {one_line(exc)}"
             summary.errors.append(message)
             say(f"{prefix}: error: {message}")
         bar.update(1)
@@ -186,6 +234,8 @@ class FolderRun:
     recursive: bool = False
     overwrite: bool = False
     image_url_prefix: str = ""
+    max_pixels: Optional[int] = None
+    """Pixel limit of image files (default :func:`itaclip.images.pixel_limit`)."""
 
 
 def _first_problem(problems: Sequence[Optional[str]]) -> None:
@@ -231,7 +281,9 @@ def run_folder(run: FolderRun, load_segmenter: Callable[[str], object], device: 
             inputs = list(run.inputs) + (read_file_list(run.files_from) if run.files_from else [])
             if not inputs:
                 raise ItaclipError("no images given: name images or folders, or give --files-from LIST")
-            return collect_jobs(inputs, run.out_dir, run.recursive, run.input_root)
+            jobs, errors = collect_jobs(inputs, run.out_dir, run.recursive, run.input_root)
+            refuse_overwriting_inputs(jobs, run.options)
+            return jobs, errors
 
         # Rank 0 lists the images (it alone reads a list from standard input); every rank gets its list.
         jobs_and_errors, problem = _from_rank_zero(_attempt(collect) if info.is_main else None, info)
@@ -262,6 +314,11 @@ def run_folder(run: FolderRun, load_segmenter: Callable[[str], object], device: 
         if info.is_main and info.distributed and todo_all:
             log(f"{len(todo_all)} image(s) to do by {world} processes")
 
+        if todo_all:  # a file, a read-only folder or a full disk: said before any model loads
+            from ..files import check_output_folder
+
+            _first_problem([p for _, p in all_gather_objects(
+                _attempt(lambda: check_output_folder(run.out_dir)), info)])
         summary = FolderSummary()
         if info.is_main and todo_all and not todo:
             write_manifest(run.out_dir, run.manifest)
@@ -271,7 +328,7 @@ def run_folder(run: FolderRun, load_segmenter: Callable[[str], object], device: 
                 write_manifest(run.out_dir, run.manifest)
                 log(f"text features of {len(run.class_names)} classes: {segmenter.text_source}")
             summary = segment_jobs(segmenter, todo, run.options, prefix=f"itaclip segment{tag}",
-                                   log_lines=info.distributed)
+                                   log_lines=info.distributed, max_pixels=run.max_pixels)
         summary = FolderSummary.merged(all_gather_objects(summary, info))  # waits for every rank
         summary.skipped, summary.failed = skipped, summary.failed + len(input_errors)
 

@@ -5,7 +5,8 @@ Per image ``STEM`` in its output folder (names are a public contract):
 * ``STEM.png`` — class index per pixel at the image's size: a palette PNG (uint8 indices shown
   in the PASCAL VOC colours, as VOC's own label maps; ``np.asarray(PIL.Image.open(path))`` gives the
   indices), a 16-bit greyscale PNG above 256 classes; written last, so its presence marks the image
-  done;
+  done (written even when an export fails: the image is then reported as failed and its exports
+  are retried by the next run);
 * ``STEM_overlay.png`` — colour overlay with a legend (unless ``overlay=False``);
 * ``STEM.npz`` (with ``save_probs``) — ``class_names`` and, by ``probs_format``:
   ``float32`` (default): ``probs`` float32 (C, H, W), the map the labels' argmax is taken of;
@@ -28,7 +29,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ..errors import ItaclipError
+from ..errors import ItaclipError, one_line
 from ..files import read_json, write_json, write_npz, write_png
 from .exports import export_paths, normalize_formats, write_exports
 
@@ -111,14 +112,20 @@ def write_outputs(out_dir: PathLike, stem: str, image: np.ndarray, result, optio
     if options.save_probs:
         write_npz(paths["probs"], **probability_arrays(result.probs, options.probs_format),
                   class_names=np.array(result.class_names))
+    export_error = None
     if options.exports:
-        write_exports(result.labels, result.class_names, stem, out_dir, options.exports,
-                      image_file=image_file if image_file is not None else stem, probs=result.probs)
+        try:
+            write_exports(result.labels, result.class_names, stem, out_dir, options.exports,
+                          image_file=image_file if image_file is not None else stem, probs=result.probs)
+        except Exception as exc:  # noqa: BLE001 - a failed export must not lose the label map
+            export_error = exc
     if options.overlay:
         if overlay_image is None:
             overlay_image = overlay(image, result.labels, result.class_names)
         write_png(paths["overlay"], overlay_image)
     write_png(paths["label"], result.labels, palette=palette(256))
+    if export_error is not None:  # the image is not done (is_done wants the exports): a rerun retries them
+        raise ItaclipError(f"export failed ({one_line(export_error)}); the label map was written") from export_error
     return paths
 
 
