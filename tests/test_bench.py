@@ -1,5 +1,5 @@
-"""``itaclip bench`` end to end on tiny sizes with a tiny random CLIP (no timing assertions), and
-its FLOP formula against torch's own FLOP counter."""
+"""``itaclip bench`` end to end on tiny sizes with a tiny random CLIP (no timing assertions), the
+encoder's FLOP count against torch's own FLOP counter, and the similarity-map hook the bench uses."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
+from itaclip.benchmark.inputs import parse_mode, synthetic_image
 from itaclip.cli import main
-from itaclip.cli.bench import parse_mode, synthetic_image, vit_pass_flops
 from itaclip.errors import ItaclipError
 
 TINY = ["--size", "40x56", "--short-side", "48", "--crop", "32", "--stride", "16", "--device", "cpu"]
@@ -69,6 +69,17 @@ def test_bad_options(tiny_ckpt, capsys):
     assert "stride" in capsys.readouterr().err
 
 
+def test_unwritable_report_is_one_line(tiny_ckpt, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = main(["bench", "--weights", str(tiny_ckpt), *TINY, "--inputs", "voc", "--modes", "fp32", "--no-text",
+                 "--no-warmup", "--text-cache", str(tmp_path / "text"), "--json", str(blocker / "b.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"itaclip bench: error: cannot write {blocker / 'b.json'}: ")
+
+
 def test_parse_mode():
     assert parse_mode("bf16+stride56").overrides == {"precision": "bf16", "stride": 56}
     assert parse_mode("batch1").overrides == {"batch_size": 1}
@@ -126,4 +137,24 @@ def test_flop_formula_matches_torch_flop_counter(tiny_ckpt, options):
         encoder(torch.randn(batch, 3, 16 * grid_h, 16 * grid_w))
     tokens, width, blocks = 1 + grid_h * grid_w, visual.conv1.weight.shape[0], len(encoder.blocks)
     sdpa = (blocks - 1) * 2 * (2 * tokens * tokens * width)
-    assert counter.get_total_flops() + batch * sdpa == batch * vit_pass_flops(encoder, grid_h, grid_w)
+    assert counter.get_total_flops() + batch * sdpa == batch * encoder.flops(grid_h, grid_w)
+
+
+def test_similarity_map_hook_sees_the_maps_and_changes_nothing(tiny_ckpt, smooth_image):
+    """``Segmenter.segment(on_similarity_maps=...)`` hands over the maps the result is computed
+    from (equal to ``similarity_maps``) and leaves the result bit-for-bit as without the hook."""
+    from itaclip.predictor import Segmenter
+
+    seg = Segmenter(weights=tiny_ckpt, preset="voc21", device="cpu", short_side=64, crop=32, stride=16,
+                    text_cache=False)
+    seg.set_vocabulary("cat, dog, sky")
+    seen = []
+    with_hook = seg.segment(smooth_image, on_similarity_maps=seen.append)
+    plain = seg.segment(smooth_image)
+    (maps,) = seen
+    assert maps.shape == (len(seg.vocabulary.queries), *smooth_image.shape[:2])
+    with torch.inference_mode():
+        expected = seg.similarity_maps(smooth_image, seg.text_features)
+    torch.testing.assert_close(maps, expected, rtol=0, atol=0)
+    assert (with_hook.labels == plain.labels).all()
+    assert (with_hook.probs == plain.probs).all()

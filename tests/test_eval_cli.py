@@ -174,6 +174,87 @@ def test_resume_after_interruption(tmp_path, tiny_ckpt, monkeypatch, capsys):
     assert calls["n"] == 4
 
 
+def test_altered_counts_are_detected_and_recomputed(tmp_path, tiny_ckpt, monkeypatch, capsys):
+    """A per-image result that is still a valid npz but whose counts were changed after it was
+    written is not trusted: its digest no longer matches, so the image is computed again."""
+    build_dataset("voc", tmp_path / "data", n=2)
+    out = tmp_path / "out"
+    common = ["--dataset", "voc21", "--data-root", tmp_path / "data", "--weights", tiny_ckpt, "--out", out, *FAST]
+    assert run_eval(*common) == 0
+    first = only_result(out, "voc21")
+    sample = sorted(Path(first["run_dir"]).glob("samples/*.npz"))[0]
+    with np.load(sample) as data:
+        fields = {name: data[name] for name in data.files}
+    fields["counts"] = fields["counts"] * 2  # e.g. someone "improving" a result
+    np.savez_compressed(sample, **fields)
+
+    from itaclip.predictor import Segmenter
+
+    original, calls = Segmenter.segment, []
+
+    def counting(self, image, *a, **k):
+        calls.append(image)
+        return original(self, image, *a, **k)
+
+    monkeypatch.setattr(Segmenter, "segment", counting)
+    capsys.readouterr()
+    assert run_eval(*[a for a in common if a != "--no-progress"]) == 0
+    assert len(calls) == 1  # only the altered image
+    # Progress also reaches a log (stderr is not a terminal here): a plain line, resumed image included.
+    assert "itaclip eval: voc21 2/2 (100%)" in capsys.readouterr().err
+    again = only_result(out, "voc21")
+    np.testing.assert_array_equal(confusion_of(again), confusion_of(first))
+    assert again["mIoU"] == first["mIoU"]
+    with np.load(sample) as data:  # rewritten with the true counts
+        np.testing.assert_array_equal(data["counts"], fields["counts"] // 2)
+
+
+@pytest.mark.parametrize("module, error", [
+    ("loop", OSError(28, "No space left on device")),  # a per-image result
+    ("report", PermissionError(13, "Permission denied")),  # results.json
+])
+def test_failed_write_is_one_line(tmp_path, tiny_ckpt, monkeypatch, capsys, module, error):
+    import importlib
+
+    build_dataset("voc", tmp_path / "data", n=1)
+
+    def failing(path, data, **kwargs):
+        raise error
+
+    monkeypatch.setattr(importlib.import_module(f"itaclip.evaluation.{module}"), "atomic_write_bytes", failing)
+    out = tmp_path / "out"
+    assert run_eval("--dataset", "voc21", "--data-root", tmp_path / "data", "--weights", tiny_ckpt, "--out", out,
+                    *FAST) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("itaclip eval: error: cannot write ") and str(out) in line
+    assert error.strerror in line
+    assert ("free some space" if error.errno == 28 else "choose a folder you can write to") in line
+
+
+def test_ranks_must_agree_on_run_settings(tmp_path, tiny_ckpt, monkeypatch):
+    """Every torchrun rank writes into one run directory, so all must compute the same settings:
+    a rank with another CPU thread count (which changes fp32 results) stops the run on every rank."""
+    from itaclip.errors import ItaclipError
+    from itaclip.evaluation import distributed
+    from itaclip.evaluation.runner import EvalRequest, run_evaluation
+
+    def gather_with_other_threads(settings, info):
+        return [settings, {**settings, "cpu_threads": settings["cpu_threads"] + 1}]
+
+    monkeypatch.setattr(distributed, "all_gather_objects", gather_with_other_threads)
+    build_dataset("voc", tmp_path / "data", n=1)
+    request = EvalRequest(
+        load_dataset("voc21", tmp_path / "data"), str(tiny_ckpt), tmp_path / "out", device="cpu",
+        overrides={"short_side": 224, "stride": 112, "pamr_steps": 1}, progress=False,
+        info=distributed.DistInfo(rank=0, world_size=2),
+    )
+    with pytest.raises(ItaclipError, match=r"disagree on cpu_threads \(rank 0: (\d+), rank 1: (\d+)\).*OMP_NUM_THREADS"):
+        run_evaluation(request)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
 def test_limit_is_partial_and_settings_are_keyed(tmp_path, tiny_ckpt):
     build_dataset("voc", tmp_path / "data", n=2)
     out = tmp_path / "out"

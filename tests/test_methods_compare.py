@@ -11,7 +11,7 @@ import pytest
 from itaclip import ItaclipError, Segmenter
 from itaclip.comparison import PUBLISHED, compare_methods, parse_methods, write_comparison
 from itaclip.datasets import load_dataset
-from itaclip.evaluate import evaluate
+from itaclip.evaluation.loop import evaluate
 from itaclip.methods import METHODS
 from test_datasets import build_for
 from test_eval_cli import _cheap_text_features  # noqa: F401  (autouse fixture: 4 prompt templates)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from itaclip import metrics
+from itaclip.evaluation import metrics
 
 
 def plain_metrics(preds, gts, num_classes, ignore=255):

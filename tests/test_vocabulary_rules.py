@@ -97,9 +97,9 @@ def test_first_class_as_background_on_request(tmp_path):
 
 def test_segmenter_demo_and_eval_use_the_same_rules(tiny_ckpt):
     from itaclip import Segmenter
-    from itaclip.cli.eval import dataset_vocabulary
     from itaclip.datasets import DATASETS
     from itaclip.demo import DemoEngine
+    from itaclip.evaluation.runner import dataset_vocabulary
 
     seg = Segmenter(tiny_ckpt, preset="voc21", device="cpu", pamr_steps=0, image_engineering=False, stride=112,
                     short_side=224, text_cache=False)

@@ -1,5 +1,5 @@
 """Several methods on one dataset: each with its authors' setting for that dataset, on the same
-harness (:func:`itaclip.evaluate.evaluate`), in one table with the mIoU each method's authors (or
+harness (:func:`itaclip.evaluation.loop.evaluate`), in one table with the mIoU each method's authors (or
 the ITACLIP paper) published beside ours.
 
 The published figures are facts taken from the sources named with them: ViT-B/16 CLIP weights,
@@ -9,14 +9,13 @@ difference of a few tenths is expected; a larger one deserves a look.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .errors import ItaclipError
-from .files import atomic_write_bytes
+from .files import atomic_write_text, write_json, writing
 from .methods import get_method
 
 
@@ -68,7 +67,7 @@ def compare_methods(dataset, base_segmenter, methods: Sequence[str], evaluate_on
                     overrides: Optional[dict] = None, log: Callable[[str], None] = lambda message: None) -> list[dict]:
     """Evaluate each method with its own preset for ``dataset`` (and ``overrides``), sharing the
     loaded model of ``base_segmenter``; ``evaluate_one(segmenter, title)`` runs the harness and
-    returns its :class:`~itaclip.evaluate.EvalResult`. One row per method."""
+    returns its :class:`~itaclip.evaluation.report.EvalResult`. One row per method."""
     rows = []
     for number, name in enumerate(methods, 1):
         method = get_method(name)
@@ -113,7 +112,9 @@ def write_comparison(out_dir: os.PathLike | str, dataset_name: str, title: str, 
     """``<out>/compare_<dataset>.md`` and ``.json`` (written atomically); returns the Markdown path."""
     out = Path(out_dir).expanduser()
     markdown = out / f"compare_{dataset_name}.md"
-    atomic_write_bytes(markdown, comparison_markdown(dataset_name, title, rows, total_images).encode())
     record = {"dataset": dataset_name, "rows": list(rows), "complete": all(r["complete"] for r in rows)}
-    atomic_write_bytes(out / f"compare_{dataset_name}.json", (json.dumps(record, indent=2) + "\n").encode())
+    with writing(markdown, resumable=True):
+        atomic_write_text(markdown, comparison_markdown(dataset_name, title, rows, total_images))
+    with writing(markdown.with_suffix(".json"), resumable=True):
+        write_json(markdown.with_suffix(".json"), record)
     return markdown

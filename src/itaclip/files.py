@@ -8,14 +8,18 @@ Files get the permissions a plain ``open(path, "w")`` would give (``0o666`` less
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import numpy as np
+
+from .errors import ItaclipError
 
 PathLike = Union[str, os.PathLike]
 
@@ -49,6 +53,25 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, durable: bool = False) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def writing(path: PathLike, *, resumable: bool = False) -> Iterator[None]:
+    """Turn a failed write of ``path`` (full disk, no permission, read-only disk) into a one-line
+    :class:`ItaclipError` that names the file and what to do; ``resumable``: the finished work is
+    kept and the same command continues after it."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            advice = "free some space and run the same command again" + (
+                ": finished work is kept and resumed" if resumable else "")
+        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            advice = "choose a folder you can write to"
+        else:
+            advice = "check the output folder"
+        raise ItaclipError(f"cannot write {path}: {reason}; {advice}") from None
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
@@ -94,6 +117,12 @@ def write_png(path: PathLike, array: np.ndarray) -> None:
 def npz_bytes(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
     return buffer.getvalue()
 
 

@@ -221,7 +221,8 @@ class Segmenter:
         return vocab
 
     # ------------------------------------------------------------------ images
-    def segment(self, image: ImageInput, classes=None, *, progress: Optional[Progress] = None) -> SegmentationResult:
+    def segment(self, image: ImageInput, classes=None, *, progress: Optional[Progress] = None,
+                on_similarity_maps: Optional[Callable[[torch.Tensor], None]] = None) -> SegmentationResult:
         """Segment one image.
 
         Args:
@@ -229,6 +230,10 @@ class Segmenter:
                 16-bit inputs are converted).
             classes: if given, :meth:`set_vocabulary` is called with it first.
             progress: called with (windows done, windows total).
+            on_similarity_maps: called once with the image's (Q, H, W) query similarity maps (after
+                PAMR, before the logit scale), for measurements such as ``itaclip bench``'s
+                agreement between modes. It must only read the tensor: the result is computed from
+                it afterwards.
         Returns:
             :class:`SegmentationResult` at the input's size (H, W).
         """
@@ -240,6 +245,8 @@ class Segmenter:
         rgb = to_rgb_array(image)
         with torch.inference_mode():
             logits = self.similarity_maps(rgb, text, progress)
+            if on_similarity_maps is not None:
+                on_similarity_maps(logits)
             probs = class_probabilities(logits, vocab.query_class, self.config.logit_scale)
             del logits
             probs = apply_area_threshold(probs, self.config.area_thd)

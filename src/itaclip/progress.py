@@ -24,17 +24,18 @@ class LineProgress:
     """tqdm's small interface (``update``, ``set_postfix_str``, ``write``, ``close``) as log lines."""
 
     def __init__(self, total: Optional[int], desc: str, unit: str, prefix: str = "itaclip",
-                 interval: float = 10.0, stream: Optional[TextIO] = None):
+                 interval: float = 10.0, stream: Optional[TextIO] = None, initial: int = 0):
         self.total, self.desc, self.unit, self.prefix = total, desc, unit, prefix
         self.interval = interval
         self.stream = stream or sys.stderr
-        self.n = 0
+        self.n = self.initial = initial
+        """``initial`` units were done before (a resumed run): they count as done, not in the rate."""
         self.postfix = ""
         self.start = self.last = time.perf_counter()
 
     def line(self) -> str:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        rate = self.n / elapsed
+        rate = (self.n - self.initial) / elapsed
         text = f"{self.prefix}: {self.desc} {self.n}"
         if self.total:
             text += f"/{self.total} ({100 * self.n / self.total:.0f}%)"
@@ -55,18 +56,19 @@ class LineProgress:
     def set_postfix_str(self, text: str) -> None:
         self.postfix = text
 
-    def write(self, message: str) -> None:
-        print(message, file=self.stream, flush=True)
+    def write(self, message: str, file: Optional[TextIO] = None) -> None:
+        print(message, file=file or self.stream, flush=True)
 
     def close(self) -> None:
-        if self.n:
+        if self.n > self.initial:
             self.write(self.line())
 
 
-def progress(total: Optional[int], desc: str, unit: str, prefix: str = "itaclip", interval: float = 10.0):
+def progress(total: Optional[int], desc: str, unit: str, prefix: str = "itaclip", interval: float = 10.0,
+             initial: int = 0):
     """A tqdm bar when stderr is a terminal, else a :class:`LineProgress`."""
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
-    return LineProgress(total, desc, unit, prefix, interval)
+        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, initial=initial)
+    return LineProgress(total, desc, unit, prefix, interval, initial=initial)

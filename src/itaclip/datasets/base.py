@@ -10,7 +10,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import ItaclipError
-from ..metrics import IGNORE_INDEX
+
+#: The label of pixels that no metric counts (MMSegmentation's convention).
+IGNORE_INDEX = 255
 
 
 class SampleError(Exception):

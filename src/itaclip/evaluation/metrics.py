@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from ..datasets.base import IGNORE_INDEX
 
 
 def confusion_matrix(

@@ -1,0 +1,107 @@
+"""Measurements taken while a segmenter works: encoder time and FLOPs (forward hooks on the
+:class:`~itaclip.encoder.DenseEncoder`), peak memory, and the argmax of the similarity maps (through
+:meth:`Segmenter.segment`'s ``on_similarity_maps`` hook). None of them changes a result."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+
+class EncoderMeter:
+    """Times every forward call of a :class:`DenseEncoder` and counts its passes and FLOPs."""
+
+    def __init__(self, encoder, device):
+        self.encoder, self.device = encoder, device
+        self.seconds, self.passes, self.flops = 0.0, 0, 0
+        self._start = 0.0
+        self._handles = [encoder.register_forward_pre_hook(self._before),
+                         encoder.register_forward_hook(self._after)]
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def _before(self, module, args) -> None:
+        self._sync()
+        self._start = time.perf_counter()
+
+    def _after(self, module, args, output) -> None:
+        self._sync()
+        self.seconds += time.perf_counter() - self._start
+        images = args[0]
+        patch = self.encoder.patch_size
+        self.passes += images.shape[0]
+        self.flops += images.shape[0] * self.encoder.flops(images.shape[-2] // patch, images.shape[-1] // patch)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+class QueryArgmax:
+    """Pass as ``on_similarity_maps`` to :meth:`Segmenter.segment`: keeps the argmax over queries of
+    the last image's similarity maps. A finer agreement measure than the labels, which thresholds
+    and the class max can make uniform (with random weights the VOC preset labels every pixel
+    background)."""
+
+    def __init__(self):
+        self.value = None
+
+    def __call__(self, maps) -> None:
+        self.value = maps.argmax(dim=0).cpu().numpy()
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakMemory:
+    """Peak memory during a ``with`` block: CUDA's allocator peak, or the process's resident set
+    sampled every few milliseconds on the CPU. ``peak`` is absolute, ``increase`` over the start."""
+
+    def __init__(self, device, interval: float = 0.005):
+        self.device, self.interval = device, interval
+        self.peak = self.start = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            self.start = self.peak = _rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _rss_bytes())
+
+    @property
+    def increase(self) -> int:
+        return max(0, self.peak - self.start)

@@ -1,0 +1,205 @@
+"""Run the bench: for each input and mode, segment the input's image and record seconds per image,
+encoder time, ViT passes and FLOPs, peak memory and the agreement with the fp32 reference; then time
+the text side (first encoding of the VOC vocabulary, and a second run served by the disk cache)."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from ..errors import ItaclipError
+from ..files import write_json, writing
+from .inputs import DEFAULT_MODEL_CACHE, SCENARIOS, Mode, Scenario, input_image, random_weights, scenarios
+from .meters import EncoderMeter, PeakMemory, QueryArgmax
+from .report import BenchReport, load_average, machine_info
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What to measure. ``weights`` None: random weights with ViT-B/16's shapes, saved once to
+    ``model_cache``; ``modes`` None: the device's default modes."""
+
+    weights: Optional[str] = None
+    device: Optional[str] = None
+    overrides: dict = field(default_factory=dict)
+    """:class:`~itaclip.config.SegmenterConfig` fields for every run (modes add theirs)."""
+    inputs: Sequence[str] = tuple(SCENARIOS)
+    modes: Optional[Sequence[Mode]] = None
+    size: Optional[tuple[int, int]] = None
+    """(height, width) of every input's image instead of the benchmark's size."""
+    image: Optional[Union[str, Path]] = None
+    """A photo resized to each input's size (default: a synthetic picture)."""
+    repeat: int = 1
+    warmup: bool = True
+    text: bool = True
+    threads: Optional[int] = None
+    model_cache: Union[str, Path] = DEFAULT_MODEL_CACHE
+    text_cache: Union[None, str, Path] = None
+    """Text-feature cache of the image runs (None: itaclip's cache folder)."""
+    json_path: Optional[Union[str, Path]] = None
+    """Where the records so far are written after each mode (an interrupted run keeps them)."""
+
+
+def _segmenter(request: BenchRequest, weights: str, preset: str, text_cache, **overrides):
+    from ..predictor import Segmenter
+
+    return Segmenter(weights=weights, preset=preset, device=request.device, text_cache=text_cache,
+                     **{**request.overrides, **overrides})
+
+
+def bench_text(request: BenchRequest, weights: str) -> list[dict]:
+    """VOC vocabulary (class names, background set, auxiliary definitions): first encoding with
+    no cache, then a second run (a new segmenter) served by the on-disk cache."""
+    from ..text import TEMPLATES
+
+    seg = _segmenter(request, weights, "voc21", text_cache=False)
+    texts = vocabulary_texts(seg)
+    start = time.perf_counter()
+    seg.set_vocabulary()
+    first = time.perf_counter() - start
+    del seg
+    with tempfile.TemporaryDirectory(prefix="itaclip-bench-text-") as cache:
+        _segmenter(request, weights, "voc21", text_cache=cache).set_vocabulary()  # fills the cache
+        seg = _segmenter(request, weights, "voc21", text_cache=cache)
+        start = time.perf_counter()
+        seg.set_vocabulary()
+        cached = time.perf_counter() - start
+    return [dict(vocabulary="voc21", texts=texts, prompts=texts * len(TEMPLATES),
+                 first_s=first, cached_s=cached, device=str(seg.device))]
+
+
+def vocabulary_texts(seg) -> int:
+    """Texts the preset's vocabulary encodes: one per query name plus one per auxiliary text."""
+    from ..vocabulary import resolve_vocabulary
+
+    vocab = resolve_vocabulary(preset=seg.preset)
+    return len(vocab.queries) + (len(vocab.aux_texts) if vocab.aux_texts and seg.config.alpha > 0 else 0)
+
+
+def _mode_segmenter(request: BenchRequest, base, scenario: Scenario, mode: Mode):
+    """The segmenter of one mode: the input's segmenter with the mode's options; with ``authors``,
+    the mode's method with its own preset for the input and its own class list."""
+    if not mode.authors:
+        return base.with_config(**mode.overrides)
+    overrides = {k: v for k, v in mode.overrides.items() if k != "method"}
+    seg = base.for_method(mode.overrides["method"], scenario.preset, **{**request.overrides, **overrides})
+    seg.set_vocabulary()
+    return seg
+
+
+def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], modes: Sequence[Mode],
+                 log: Log = _stderr) -> list[dict]:
+    from ..preprocess import image_windows, rescaled_size
+
+    text_cache = request.text_cache if request.text_cache is not None else True
+    records = []
+    for scenario in inputs:
+        base = _segmenter(request, weights, scenario.preset, text_cache)
+        log(f"itaclip bench: {scenario.name}: encoding the {scenario.preset} vocabulary")
+        base.set_vocabulary()
+        height, width = request.size or scenario.size
+        image = input_image(request.image, (height, width))
+        reference_labels = reference_queries = None
+        for mode in modes:
+            try:
+                seg = _mode_segmenter(request, base, scenario, mode)
+            except ItaclipError as exc:
+                log(f"itaclip bench: {scenario.name} {mode.name}: skipped ({exc})")
+                continue
+            cfg = seg.config
+            resized = rescaled_size(height, width, cfg.short_side, cfg.long_side_cap)
+            windows = len(image_windows(*resized, cfg.crop, cfg.stride))
+            if request.warmup:
+                side = min(cfg.crop or max(resized), *resized)
+                seg.with_config(short_side=side, long_side_cap=side,
+                                stride=cfg.crop or cfg.stride).segment(image[:side, :side])
+            meter = EncoderMeter(seg.encoder, seg.device)
+            queries = QueryArgmax()
+            log(f"itaclip bench: {scenario.name} {mode.name}: {request.repeat} image(s) of {width}×{height} "
+                f"({resized[1]}×{resized[0]}, {windows} windows)")
+            try:
+                with PeakMemory(seg.device) as memory:
+                    start = time.perf_counter()
+                    for _ in range(request.repeat):
+                        result = seg.segment(image, on_similarity_maps=queries)
+                    seconds = (time.perf_counter() - start) / request.repeat
+            finally:
+                meter.close()
+            agreement = query_agreement = None
+            reference = False
+            if "method" in mode.overrides:
+                pass  # another method's labels are not an approximation of these
+            elif reference_labels is None and mode.precision == "fp32" and "stride" not in mode.overrides:
+                # the first exact mode is the reference
+                reference_labels, reference_queries, reference = result.labels, queries.value, True
+            elif reference_labels is not None:
+                agreement = float((result.labels == reference_labels).mean())
+                query_agreement = float((queries.value == reference_queries).mean())
+            records.append(dict(
+                input=scenario.name, preset=scenario.preset, image_size=[height, width], resized=list(resized),
+                windows=windows, views=len(seg.views), mode=mode.name, precision=cfg.precision,
+                stride=cfg.stride, batch_size=seg.batch_size, device=str(seg.device),
+                queries=int(seg.text_features.shape[0]), classes=len(seg.vocabulary.names),
+                seconds_per_image=seconds, images_per_s=1.0 / seconds,
+                encoder_s=meter.seconds / request.repeat, vit_passes=meter.passes // request.repeat,
+                vit_tflop=meter.flops / request.repeat / 1e12,
+                encoder_gflops=meter.flops / meter.seconds / 1e9 if meter.seconds else None,
+                peak_memory_gb=memory.peak / 1e9, memory_increase_gb=memory.increase / 1e9,
+                agreement_vs_fp32=agreement, query_agreement_vs_fp32=query_agreement, reference=reference,
+                distinct_labels=int(len(np.unique(result.labels))),
+            ))
+            log(f"itaclip bench: {scenario.name} {mode.name}: {seconds:.2f} s/image")
+            if request.json_path:  # partial results survive an interrupted run
+                with writing(request.json_path):
+                    write_json(request.json_path, dict(images=records))
+            del seg, meter, result
+            gc.collect()  # the next mode's peak memory should not include this one's encoder
+        del base
+        gc.collect()
+    return records
+
+
+def run_bench(request: BenchRequest, log: Log = _stderr) -> BenchReport:
+    """Every input × mode, then the text side; bad options fail before any work."""
+    import torch
+
+    from ..config import build_config
+    from ..models import resolve_device
+    from .inputs import default_modes, parse_modes
+
+    if request.repeat < 1:
+        raise ItaclipError(f"--repeat must be >= 1, got {request.repeat}")
+    if request.threads is not None:
+        if request.threads < 1:
+            raise ItaclipError(f"--threads must be >= 1, got {request.threads}")
+        torch.set_num_threads(request.threads)
+    inputs = scenarios(request.inputs)
+    device = resolve_device(request.device)
+    modes = list(request.modes) if request.modes is not None else parse_modes(default_modes(device.type))
+    for scenario in inputs:
+        for mode in modes:
+            build_config(scenario.preset, **{**request.overrides, **mode.overrides})
+    weights = request.weights if request.weights is not None else random_weights(request.model_cache, log)
+
+    machine = machine_info(device)
+    machine["weights"] = "random weights with ViT-B/16's shapes" if request.weights is None else request.weights
+    machine["load_start"] = load_average()
+    images = bench_images(request, weights, inputs, modes, log)
+    texts = bench_text(request, weights) if request.text else []
+    machine["load_end"] = load_average()
+    report = BenchReport(machine, images, texts)
+    report.save(json_path=request.json_path)
+    return report
