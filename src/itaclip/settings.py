@@ -38,9 +38,8 @@ def weights_identity(weights: Union[str, os.PathLike]) -> str:
 
 def prediction_settings(config: SegmenterConfig, vocabulary: Vocabulary, weights: Union[str, os.PathLike]) -> dict:
     """Weights, every option that changes outputs, the vocabulary and the text-feature version."""
-    from .text import TEXT_FEATURE_VERSION
-
     from .methods import unused_fields
+    from .text import TEXT_FEATURE_VERSION
 
     options = dataclasses.asdict(config)
     for name in (*EXECUTION_ONLY, *unused_fields(config)):
