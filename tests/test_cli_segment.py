@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +89,9 @@ def test_one_bad_image_does_not_lose_the_others(tmp_path, images, tiny_ckpt, cap
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "missing.png" in err and "Traceback" not in err
     assert "1 done" in err and "2 failed" in err
-    assert (out / "smooth.png").exists() and not (out / "broken.png").exists()
+    # Files from two folders: outputs mirror their paths below the deepest folder holding both.
+    mirrored = out / images.relative_to(os.path.commonpath([images, tmp_path]))
+    assert (mirrored / "smooth.png").exists() and not list(out.rglob("broken*"))
 
 
 def test_folder_recursive_resume_and_overwrite(tmp_path, images, tiny_ckpt, capsys, smooth_image):
@@ -229,10 +232,12 @@ def test_real_voc_samples_end_to_end(tmp_path, tiny_ckpt):
     out = tmp_path / "out"
     assert run_cli("segment", *sources, "--preset", "voc21", "--classes", "voc21", "--out", out,
                    "--weights", tiny_ckpt, "--save-probs", "--stride", "112", "--pamr-steps", "2") == 0
+    root = os.path.commonpath([s.parent for s in sources])  # outputs mirror the inputs below it
     for source in sources:
         height, width = cv2.imread(str(source)).shape[:2]
-        labels = np.asarray(Image.open(out / f"{source.stem}.png"))
-        probs = np.load(out / f"{source.stem}.npz")["probs"]
+        mirrored = out / source.relative_to(root)
+        labels = np.asarray(Image.open(mirrored.with_suffix(".png")))
+        probs = np.load(mirrored.with_suffix(".npz"))["probs"]
         assert labels.shape == (height, width) and probs.shape == (21, height, width)
         assert labels.max() <= 20 and np.isfinite(probs).all()
 

@@ -36,6 +36,14 @@ CHROMIUM_FLAGS = [
 ]
 
 
+def _read_labels(path) -> np.ndarray:
+    """A label PNG's class indices (a palette PNG: Pillow gives the indices, OpenCV the colours)."""
+    from PIL import Image
+
+    with Image.open(path) as png:
+        return np.asarray(png)
+
+
 def _chromium() -> str | None:
     for candidate in (os.environ.get("ITACLIP_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
                       shutil.which("chromium-browser")):
@@ -123,7 +131,7 @@ def test_engine_matches_segmenter_and_handles_bad_input(checkpoint, photo, tmp_p
     np.testing.assert_array_equal(result.labels, expected.labels)
     assert sorted(p.name for p in result.files.values()) == [
         "photo.coco.json", "photo.labelstudio.json", "photo.png", "photo_masks.zip", "photo_overlay.png"]
-    np.testing.assert_array_equal(cv2.imread(str(result.files["label"]), cv2.IMREAD_UNCHANGED), expected.labels)
+    np.testing.assert_array_equal(_read_labels(str(result.files["label"])), expected.labels)
     assert result.heat_probs.shape == (4,) + result.labels.shape and result.heat_probs.dtype == np.uint8
 
     with pytest.raises(ItaclipError, match="no image"):
@@ -244,7 +252,7 @@ def test_upload_segment_download_matches_cli(browser, server, checkpoint, photo,
     page.get_by_text("fast (stride 56)").click()
     page.locator("#segment").click()
     label_png = _download(page, "photo.png", tmp_path / "downloaded.png")
-    labels = cv2.imread(str(label_png), cv2.IMREAD_UNCHANGED)
+    labels = _read_labels(str(label_png))
 
     # the CLI on the same file with the same settings
     out = tmp_path / "cli"
@@ -255,7 +263,7 @@ def test_upload_segment_download_matches_cli(browser, server, checkpoint, photo,
         capture_output=True, text=True, timeout=300, env=dict(os.environ, ITACLIP_CACHE=str(tmp_path / "cache")),
     )
     assert cli.returncode == 0, cli.stderr
-    np.testing.assert_array_equal(labels, cv2.imread(str(out / "photo.png"), cv2.IMREAD_UNCHANGED))
+    np.testing.assert_array_equal(labels, _read_labels(str(out / "photo.png")))
     # and the Python API
     expected = _reference(checkpoint, photo, ["person", "table", "chair", "wall", "window"], stride=56)
     np.testing.assert_array_equal(labels, expected.labels)
@@ -311,8 +319,8 @@ def test_two_users_at_once_and_bad_input(browser, server, checkpoint, photo, tmp
     first.wait_for_selector("#input-image img")
     first.locator("#segment").click()
     second.locator("#segment").click()
-    got_first = cv2.imread(str(_download(first, "photo.png", tmp_path / "a.png")), cv2.IMREAD_UNCHANGED)
-    got_second = cv2.imread(str(_download(second, f"{example.stem}.png", tmp_path / "b.png")), cv2.IMREAD_UNCHANGED)
+    got_first = _read_labels(str(_download(first, "photo.png", tmp_path / "a.png")))
+    got_second = _read_labels(str(_download(second, f"{example.stem}.png", tmp_path / "b.png")))
     np.testing.assert_array_equal(got_first, _reference(checkpoint, photo, ["cat", "dog", "grass", "sky"]).labels)
     np.testing.assert_array_equal(
         got_second, _reference(checkpoint, example, ["person", "table, desk", "chair"]).labels)

@@ -1,4 +1,4 @@
-"""Several methods on one dataset (itaclip.comparison): each runs its own preset and class list on
+"""Several methods on one dataset (itaclip.evaluation.comparison): each runs its own preset and class list on
 the shared harness, rows carry the published figures with their sources, and a row's mIoU is the
 one an ordinary evaluation of that method gives."""
 
@@ -9,8 +9,8 @@ import json
 import pytest
 
 from itaclip import ItaclipError, Segmenter
-from itaclip.comparison import PUBLISHED, compare_methods, parse_methods, write_comparison
 from itaclip.datasets import load_dataset
+from itaclip.evaluation.comparison import PUBLISHED, compare_methods, parse_methods, write_comparison
 from itaclip.evaluation.loop import evaluate
 from itaclip.methods import METHODS
 from test_datasets import build_for

@@ -152,15 +152,6 @@ class DenseEncoder(nn.Module):
             self._pos_cache[key] = torch.cat([table[:1], patch], dim=0).detach()
         return self._pos_cache[key]
 
-    def attention_bias(self, grid_h: int, grid_w: int, device: torch.device) -> Optional[torch.Tensor]:
-        """The last block's Ω for this grid (computed once per grid size), or None."""
-        if self.gaussian_std is None:
-            return None
-        key = (grid_h, grid_w)
-        if key not in self._bias_cache:
-            self._bias_cache[key] = neighbourhood_bias(grid_h, grid_w, self.gaussian_std).to(device)
-        return self._bias_cache[key]
-
     def flops(self, grid_h: int, grid_w: int) -> int:
         """FLOPs of one pass over one (grid_h·p, grid_w·p) crop, counted from the shapes
         (multiply-add = 2 FLOPs). For T = 1 + gh·gw tokens, width D, L blocks, output dim E, n
@@ -196,6 +187,15 @@ class DenseEncoder(nn.Module):
             flops += 2 * tokens * tokens * width  # Â·v
         flops += 2 * n * width * out_dim
         return flops
+
+    def attention_bias(self, grid_h: int, grid_w: int, device: torch.device) -> Optional[torch.Tensor]:
+        """The last block's Ω for this grid (computed once per grid size), or None."""
+        if self.gaussian_std is None:
+            return None
+        key = (grid_h, grid_w)
+        if key not in self._bias_cache:
+            self._bias_cache[key] = neighbourhood_bias(grid_h, grid_w, self.gaussian_std).to(device)
+        return self._bias_cache[key]
 
     def _qkv(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """q, k, v of block ``index`` for tokens x (B, T, D): (B, heads, T, head_dim) views of one

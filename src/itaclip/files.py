@@ -15,7 +15,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, BinaryIO, Iterator, Optional, Union
 
 import numpy as np
 
@@ -36,15 +36,16 @@ def file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def atomic_write_bytes(path: PathLike, data: bytes, *, durable: bool = False) -> None:
-    """Write a file so that readers see either the old file or the complete new one; ``durable``
-    also flushes it to the disk before it replaces the old one (caches that must survive a crash)."""
+@contextmanager
+def atomic_open(path: PathLike, *, durable: bool = False) -> Iterator[BinaryIO]:
+    """A binary handle whose file appears at ``path`` only when the block ends without an error
+    (files too large to hold in memory, such as a run's dataset-level exports, are streamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -53,6 +54,13 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, durable: bool = False) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes, *, durable: bool = False) -> None:
+    """Write a file so that readers see either the old file or the complete new one; ``durable``
+    also flushes it to the disk before it replaces the old one (caches that must survive a crash)."""
+    with atomic_open(path, durable=durable) as handle:
+        handle.write(data)
 
 
 @contextmanager
@@ -109,9 +117,25 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def write_png(path: PathLike, array: np.ndarray) -> None:
-    """Atomically write a greyscale label map (uint8/uint16) or an RGB image as PNG."""
-    atomic_write_bytes(path, encode_png(array))
+def encode_indexed_png(labels: np.ndarray, colors: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 index map as a palette ("P") image: the stored values are the indices
+    (a reader such as ``np.asarray(PIL.Image.open(path))`` gets them back), ``colors`` ((N, 3)
+    uint8, N <= 256) is how viewers show them. Pillow writes it: OpenCV cannot write palette PNGs."""
+    from PIL import Image
+
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    image = Image.frombytes("P", (labels.shape[1], labels.shape[0]), labels.tobytes())
+    image.putpalette(np.asarray(colors, dtype=np.uint8).ravel().tolist())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(path: PathLike, array: np.ndarray, palette: Optional[np.ndarray] = None) -> None:
+    """Atomically write a greyscale label map (uint8/uint16) or an RGB image as PNG; with
+    ``palette``, a uint8 label map is written as a palette PNG (:func:`encode_indexed_png`)."""
+    indexed = palette is not None and array.ndim == 2 and array.dtype == np.uint8
+    atomic_write_bytes(path, encode_indexed_png(array, palette) if indexed else encode_png(array))
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -120,12 +144,12 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def write_npz(path: PathLike, **arrays: np.ndarray) -> None:
+    """Atomically write a compressed ``.npz``."""
+    atomic_write_bytes(path, npz_bytes(**arrays))
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
-
-
-def write_npz(path: PathLike, **arrays: np.ndarray) -> None:
-    """Atomically write a compressed ``.npz``."""
-    atomic_write_bytes(path, npz_bytes(**arrays))

@@ -65,9 +65,10 @@ class LineProgress:
 
 
 def progress(total: Optional[int], desc: str, unit: str, prefix: str = "itaclip", interval: float = 10.0,
-             initial: int = 0):
-    """A tqdm bar when stderr is a terminal, else a :class:`LineProgress`."""
-    if sys.stderr.isatty():
+             initial: int = 0, lines: bool = False):
+    """A tqdm bar when stderr is a terminal, else (or with ``lines``: processes that share a terminal)
+    a :class:`LineProgress`."""
+    if sys.stderr.isatty() and not lines:
         from tqdm import tqdm
 
         return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, initial=initial)

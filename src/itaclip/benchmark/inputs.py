@@ -10,7 +10,6 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
-from ..config import METHOD_NAMES
 from ..errors import ItaclipError
 
 if TYPE_CHECKING:  # numpy is imported where a picture is made: `itaclip bench --help` needs none of it
@@ -63,6 +62,8 @@ def parse_mode(text: str) -> Mode:
     """``fp32``, ``bf16``, ``int8``, ``stride56``, ``batch1``, a method (``naclip``: its last block
     and window handling in the input's ITACLIP setting), ``authors`` (with a method: the method's
     own preset for the input), or '+'-joined: ``bf16+stride56``, ``naclip+authors``."""
+    from ..config import METHOD_NAMES
+
     overrides: dict[str, Any] = {}
     authors = False
     for token in text.strip().split("+"):

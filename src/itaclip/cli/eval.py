@@ -176,13 +176,10 @@ def run(args: argparse.Namespace) -> int:
             raise ItaclipError("--paper-table runs ITACLIP's ablations: leave out --method (or use --compare)")
     methods = None
     if args.compare is not None:
-        from ..comparison import parse_methods
+        from ..evaluation.comparison import parse_methods
 
         if args.method is not None or table is not None:
             raise ItaclipError("--compare runs each method with its own setting: leave out --method and --paper-table")
-        if args.classes is not None or args.background is not None or args.aux_texts is not None or args.preset:
-            raise ItaclipError("--compare uses each method's own preset and class list for the dataset: "
-                               "leave out --preset, --classes, --background and --aux-texts")
         methods = parse_methods(args.compare)
     backbones = _backbones(args.backbone)
 
@@ -212,18 +209,18 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             info=info,
         )
+        if methods is not None:
+            path, skipped_any = run_comparison(request, methods)
+            if info.is_main:
+                print(path.read_text())
+                say(f"itaclip eval: table written to {path} and {path.with_suffix('.json')}")
+            return 1 if skipped_any else 0
         if table is not None:
             run_table = run_paper_table(request, table, backbones)
             if info.is_main:
                 print(run_table.markdown)
                 say(f"itaclip eval: table written to {run_table.markdown_path}")
             return 1 if run_table.skipped_any else 0
-        if methods is not None:
-            _, path, skipped_any = run_comparison(request, methods)
-            if info.is_main:
-                print(path.read_text())
-                say(f"itaclip eval: table written to {path} and {path.with_suffix('.json')}")
-            return 1 if skipped_any else 0
 
         result = run_evaluation(request)
         if info.is_main:

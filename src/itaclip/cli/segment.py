@@ -1,10 +1,12 @@
-"""``itaclip segment``: label images or whole folders with any vocabulary.
+"""``itaclip segment``: label images, whole folders or lists of images with any vocabulary.
 
-For each image STEM it writes ``DIR/STEM.png`` (class index per pixel, original size),
-``DIR/STEM_overlay.png`` (colour overlay with a legend) and, on request, ``DIR/STEM.npz`` and
-exports (:mod:`itaclip.outputs.writer`), plus ``DIR/itaclip-run.json``, the settings that made the
-folder. Images already done with the same settings are skipped (resume); other settings need
-``--overwrite``; one bad image never loses the others' results.
+For each image it writes, in the output folder's mirror of the input tree, ``STEM.png`` (class
+index per pixel, original size, a palette PNG), ``STEM_overlay.png`` (colour overlay with a legend;
+not with ``--no-overlay``) and, on request, ``STEM.npz`` and exports (:mod:`itaclip.outputs.writer`),
+plus ``itaclip-run.json``, the settings that made the folder, and the run's dataset-level exports
+(:mod:`itaclip.outputs.dataset`). Images already done with the same settings are skipped (resume);
+other settings need ``--overwrite``; one bad image never loses the others' results. Under
+``torchrun`` the images are split between the processes (:mod:`itaclip.outputs.folder`).
 """
 
 from __future__ import annotations
@@ -17,16 +19,32 @@ from .options import add_engine_arguments, add_model_arguments, add_vocabulary_a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    add_vocabulary_arguments(parser, required=False)
-    parser.add_argument("--save-probs", action="store_true",
-                        help="also write STEM.npz with per-class probabilities (the map the labels are the argmax of)")
-    parser.add_argument("--export", action="append", default=[], metavar="FORMAT",
-                        help="also write coco (RLE JSON), labelstudio (brush pre-annotations) or masks (PNG per class); repeatable")
+    parser.add_argument("--files-from", metavar="LIST",
+                        help="also segment the images listed in LIST, one path per line ('-': standard input); "
+                             "relative paths are relative to the current folder")
+    parser.add_argument("--input-root", metavar="DIR",
+                        help="outputs mirror the inputs' paths relative to DIR (default: the folder given, "
+                             "else the deepest folder holding every input)")
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="redo images whose outputs already exist (needed when the settings changed)")
+    add_vocabulary_arguments(parser, required=False)
+    group = parser.add_argument_group("outputs")
+    group.add_argument("--no-overlay", action="store_true", help="do not write STEM_overlay.png")
+    group.add_argument("--save-probs", action="store_true",
+                       help="also write STEM.npz with per-class probabilities (the map the labels are the argmax of)")
+    group.add_argument("--probs-format", metavar="FORMAT",
+                       help="how STEM.npz stores them (implies --save-probs): float32 (default), float16, or "
+                            "topk:K (the K most probable classes per pixel, float16)")
+    group.add_argument("--export", action="append", default=[], metavar="FORMAT",
+                       help="also write coco (per-image RLE JSON and OUT/coco.json), labelstudio (per-image "
+                            "tasks, OUT/tasks.json and OUT/labelstudio_config.xml), cvat (OUT/cvat/, CVAT's "
+                            "Segmentation mask 1.1) or masks (PNG per class); repeatable")
+    group.add_argument("--image-url-prefix", default="", metavar="PREFIX",
+                       help="how OUT/tasks.json points Label Studio at the images: PREFIX + path relative to the "
+                            "input root, e.g. '/data/local-files/?d=photos/' or 'https://host/photos/'")
+    group.add_argument("--overwrite", action="store_true",
+                       help="redo images whose outputs already exist (needed when the settings changed)")
     add_model_arguments(parser, default_preset="default")
     add_engine_arguments(parser)
 
@@ -36,37 +54,36 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import build_config
-    from ..outputs.folder import collect_jobs, pending, segment_jobs
-    from ..outputs.writer import OutputOptions, check_manifest, run_manifest, write_manifest
+    from ..config import build_config, get_preset
+    from ..evaluation.distributed import dist_env
+    from ..outputs.folder import FolderRun, run_folder
+    from ..outputs.writer import OutputOptions, run_manifest
     from ..settings import prediction_settings
     from ..vocabulary import resolve_vocabulary
 
     # Everything a user can get wrong is checked before the model loads.
     config = build_config(args.preset, **config_overrides(args))
-    vocabulary = resolve_vocabulary(args.classes, preset=args.preset, background=args.background,
+    preset = get_preset(args.preset, config.method) if args.preset else None  # the method's own preset
+    vocabulary = resolve_vocabulary(args.classes, preset=preset, background=args.background,
                                     aux_texts=args.aux_texts)
-    options = OutputOptions(overlay=True, save_probs=args.save_probs, exports=tuple(args.export))
-    out_dir = Path(args.out)
-    jobs, errors = collect_jobs(args.images, out_dir, args.recursive)
-    for message in errors:
-        _say(f"error: {message}")
-    manifest = run_manifest(prediction_settings(config, vocabulary, args.weights), options)
-    check_manifest(out_dir, manifest, args.overwrite)
-    todo = pending(jobs, options, args.overwrite)
-    skipped = len(jobs) - len(todo)
-    if skipped:
-        _say(f"{skipped} image(s) already done in {out_dir} with the same settings (use --overwrite to redo)")
-    if not todo:
-        return 1 if errors else 0
+    options = OutputOptions(overlay=not args.no_overlay, save_probs=args.save_probs or bool(args.probs_format),
+                            exports=tuple(args.export), probs_format=args.probs_format or "float32")
+    folder_run = FolderRun(
+        inputs=args.images, out_dir=Path(args.out), options=options,
+        manifest=run_manifest(prediction_settings(config, vocabulary, args.weights), options),
+        class_names=vocabulary.names, files_from=args.files_from, input_root=args.input_root,
+        recursive=args.recursive, overwrite=args.overwrite, image_url_prefix=args.image_url_prefix)
 
-    from ..predictor import Segmenter
+    def load_segmenter(device: str):
+        from ..predictor import Segmenter
 
-    segmenter = Segmenter(weights=args.weights, preset=args.preset, device=args.device, config=config)
-    segmenter.set_vocabulary(vocabulary)
-    _say(f"text features of {vocabulary.num_classes} classes: {segmenter.text_source}")
-    write_manifest(out_dir, manifest)
-    summary = segment_jobs(segmenter, todo, options)
-    summary.skipped, summary.failed = skipped, summary.failed + len(errors)
-    _say(summary.line(out_dir))
+        segmenter = Segmenter(weights=args.weights, preset=args.preset, device=device, config=config)
+        segmenter.set_vocabulary(vocabulary)
+        if dist_env().is_main:
+            _say(f"text features of {vocabulary.num_classes} classes: {segmenter.text_source}")
+        return segmenter
+
+    summary = run_folder(folder_run, load_segmenter, device=args.device, log=_say)
+    if dist_env().is_main:  # one summary for all processes
+        _say(summary.line(folder_run.out_dir))
     return 1 if summary.failed else 0

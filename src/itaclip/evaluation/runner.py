@@ -28,10 +28,9 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def dataset_vocabulary(spec: DatasetSpec, classes=None, background=None, aux_texts=None,
-                       method: Optional[str] = None):
-    """The vocabulary for a dataset: the built-in list of ``method``'s preset for it (ITACLIP's by
-    default; or ``classes``), by the rules of :func:`itaclip.vocabulary.resolve_vocabulary`."""
+def dataset_vocabulary(spec: DatasetSpec, classes=None, background=None, aux_texts=None, method=None):
+    """The vocabulary for a dataset: the built-in list of ``method``'s preset for it (or
+    ``classes``), by the rules of :func:`itaclip.vocabulary.resolve_vocabulary`."""
     from ..config import get_preset
     from ..vocabulary import resolve_vocabulary
 
@@ -170,17 +169,16 @@ def run_paper_table(
     return run
 
 
-def run_comparison(request: EvalRequest, methods: Sequence[str], log: Log = _stderr):
-    """Evaluate each of ``methods`` with its own preset and class list for the request's dataset
-    (the request's overrides on top), sharing one loaded model, and write
-    ``compare_<dataset>.md`` / ``.json`` into ``out_dir`` (rank 0). Returns
-    (rows, Markdown path or None on other ranks, whether any image was skipped)."""
-    from ..comparison import compare_methods, write_comparison
+def run_comparison(request: EvalRequest, methods: Sequence[str], log: Log = _stderr) -> tuple[Path, bool]:
+    """Evaluate each method with its own preset and class list for the request's dataset (the
+    request's overrides on top), sharing one loaded model; write ``compare_<dataset>.md``/``.json``
+    into ``out_dir`` (rank 0). Returns (Markdown path, whether any image was skipped)."""
+    from .comparison import compare_methods, write_comparison
 
     if request.classes is not None or request.background is not None or request.aux_texts is not None \
-            or request.preset is not None or "method" in request.overrides:
-        raise ItaclipError("a comparison uses each method's own preset and class list for the dataset: "
-                           "leave out the preset, method, classes, background and auxiliary texts")
+            or request.preset:
+        raise ItaclipError("--compare uses each method's own preset and class list for the dataset: "
+                           "leave out --preset, --classes, --background and --aux-texts")
     say = log if request.info.is_main else (lambda message: None)
     skipped_any = False
 
@@ -193,8 +191,9 @@ def run_comparison(request: EvalRequest, methods: Sequence[str], log: Log = _std
 
     rows = compare_methods(request.dataset, request.segmenter(), methods, evaluate_one, request.overrides,
                            log=lambda message: say(f"itaclip eval: {message}"))
-    path = None
+    path = Path(request.out_dir).expanduser() / f"compare_{request.dataset.name}.md"
     if request.info.is_main:
-        path = write_comparison(request.out_dir, request.dataset.name, request.dataset.spec.title, rows,
-                                len(request.dataset))
-    return rows, path, skipped_any
+        with writing(path, resumable=True):
+            path = write_comparison(request.out_dir, request.dataset.name, request.dataset.spec.title, rows,
+                                    len(request.dataset))
+    return path, skipped_any

@@ -22,11 +22,17 @@ Formats (``STEM`` is the image's stem, files go to ``out_dir``):
 ``masks`` → ``STEM_masks/<index>_<name>.png``
     One binary PNG (0 / 255) per class present; ``<name>`` is the class name made file-safe.
 
+``cvat``
+    No per-image file: the palette label PNG is already a CVAT segmentation mask; the run's CVAT
+    folder is built from them (:mod:`itaclip.outputs.dataset`, as are the run-level COCO and Label
+    Studio files).
+
 Decoding any of them gives back the label map exactly (tests/test_exports.py does it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -40,7 +46,7 @@ import numpy as np
 from ..errors import ItaclipError
 from ..files import atomic_write_bytes, encode_png, json_bytes
 
-FORMATS = ("coco", "labelstudio", "masks")
+FORMATS = ("coco", "labelstudio", "masks", "cvat")
 
 PathLike = Union[str, os.PathLike]
 
@@ -237,7 +243,8 @@ def labelstudio_task(
     results = []
     for c in _present(labels):
         result = {
-            "id": uuid.uuid4().hex[:10],
+            # The same image gives the same file (a run split over processes equals one process's).
+            "id": hashlib.sha1(f"{image_file}\0{c}".encode()).hexdigest()[:10],
             "from_name": from_name,
             "to_name": to_name,
             "type": "brushlabels",
@@ -332,7 +339,8 @@ def write_exports(
 ) -> dict[str, Path]:
     """Write the label map in each requested format to ``out_dir``; returns ``{format: path}``.
 
-    ``formats``: any of ``coco``, ``labelstudio``, ``masks`` (a list, or one comma-separated str).
+    ``formats``: any of ``coco``, ``labelstudio``, ``masks``, ``cvat`` (a list, or one comma-separated
+    str; ``cvat`` writes nothing per image).
     ``image_file``: how the exports refer to the image (COCO ``file_name``, Label Studio
     ``data.image``, e.g. a URL or ``/data/local-files/?d=...``); defaults to ``stem``.
     ``probs``: optional ``(C, H, W)`` probabilities; adds a mean-probability ``score`` per region.
@@ -346,6 +354,8 @@ def write_exports(
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for fmt in formats:
+        if fmt == "cvat":
+            continue  # nothing per image: see the module docstring
         path = paths[fmt]
         if fmt == "coco":
             atomic_write_bytes(path, json_bytes(coco_dict(labels, class_names, image_file, probs)))

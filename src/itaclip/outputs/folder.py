@@ -1,19 +1,33 @@
-"""Segment many images into an output folder: resume, one manifest, per-image failures, progress.
+"""Segment many images into an output folder: resume, one manifest, per-image failures, progress,
+and the split of the images between ``torchrun`` processes.
 
-The loop behind ``itaclip segment``: folder inputs keep their sub-folder layout under the output
-folder; an image whose files all exist is skipped (resume) when the folder's manifest says it was
-made with the same settings; one bad image is reported in one line and never stops the others.
+The loop behind ``itaclip segment``. Inputs are images, folders and lists of image paths; outputs
+mirror the input tree under the output folder: an image at ``ROOT/a/x.jpg`` writes ``OUT/a/x.png``
+(and its other files), where ``ROOT`` is the input root: the one folder given, else the deepest
+folder that holds every input (or ``input_root``). An image whose files all exist is skipped
+(resume) when the folder's manifest says it was made with the same settings; one bad image is
+reported in one line and never stops the others.
+
+Processes: under ``torchrun`` (``WORLD_SIZE`` > 1) rank 0 lists the images and sends the list to
+every rank; each rank checks which of every N-th image are done, the ranks share the results, and
+image i of the images still to do goes to rank i mod N: each is done exactly once, by one process
+that reads it and writes its files, and a resumed run is again split evenly. Every rank loads its
+own model (``cuda:LOCAL_RANK`` on GPUs). Rank 0 writes the manifest once every rank has checked the
+folder's and agrees on the settings, and, after all ranks are done, the run's dataset-level exports
+(:mod:`.dataset`) and the summary.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, NamedTuple, Optional, Sequence
 
 from ..errors import ItaclipError
-from .writer import OutputOptions, is_done, write_outputs
+from .writer import OutputOptions, check_manifest, is_done, write_manifest, write_outputs
 
 
 class Job(NamedTuple):
@@ -22,36 +36,74 @@ class Job(NamedTuple):
     source: Path
     out_dir: Path
     stem: str
+    rel: str = ""
+    """The image's path relative to the input root (``/``-separated): how exports name it."""
 
 
-def collect_jobs(inputs: Sequence[str], out_dir: Path, recursive: bool) -> tuple[list[Job], list[str]]:
-    """Images to process and input errors. Folder inputs keep their sub-folder layout under
-    ``out_dir``; two images that would write the same files are an error."""
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def read_file_list(path: str) -> list[str]:
+    """Image paths from a list file, one per line (``-``: standard input). Blank lines are skipped;
+    a relative path is relative to the current folder (as ``find`` prints them), not to the list."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ItaclipError(f"cannot read the file list {path}: {exc}") from None
+    return [line.strip("\r") for line in text.splitlines() if line.strip()]
+
+
+def _common_root(inputs: Sequence[Path]) -> Path:
+    folders = [str(p) if p.is_dir() else os.path.dirname(str(p)) for p in inputs]
+    return Path(os.path.commonpath(folders)) if folders else Path.cwd()
+
+
+def collect_jobs(inputs: Sequence[str], out_dir: Path, recursive: bool,
+                 input_root: Optional[str] = None) -> tuple[list[Job], list[str]]:
+    """Images to process and input errors. Outputs mirror the inputs' paths relative to the input
+    root (see the module docstring); an image given twice is done once; two images that would write
+    the same files are an error."""
     from ..images import IMAGE_SUFFIXES
 
-    jobs, errors = [], []
+    found: list[Path] = []
+    errors: list[str] = []
+    given: list[Path] = []
     for item in inputs:
-        path = Path(item)
+        path = Path(os.path.abspath(item))
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                errors.append(f"{path}: no images found{'' if recursive else ' (use --recursive for sub-folders)'}")
-            for image in found:
-                rel = image.relative_to(path)
-                jobs.append(Job(image, out_dir / rel.parent, image.stem))
+            images = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                errors.append(f"{item}: no images found{'' if recursive else ' (use --recursive for sub-folders)'}")
+            found += images
+            given.append(path)
         elif path.is_file():
-            jobs.append(Job(path, out_dir, path.stem))
+            found.append(path)
+            given.append(path)
         else:
-            errors.append(f"{path}: no such file or folder")
+            errors.append(f"{item}: no such file or folder")
+    root = Path(os.path.abspath(input_root)) if input_root else _common_root(given)
+    jobs: list[Job] = []
     seen: dict[Path, Path] = {}
-    for job in jobs:
+    for image in found:
+        try:
+            rel = image.relative_to(root)
+        except ValueError:
+            errors.append(f"{image}: not under the input root {root}")
+            continue
+        job = Job(image, out_dir / rel.parent, image.stem, PurePosixPath(*rel.parts).as_posix())
         key = job.out_dir / job.stem
-        if key in seen and seen[key] != job.source:
-            raise ItaclipError(f"{seen[key]} and {job.source} would both write {key}.png: "
+        if key in seen:
+            if seen[key] == image:
+                continue
+            raise ItaclipError(f"{seen[key]} and {image} would both write {key}.png: "
                                "rename one or segment them separately")
-        seen[key] = job.source
+        seen[key] = image
+        jobs.append(job)
     return jobs, errors
+
+
+# ----------------------------------------------------------------------------------------- the loop
 
 
 @dataclass
@@ -61,10 +113,24 @@ class FolderSummary:
     failed: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    failures: list[Path] = field(default_factory=list)
+    """The sources of the failed images."""
+    processes: int = 1
 
     def line(self, out_dir: Path) -> str:
-        return (f"{self.done} done, {self.skipped} skipped, {self.failed} failed in {self.seconds:.1f} s"
+        extras = [f"{self.done / self.seconds:.3g} images/s"] if self.done and self.seconds > 0 else []
+        extras += [f"{self.processes} processes"] if self.processes > 1 else []
+        note = f" ({', '.join(extras)})" if extras else ""
+        return (f"{self.done} done, {self.skipped} skipped, {self.failed} failed in {self.seconds:.1f} s{note}"
                 f" -> {out_dir}")
+
+    @classmethod
+    def merged(cls, parts: Sequence["FolderSummary"]) -> "FolderSummary":
+        """The summary of processes that ran side by side (the run took as long as the slowest)."""
+        return cls(done=sum(p.done for p in parts), skipped=sum(p.skipped for p in parts),
+                   failed=sum(p.failed for p in parts), seconds=max((p.seconds for p in parts), default=0.0),
+                   errors=[e for p in parts for e in p.errors], failures=[f for p in parts for f in p.failures],
+                   processes=len(parts))
 
 
 def pending(jobs: Sequence[Job], options: OutputOptions, overwrite: bool) -> list[Job]:
@@ -73,23 +139,27 @@ def pending(jobs: Sequence[Job], options: OutputOptions, overwrite: bool) -> lis
 
 
 def segment_jobs(segmenter, jobs: Sequence[Job], options: OutputOptions, *,
-                 report: Optional[Callable[[str], None]] = None, prefix: str = "itaclip segment") -> FolderSummary:
-    """Segment each job's image and write its files; failures are reported, counted and skipped."""
+                 report: Optional[Callable[[str], None]] = None, prefix: str = "itaclip segment",
+                 log_lines: bool = False) -> FolderSummary:
+    """Segment each job's image and write its files; failures are reported, counted and skipped.
+    Progress: a bar in a terminal, else (or with ``log_lines``) a line with images/s and ETA every
+    few seconds."""
     from ..images import read_image
     from ..progress import progress
 
     summary, start = FolderSummary(), time.perf_counter()
-    bar = progress(len(jobs), "images", "img", prefix=prefix)
-    say = report or bar.write
+    bar = progress(len(jobs), "images", "img", prefix=prefix, lines=log_lines)
+    say = report or (lambda message: bar.write(message, file=sys.stderr))  # tqdm writes to stdout by default
     for job in jobs:
         bar.set_postfix_str(job.source.name)
         try:
             image = read_image(job.source)
             result = segmenter.segment(image)
-            write_outputs(job.out_dir, job.stem, image, result, options, image_file=job.source.name)
+            write_outputs(job.out_dir, job.stem, image, result, options, image_file=job.rel or job.source.name)
             summary.done += 1
         except (ItaclipError, OSError, ValueError) as exc:
             summary.failed += 1
+            summary.failures.append(job.source)
             message = f"{job.source}: {exc}"
             summary.errors.append(message)
             say(f"{prefix}: error: {message}")
@@ -97,3 +167,140 @@ def segment_jobs(segmenter, jobs: Sequence[Job], options: OutputOptions, *,
     bar.close()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+# ------------------------------------------------------------------------------------ a whole run
+
+
+@dataclass(frozen=True)
+class FolderRun:
+    """What ``itaclip segment`` was asked to do, resolved (no model loaded yet)."""
+
+    inputs: Sequence[str]
+    out_dir: Path
+    options: OutputOptions
+    manifest: dict
+    class_names: Sequence[str]
+    files_from: Optional[str] = None
+    input_root: Optional[str] = None
+    recursive: bool = False
+    overwrite: bool = False
+    image_url_prefix: str = ""
+
+
+def _first_problem(problems: Sequence[Optional[str]]) -> None:
+    for problem in problems:
+        if problem:
+            raise ItaclipError(problem)
+
+
+def _attempt(action: Callable[[], object]) -> tuple[object, Optional[str]]:
+    """``(result, None)``, or ``(None, message)`` when ``action`` raises an ItaclipError: each rank's
+    problems are shared before any raises, so that all stop together instead of waiting for one."""
+    try:
+        return action(), None
+    except ItaclipError as exc:
+        return None, str(exc)
+
+
+def run_folder(run: FolderRun, load_segmenter: Callable[[str], object], device: Optional[str] = None,
+               log: Callable[[str], None] = print) -> FolderSummary:
+    """Segment the run's images (split between the ``torchrun`` processes, if any) and write the
+    dataset-level exports; returns the summary of all processes, on every process.
+
+    ``load_segmenter(device)`` gives a :class:`itaclip.Segmenter` with its vocabulary set; it is only
+    called when this process has images to do. ``log`` prints rank 0's messages.
+    """
+    from ..evaluation.distributed import (
+        all_gather_objects,
+        dist_env,
+        init_distributed,
+        resolve_rank_device,
+        shutdown_distributed,
+    )
+    from .dataset import DatasetItem, check_dataset_formats, write_dataset_exports
+
+    check_dataset_formats(run.options.exports, run.class_names)
+    device = resolve_rank_device(device, dist_env())
+    info = init_distributed(device)
+    try:
+        rank, world = info.rank, info.world_size
+        tag = f" [rank {rank}/{world}]" if info.distributed else ""
+
+        def collect():
+            inputs = list(run.inputs) + (read_file_list(run.files_from) if run.files_from else [])
+            if not inputs:
+                raise ItaclipError("no images given: name images or folders, or give --files-from LIST")
+            return collect_jobs(inputs, run.out_dir, run.recursive, run.input_root)
+
+        # Rank 0 lists the images (it alone reads a list from standard input); every rank gets its list.
+        jobs_and_errors, problem = _from_rank_zero(_attempt(collect) if info.is_main else None, info)
+        _first_problem([problem])
+        jobs, input_errors = jobs_and_errors
+        if info.is_main:
+            for message in input_errors:
+                log(f"error: {message}")
+
+        # Every rank checks the folder's manifest before rank 0 may write it, and all agree on it.
+        _, problem = _attempt(lambda: check_manifest(run.out_dir, run.manifest, run.overwrite))
+        agreed = all_gather_objects((run.manifest["settings"], problem), info)
+        _first_problem([p for _, p in agreed])
+        differ = sorted(k for settings, _ in agreed for k in settings if settings[k] != agreed[0][0].get(k))
+        if differ:
+            raise ItaclipError(f"the torchrun processes were given different settings ({', '.join(differ)}): "
+                               "give every node the same weights, classes and options")
+
+        # Each rank checks every world-th image; image i of those still to do goes to rank i mod world.
+        mine = [run.overwrite or not is_done(job.out_dir, job.stem, run.options) for job in jobs[rank::world]]
+        flags = all_gather_objects(mine, info)
+        todo_all = [job for index, job in enumerate(jobs) if flags[index % world][index // world]]
+        todo = todo_all[rank::world]
+        skipped = len(jobs) - len(todo_all)
+        if info.is_main and skipped:
+            log(f"{skipped} image(s) already done in {run.out_dir} with the same settings "
+                "(use --overwrite to redo)")
+        if info.is_main and info.distributed and todo_all:
+            log(f"{len(todo_all)} image(s) to do by {world} processes")
+
+        summary = FolderSummary()
+        if info.is_main and todo_all and not todo:
+            write_manifest(run.out_dir, run.manifest)
+        if todo:
+            segmenter = load_segmenter(device)
+            if info.is_main:  # once the model loaded: a run that cannot start leaves the folder as it was
+                write_manifest(run.out_dir, run.manifest)
+                log(f"text features of {len(run.class_names)} classes: {segmenter.text_source}")
+            summary = segment_jobs(segmenter, todo, run.options, prefix=f"itaclip segment{tag}",
+                                   log_lines=info.distributed)
+        summary = FolderSummary.merged(all_gather_objects(summary, info))  # waits for every rank
+        summary.skipped, summary.failed = skipped, summary.failed + len(input_errors)
+
+        dataset_formats = [f for f in run.options.exports if f in ("coco", "labelstudio", "cvat")]
+        if info.is_main and dataset_formats and jobs:
+            failed = set(summary.failures)
+            items = [DatasetItem(index, job.rel, job.out_dir, job.stem) for index, job in enumerate(jobs, 1)
+                     if job.source not in failed and is_done(job.out_dir, job.stem, run.options)]
+            try:
+                written = write_dataset_exports(run.out_dir, items, run.class_names, dataset_formats,
+                                                run.image_url_prefix)
+            except ItaclipError as exc:  # the images' own files are all there: report, do not lose the summary
+                log(f"error: the run-level exports were not written: {exc}")
+                summary.failed += 1
+                written = {}
+            for name, path in written.items():
+                log(f"{name}: {path} ({len(items)} images)")
+        return summary
+    finally:
+        shutdown_distributed()
+
+
+def _from_rank_zero(obj, info):
+    """Rank 0's ``obj`` on every rank (a broadcast: a long image list is sent once per rank, where
+    gathering it would make every rank hold one copy per rank)."""
+    if not info.distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -2,12 +2,18 @@
 
 Per image ``STEM`` in its output folder (names are a public contract):
 
-* ``STEM.png`` — class index per pixel at the image's size (uint8, uint16 above 256 classes);
-  written last, so its presence marks the image done;
+* ``STEM.png`` — class index per pixel at the image's size: a palette PNG (uint8 indices shown
+  in the PASCAL VOC colours, as VOC's own label maps; ``np.asarray(PIL.Image.open(path))`` gives the
+  indices), a 16-bit greyscale PNG above 256 classes; written last, so its presence marks the image
+  done;
 * ``STEM_overlay.png`` — colour overlay with a legend (unless ``overlay=False``);
-* ``STEM.npz`` — ``probs`` float32 (C, H, W), the map the labels' argmax is taken of, and
-  ``class_names`` (with ``save_probs``);
-* exports (``coco``, ``labelstudio``, ``masks``): see :mod:`itaclip.outputs.exports`.
+* ``STEM.npz`` (with ``save_probs``) — ``class_names`` and, by ``probs_format``:
+  ``float32`` (default): ``probs`` float32 (C, H, W), the map the labels' argmax is taken of;
+  ``float16``: the same ``probs`` as float16 (half the size);
+  ``topk:K``: the K most probable classes per pixel, most probable first: ``topk_indices``
+  (K, H, W) uint8 (uint16 above 256 classes) and ``topk_probs`` (K, H, W) float16 (ties: lower
+  class index first, as the argmax);
+* exports (``coco``, ``labelstudio``, ``masks``, ``cvat``): see :mod:`itaclip.outputs.exports`.
 
 Per output folder: ``itaclip-run.json``, the manifest (:func:`run_manifest`). A folder's images are
 only resumed when the manifest's settings equal the new run's.
@@ -38,10 +44,38 @@ class OutputOptions:
     overlay: bool = True
     save_probs: bool = False
     exports: tuple[str, ...] = field(default=())
-    """Export formats: any of ``coco``, ``labelstudio``, ``masks``."""
+    """Export formats: any of ``coco``, ``labelstudio``, ``masks``, ``cvat``."""
+    probs_format: str = "float32"
+    """How ``STEM.npz`` stores the probabilities: ``float32``, ``float16`` or ``topk:K``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exports", tuple(normalize_formats(self.exports)))
+        object.__setattr__(self, "probs_format", normalize_probs_format(self.probs_format))
+
+
+def normalize_probs_format(text: str) -> str:
+    """``float32``, ``float16`` or ``topk:K`` (K >= 1), else a one-line error."""
+    name = str(text).strip().lower()
+    if name in ("float32", "float16"):
+        return name
+    kind, _, count = name.partition(":")
+    if kind == "topk" and count.isdigit() and int(count) >= 1:
+        return f"topk:{int(count)}"
+    raise ItaclipError(f"unknown probability format {text!r}: use float32, float16 or topk:K (e.g. topk:3)")
+
+
+def probability_arrays(probs: np.ndarray, probs_format: str) -> dict[str, np.ndarray]:
+    """The arrays ``STEM.npz`` holds for ``(C, H, W)`` float32 probabilities (see the module docstring)."""
+    if probs_format == "float32":
+        return {"probs": probs}
+    if probs_format == "float16":
+        return {"probs": probs.astype(np.float16)}
+    count = min(int(probs_format.split(":")[1]), probs.shape[0])
+    # A stable sort of the negated probabilities puts the lower class index first among equals, as argmax.
+    order = np.argsort(-probs, axis=0, kind="stable")[:count]
+    index_type = np.uint8 if probs.shape[0] <= 256 else np.uint16
+    return {"topk_indices": order.astype(index_type),
+            "topk_probs": np.take_along_axis(probs, order, axis=0).astype(np.float16)}
 
 
 def output_paths(out_dir: PathLike, stem: str, options: OutputOptions) -> dict[str, Path]:
@@ -53,7 +87,7 @@ def output_paths(out_dir: PathLike, stem: str, options: OutputOptions) -> dict[s
     if options.save_probs:
         paths["probs"] = out_dir / f"{stem}.npz"
     exports = export_paths(stem, out_dir)
-    paths.update({fmt: exports[fmt] for fmt in options.exports})
+    paths.update({fmt: exports[fmt] for fmt in options.exports if fmt in exports})
     return paths
 
 
@@ -71,11 +105,12 @@ def write_outputs(out_dir: PathLike, stem: str, image: np.ndarray, result, optio
         image_file: how exports refer to the image (default: ``stem``).
         overlay_image: the overlay, if the caller has already drawn it (the demo shows it too).
     """
-    from .visualize import overlay
+    from .visualize import overlay, palette
 
     paths = output_paths(out_dir, stem, options)
     if options.save_probs:
-        write_npz(paths["probs"], probs=result.probs, class_names=np.array(result.class_names))
+        write_npz(paths["probs"], **probability_arrays(result.probs, options.probs_format),
+                  class_names=np.array(result.class_names))
     if options.exports:
         write_exports(result.labels, result.class_names, stem, out_dir, options.exports,
                       image_file=image_file if image_file is not None else stem, probs=result.probs)
@@ -83,7 +118,7 @@ def write_outputs(out_dir: PathLike, stem: str, image: np.ndarray, result, optio
         if overlay_image is None:
             overlay_image = overlay(image, result.labels, result.class_names)
         write_png(paths["overlay"], overlay_image)
-    write_png(paths["label"], result.labels)
+    write_png(paths["label"], result.labels, palette=palette(256))
     return paths
 
 
@@ -98,7 +133,7 @@ def run_manifest(settings: dict, options: OutputOptions) -> dict:
 
     return {"itaclip": __version__, "settings": settings,
             "outputs": {"overlay": options.overlay, "save_probs": options.save_probs,
-                        "exports": list(options.exports)}}
+                        "probs_format": options.probs_format, "exports": list(options.exports)}}
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -123,6 +158,10 @@ def check_manifest(out_dir: PathLike, manifest: dict, overwrite: bool) -> None:
     if not isinstance(old, dict) or not isinstance(old.get("settings"), dict):
         raise ItaclipError(f"{path} is not an itaclip manifest: remove it, or use --overwrite")
     changed = _differences(old["settings"], manifest["settings"])
+    old_outputs, new_outputs = old.get("outputs") or {}, manifest["outputs"]
+    if old_outputs.get("save_probs") and new_outputs["save_probs"] and \
+            old_outputs.get("probs_format", "float32") != new_outputs["probs_format"]:
+        changed.append("outputs.probs_format")  # the STEM.npz files already there hold the other one
     if changed:
         shown = ", ".join(name.removeprefix("config.") for name in changed[:6])
         more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .errors import ItaclipError
-from .files import atomic_write_text, write_json, writing
-from .methods import get_method
+from ..errors import ItaclipError
+from ..files import atomic_write_text, write_json
+from ..methods import get_method
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ PUBLISHED: dict[str, dict[str, Published]] = {
 
 def parse_methods(text: str) -> list[str]:
     """``"clip,sclip,naclip"`` → the method names, checked; ``"all"`` → every method."""
-    from .methods import METHODS
+    from ..methods import METHODS
 
     names = list(METHODS) if text.strip().lower() == "all" else [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -112,9 +112,7 @@ def write_comparison(out_dir: os.PathLike | str, dataset_name: str, title: str, 
     """``<out>/compare_<dataset>.md`` and ``.json`` (written atomically); returns the Markdown path."""
     out = Path(out_dir).expanduser()
     markdown = out / f"compare_{dataset_name}.md"
+    atomic_write_text(markdown, comparison_markdown(dataset_name, title, rows, total_images))
     record = {"dataset": dataset_name, "rows": list(rows), "complete": all(r["complete"] for r in rows)}
-    with writing(markdown, resumable=True):
-        atomic_write_text(markdown, comparison_markdown(dataset_name, title, rows, total_images))
-    with writing(markdown.with_suffix(".json"), resumable=True):
-        write_json(markdown.with_suffix(".json"), record)
+    write_json(out / f"compare_{dataset_name}.json", record)
     return markdown
