@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inputs", default="voc,coco_stuff,cityscapes", metavar="NAMES",
                         help=f"comma-separated input sizes from {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--modes", metavar="MODES",
-                        help="comma-separated modes: fp32, fp16, bf16, int8, strideN, batchN or '+'-joined "
-                             "(bf16+stride56); default CPU: fp32,stride56,stride112,bf16,int8; "
+                        help="comma-separated modes: fp32, fp16, bf16, int8, strideN, batchN, a method (naclip: "
+                             "its last block in the input's ITACLIP setting), METHOD+authors (its authors' preset) "
+                             "or '+'-joined (bf16+stride56); default CPU: fp32,stride56,stride112,bf16,int8; "
                              "GPU: fp32,stride56,stride112,fp16,bf16")
     parser.add_argument("--size", metavar="HxW", help="original image size for every input (e.g. 48x64)")
     parser.add_argument("--image", metavar="PATH",
