@@ -10,7 +10,12 @@ import argparse
 import logging
 import sys
 
-from .options import add_engine_arguments, add_model_arguments, add_vocabulary_arguments, config_overrides
+from .options import (
+    add_engine_arguments,
+    add_model_arguments,
+    add_vocabulary_arguments,
+    config_and_vocabulary,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,15 +36,10 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import build_config, get_preset
     from ..errors import ItaclipError
-    from ..vocabulary import resolve_vocabulary
 
     # Everything a user can get wrong is checked before the model loads (as `segment` does).
-    config = build_config(args.preset, **config_overrides(args))
-    preset = get_preset(args.preset, config.method) if args.preset else None  # the method's own preset
-    vocabulary = resolve_vocabulary(args.classes, preset=preset, background=args.background,
-                                    aux_texts=args.aux_texts)
+    config, vocabulary = config_and_vocabulary(args)
     if not 0 <= args.port < 65536:
         raise ItaclipError(f"--port must be in 0..65535, got {args.port}")
     try:

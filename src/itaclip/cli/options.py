@@ -106,6 +106,20 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f, _ in _flag_fields() if getattr(args, f.name, None) is not None}
 
 
+def config_and_vocabulary(args: argparse.Namespace):
+    """The config and vocabulary the flags ask for, resolved before any model loads (so a bad option
+    or class list fails at once): the preset is the method's own (``--method naclip --preset voc21``
+    is NACLIP's VOC21 setting and class list)."""
+    from ..config import build_config, get_preset
+    from ..vocabulary import resolve_vocabulary
+
+    config = build_config(args.preset, **config_overrides(args))
+    preset = get_preset(args.preset, config.method) if args.preset else None
+    vocabulary = resolve_vocabulary(args.classes, preset=preset, background=args.background,
+                                    aux_texts=args.aux_texts)
+    return config, vocabulary
+
+
 def build_segmenter(args: argparse.Namespace, **extra):
     """A :class:`itaclip.Segmenter` from --weights/--device/--preset and the method flags."""
     from ..predictor import Segmenter

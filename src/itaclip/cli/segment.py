@@ -19,7 +19,7 @@ from .options import (
     add_engine_arguments,
     add_model_arguments,
     add_vocabulary_arguments,
-    config_overrides,
+    config_and_vocabulary,
     max_pixels_arg,
 )
 
@@ -63,19 +63,14 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import build_config, get_preset
     from ..evaluation.distributed import dist_env
     from ..images import pixel_limit
     from ..outputs.folder import FolderRun, run_folder
     from ..outputs.writer import OutputOptions, run_manifest
     from ..settings import prediction_settings
-    from ..vocabulary import resolve_vocabulary
 
     # Everything a user can get wrong is checked before the model loads.
-    config = build_config(args.preset, **config_overrides(args))
-    preset = get_preset(args.preset, config.method) if args.preset else None  # the method's own preset
-    vocabulary = resolve_vocabulary(args.classes, preset=preset, background=args.background,
-                                    aux_texts=args.aux_texts)
+    config, vocabulary = config_and_vocabulary(args)
     options = OutputOptions(overlay=not args.no_overlay, save_probs=args.save_probs or bool(args.probs_format),
                             exports=tuple(args.export), probs_format=args.probs_format or "float32")
     folder_run = FolderRun(
