@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{info['preset']}: {info['description']}")
     print(f"  {'method':<20} {method['name']} ({method['title']}: {method['changes']})")
     for key, value in info["config"].items():
-        print(f"  {key:<20} {value}")
+        if key != "method":  # printed above, with what it changes
+            print(f"  {key:<20} {value}")
     vocab = info.get("vocabulary")
     if vocab:
         bg = f", class 0 = background set of {len(vocab['background_set'])} words" if vocab["background_set"] else ""
