@@ -22,6 +22,7 @@ if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when em
 
 import argparse  # noqa: E402 - after the handler, on purpose
 import importlib  # noqa: E402
+import os  # noqa: E402
 import warnings  # noqa: E402
 from typing import Optional, Sequence  # noqa: E402
 
@@ -76,6 +77,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ItaclipError as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `itaclip presets | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except (OSError, MemoryError) as exc:  # the environment: a full disk, a permission, memory
         print(f"{command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
