@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 from ..errors import ItaclipError
 from ..files import atomic_write_text, write_json
 from ..methods import get_method
+from .paper_tables import PARTIAL_NOTE, miou_cells, partial_footnote
 
 
 @dataclass(frozen=True)
@@ -94,16 +95,12 @@ def comparison_markdown(dataset_name: str, title: str, rows: Sequence[dict], tot
     complete = all(r["complete"] for r in rows)
     lines = [f"Method comparison on {title} ({dataset_name}), each method with its authors' setting", ""]
     if not complete:
-        lines += ["PARTIAL — rows marked * cover only part of the dataset; not final numbers.", ""]
+        lines += [PARTIAL_NOTE, ""]
     lines += ["| method | mIoU (ours) | published | Δ | source |", "|---|---:|---:|---:|---|"]
     for r in rows:
-        ours = "–" if r["ours"] is None else f"{r['ours']:.2f}" + ("" if r["complete"] else "*")
-        published = "–" if r["published"] is None else f"{r['published']:g}"
-        delta = "" if r["ours"] is None or r["published"] is None else f"{r['ours'] - r['published']:+.2f}"
+        ours, published, delta = miou_cells(r["ours"], r["complete"], r["published"], "g")
         lines.append(f"| {r['title']} | {ours} | {published} | {delta} | {r['source'] or ''} |")
-    if not complete:
-        lines += ["", f"* evaluated on {min(r['images'] for r in rows)}–{max(r['images'] for r in rows)} "
-                      f"of {total_images} images"]
+    lines += partial_footnote(list(rows), total_images)
     return "\n".join(lines) + "\n"
 
 

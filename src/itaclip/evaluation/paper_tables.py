@@ -215,6 +215,27 @@ def table_listing() -> str:
     return "\n".join(lines) + "\n"
 
 
+PARTIAL_NOTE = "PARTIAL — rows marked * cover only part of the dataset; not final numbers."
+
+
+def miou_cells(ours: Optional[float], complete: bool, reference: Optional[float],
+               reference_format: str) -> tuple[str, str, str]:
+    """Markdown cells (ours, reference, Δ) of a results table: '–' for a missing number, '*' on a
+    row that covers only part of the data."""
+    ours_cell = "–" if ours is None else f"{ours:.2f}" + ("" if complete else "*")
+    reference_cell = "–" if reference is None else format(reference, reference_format)
+    delta = "" if ours is None or reference is None else f"{ours - reference:+.2f}"
+    return ours_cell, reference_cell, delta
+
+
+def partial_footnote(rows: list[dict], images_total: int) -> list[str]:
+    """The footnote of a table with partial rows: how many images they cover."""
+    if all(r["complete"] for r in rows):
+        return []
+    return ["", f"* evaluated on {min(r['images'] for r in rows)}–{max(r['images'] for r in rows)} "
+                f"of {images_total} images"]
+
+
 def format_table(table: PaperTable, dataset: str, images_total: int, rows: list[dict],
                  texts_used: str = "") -> str:
     """Markdown: our mIoU per row beside the paper's, marking rows that cover part of the data."""
@@ -225,17 +246,10 @@ def format_table(table: PaperTable, dataset: str, images_total: int, rows: list[
     if texts_used:
         lines += [f"Auxiliary texts: {texts_used}.", ""]
     if not complete:
-        lines += ["PARTIAL — rows marked * cover only part of the dataset; not final numbers.", ""]
+        lines += [PARTIAL_NOTE, ""]
     lines += ["| setting | mIoU (ours) | paper | Δ |", "|---|---:|---:|---:|"]
     for r in rows:
-        ours = "–" if r["ours"] is None else f"{r['ours']:.2f}" + ("" if r["complete"] else "*")
-        paper = "–" if r["paper"] is None else f"{r['paper']:.1f}"
-        delta = "" if r["ours"] is None or r["paper"] is None else f"{r['ours'] - r['paper']:+.2f}"
+        ours, paper, delta = miou_cells(r["ours"], r["complete"], r["paper"], ".1f")
         lines.append(f"| {r['row']} | {ours} | {paper} | {delta} |")
-    if not complete:
-        lines += [
-            "",
-            f"* evaluated on {min(r['images'] for r in rows)}–{max(r['images'] for r in rows)} "
-            f"of {images_total} images",
-        ]
+    lines += partial_footnote(rows, images_total)
     return "\n".join(lines) + "\n"
