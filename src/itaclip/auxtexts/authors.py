@@ -50,11 +50,6 @@ FILES: dict[str, AuthorsFile] = {
 }
 
 
-def authors_lists() -> list[str]:
-    """The built-in class lists (and presets) that have an authors' file."""
-    return list(FILES)
-
-
 def cache_dir() -> Path:
     from ..feature_cache import cache_root
 

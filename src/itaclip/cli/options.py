@@ -118,11 +118,3 @@ def config_and_vocabulary(args: argparse.Namespace):
     vocabulary = resolve_vocabulary(args.classes, preset=preset, background=args.background,
                                     aux_texts=args.aux_texts)
     return config, vocabulary
-
-
-def build_segmenter(args: argparse.Namespace, **extra):
-    """A :class:`itaclip.Segmenter` from --weights/--device/--preset and the method flags."""
-    from ..predictor import Segmenter
-
-    overrides = {**config_overrides(args), **extra}
-    return Segmenter(weights=args.weights, preset=args.preset, device=args.device, **overrides)
