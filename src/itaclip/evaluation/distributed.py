@@ -89,10 +89,15 @@ def init_distributed(device: str) -> DistInfo:
     return dataclasses.replace(info, backend=backend)
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(synchronize: bool = False) -> None:
+    """Leave the process group; ``synchronize`` first waits for every rank (a run that ended well),
+    so no rank tears its gloo connections down while another still uses them (that aborts the
+    slower rank with "terminate called without an active exception" after its work is done)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -103,8 +108,10 @@ def distributed_session(device: Optional[str]) -> Iterator[tuple[DistInfo, str]]
     info = init_distributed(device)
     try:
         yield info, device
-    finally:
-        shutdown_distributed()
+    except BaseException:
+        shutdown_distributed()  # no barrier: the other ranks may never reach it
+        raise
+    shutdown_distributed(synchronize=True)
 
 
 def all_reduce_int64(array: np.ndarray, info: DistInfo, device: str) -> np.ndarray:

@@ -261,19 +261,11 @@ def run_folder(run: FolderRun, load_segmenter: Callable[[str], object], device: 
     ``load_segmenter(device)`` gives a :class:`itaclip.Segmenter` with its vocabulary set; it is only
     called when this process has images to do. ``log`` prints rank 0's messages.
     """
-    from ..evaluation.distributed import (
-        all_gather_objects,
-        dist_env,
-        init_distributed,
-        resolve_rank_device,
-        shutdown_distributed,
-    )
+    from ..evaluation.distributed import all_gather_objects, distributed_session
     from .dataset import DatasetItem, check_dataset_formats, write_dataset_exports
 
     check_dataset_formats(run.options.exports, run.class_names)
-    device = resolve_rank_device(device, dist_env())
-    info = init_distributed(device)
-    try:
+    with distributed_session(device) as (info, device):
         rank, world = info.rank, info.world_size
         tag = f" [rank {rank}/{world}]" if info.distributed else ""
 
@@ -347,8 +339,6 @@ def run_folder(run: FolderRun, load_segmenter: Callable[[str], object], device: 
             for name, path in written.items():
                 log(f"{name}: {path} ({len(items)} images)")
         return summary
-    finally:
-        shutdown_distributed()
 
 
 def _from_rank_zero(obj, info):
