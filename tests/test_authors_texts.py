@@ -10,7 +10,7 @@ import pytest
 
 from itaclip import ItaclipError
 from itaclip.auxtexts import authors
-from itaclip.vocabulary import builtin_path, resolve_vocabulary
+from itaclip.engine.vocabulary import builtin_path, resolve_vocabulary
 
 
 class FileServer:

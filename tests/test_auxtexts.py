@@ -24,9 +24,9 @@ from itaclip.auxtexts import (
 )
 from itaclip.auxtexts.prompts import InvalidAnswer
 from itaclip.cli import main as cli_main
-from itaclip.config import PRESETS
-from itaclip.errors import ItaclipError
-from itaclip.vocabulary import builtin_path, load_aux_texts, load_classes
+from itaclip.engine.config import PRESETS
+from itaclip.engine.errors import ItaclipError
+from itaclip.engine.vocabulary import builtin_path, load_aux_texts, load_classes
 
 pytestmark = pytest.mark.timeout(60)
 

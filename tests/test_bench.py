@@ -10,7 +10,7 @@ import torch
 
 from itaclip.benchmark.inputs import parse_mode, synthetic_image
 from itaclip.cli import main
-from itaclip.errors import ItaclipError
+from itaclip.engine.errors import ItaclipError
 
 TINY = ["--size", "40x56", "--short-side", "48", "--crop", "32", "--stride", "16", "--device", "cpu"]
 
@@ -120,7 +120,7 @@ def test_synthetic_image_is_deterministic():
 @pytest.mark.parametrize("options", [
     {}, {"remove_ffn": False}, {"intermediate_layers": ()}, {"attention": ("q-k",)},
     {"attention": ("q-q", "k-k", "v-v"), "intermediate_layers": (7, 8, 9, 10)},
-    # the method zoo's last blocks (itaclip.methods.encoder_options)
+    # the method zoo's last blocks (itaclip.engine.methods.encoder_options)
     {"attention": ("identity",), "intermediate_layers": (), "remove_ffn": False},
     {"attention": ("q-q",), "intermediate_layers": (), "residual": False},
     {"attention": ("k-k",), "intermediate_layers": (), "residual": False, "gaussian_std": 5.0},
@@ -130,8 +130,8 @@ def test_flop_formula_matches_torch_flop_counter(tiny_ckpt, options):
     CPU, which is added here plainly: q·kᵀ and A·v, 2·T²·D FLOPs each, in blocks 1…L-1."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from itaclip.encoder import DenseEncoder
-    from itaclip.models import load_clip
+    from itaclip.engine.encoder import DenseEncoder
+    from itaclip.engine.models import load_clip
 
     visual = load_clip(tiny_ckpt, device="cpu").visual
     encoder = DenseEncoder(visual, **options)
@@ -146,7 +146,7 @@ def test_flop_formula_matches_torch_flop_counter(tiny_ckpt, options):
 def test_similarity_map_hook_sees_the_maps_and_changes_nothing(tiny_ckpt, smooth_image):
     """``Segmenter.segment(on_similarity_maps=...)`` hands over the maps the result is computed
     from (equal to ``similarity_maps``) and leaves the result bit-for-bit as without the hook."""
-    from itaclip.predictor import Segmenter
+    from itaclip.engine.predictor import Segmenter
 
     seg = Segmenter(weights=tiny_ckpt, preset="voc21", device="cpu", short_side=64, crop=32, stride=16,
                     text_cache=False)

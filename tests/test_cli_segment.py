@@ -59,7 +59,7 @@ def test_labels_are_argmax_of_saved_probs_without_closing(tmp_path, images, tiny
 
 def test_background_preset_and_background_words(tmp_path, images, tiny_ckpt):
     """Typed classes are foreground: voc21 prepends its background set; --background replaces it."""
-    from itaclip.vocabulary import VOC_BACKGROUND
+    from itaclip.engine.vocabulary import VOC_BACKGROUND
 
     classes = tmp_path / "classes.txt"
     classes.write_text("cat\ndog\n")
@@ -245,7 +245,7 @@ def test_real_voc_samples_end_to_end(tmp_path, tiny_ckpt):
 def test_every_flag_maps_onto_the_config():
     from itaclip.cli import parse_args
     from itaclip.cli.options import config_overrides
-    from itaclip.config import build_config
+    from itaclip.engine.config import build_config
 
     args = parse_args([
         "segment", "x.png", "--classes", "cat, dog", "--out", "o", "--preset", "voc21", "--alpha", "0.3",

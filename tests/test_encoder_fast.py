@@ -8,8 +8,8 @@ import pytest
 import torch
 from open_clip.transformer import QuickGELU
 
-from itaclip.encoder import DenseEncoder, quick_gelu_, self_self_attention
-from itaclip.models import load_clip
+from itaclip.engine.encoder import DenseEncoder, quick_gelu_, self_self_attention
+from itaclip.engine.models import load_clip
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -87,7 +87,7 @@ def test_bf16_autocast_close_to_fp32(two_head_visual):
 def test_pamr_in_query_chunks_equals_naive(monkeypatch, chunk_elements):
     """PAMR refines a few query channels at a time: bit-identical to the whole map at once, and
     equal to the naive reference (tests/naive_reference.py) within rounding."""
-    import itaclip.pamr as pamr_module
+    import itaclip.engine.pamr as pamr_module
     import naive_reference as ref
 
     g = torch.Generator().manual_seed(3)
@@ -129,7 +129,7 @@ def test_add_upsampled_equals_upsample_then_add(queries):
     the whole (Q, gh, gw) map and adding it, written plainly."""
     import torch.nn.functional as F
 
-    from itaclip.views import add_upsampled
+    from itaclip.engine.views import add_upsampled
 
     g = torch.Generator().manual_seed(4)
     canvas = torch.randn(queries, 40, 50, generator=g)

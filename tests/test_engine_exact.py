@@ -91,7 +91,7 @@ PATCH_SHAPES = {
 
 @pytest.fixture(scope="module")
 def patch_ckpts(checkpoint_dir):
-    from itaclip.models import random_openai_state_dict
+    from itaclip.engine.models import random_openai_state_dict
 
     paths = {}
     for name, shape in PATCH_SHAPES.items():
@@ -374,7 +374,7 @@ def test_image_files_decoded_like_the_authors(engine, states, tmp_path, kind):
 def test_postprocess_on_hand_built_maps():
     """Exact-boundary cases: an area equal to area_thd × total is removed (strict >); prob_thd is
     tested after the area zeroing; classes with several queries take the max."""
-    from itaclip.postprocess import apply_area_threshold, class_probabilities, label_map
+    from itaclip.engine.postprocess import apply_area_threshold, class_probabilities, label_map
 
     query_class = [0, 0, 1, 2, 2, 3]
     logits = torch.zeros(6, 8, 10)
@@ -400,7 +400,7 @@ def test_postprocess_on_hand_built_maps():
 
 @pytest.mark.parametrize("dilations", [(8, 16), (1, 2), (3,)])
 def test_pamr_function(dilations):
-    from itaclip.pamr import pamr
+    from itaclip.engine.pamr import pamr
 
     g = torch.Generator().manual_seed(1)
     guide = torch.randn(3, 37, 45, generator=g)

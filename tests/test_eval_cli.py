@@ -31,8 +31,8 @@ def _cheap_text_features(request, tmp_path_factory, monkeypatch):
         monkeypatch.setenv("ITACLIP_CACHE", str(base / "text-cache"))
         return
     monkeypatch.setenv("ITACLIP_CACHE", str(base / "text-cache-4-templates"))
-    import itaclip.predictor as predictor
-    from itaclip.text import TEMPLATES, template_features
+    import itaclip.engine.predictor as predictor
+    from itaclip.engine.text import TEMPLATES, template_features
 
     def four_templates(model, tokenizer, names, templates=TEMPLATES, progress=None):
         return template_features(model, tokenizer, names, templates=templates[:4], progress=progress)
@@ -120,7 +120,7 @@ def test_resume_after_interruption(tmp_path, tiny_ckpt, monkeypatch, capsys):
     out = tmp_path / "out"
     common = ["--dataset", "voc21", "--data-root", tmp_path / "data", "--weights", tiny_ckpt, *FAST]
 
-    from itaclip.predictor import Segmenter
+    from itaclip.engine.predictor import Segmenter
 
     original = Segmenter.segment
     calls = {"n": 0}
@@ -188,7 +188,7 @@ def test_altered_counts_are_detected_and_recomputed(tmp_path, tiny_ckpt, monkeyp
     fields["counts"] = fields["counts"] * 2  # e.g. someone "improving" a result
     np.savez_compressed(sample, **fields)
 
-    from itaclip.predictor import Segmenter
+    from itaclip.engine.predictor import Segmenter
 
     original, calls = Segmenter.segment, []
 
@@ -236,7 +236,7 @@ def test_failed_write_is_one_line(tmp_path, tiny_ckpt, monkeypatch, capsys, modu
 def test_ranks_must_agree_on_run_settings(tmp_path, tiny_ckpt, monkeypatch):
     """Every torchrun rank writes into one run directory, so all must compute the same settings:
     a rank with another CPU thread count (which changes fp32 results) stops the run on every rank."""
-    from itaclip.errors import ItaclipError
+    from itaclip.engine.errors import ItaclipError
     from itaclip.evaluation import distributed
     from itaclip.evaluation.runner import EvalRequest, run_evaluation
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from itaclip.errors import ItaclipError
+from itaclip.engine.errors import ItaclipError
 from itaclip.outputs.exports import (
     labelstudio_config,
     labelstudio_rle,

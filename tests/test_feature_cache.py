@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from itaclip.feature_cache import FeatureCache, default_cache_dir
+from itaclip.engine.feature_cache import FeatureCache, default_cache_dir
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,7 +113,7 @@ def test_valid_checksum_but_not_a_tensor_is_rejected(tmp_path):
     import hashlib
     import io
 
-    from itaclip import feature_cache as fc
+    from itaclip.engine import feature_cache as fc
 
     cache = FeatureCache(tmp_path)
     key = cache.key(texts=["x"])

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from itaclip.cli import main
-from itaclip.errors import ItaclipError
+from itaclip.engine.errors import ItaclipError
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 #: Engine flags that make a CLI run take well under a second once the model is loaded.
@@ -246,7 +246,7 @@ def test_latin1_file_name_in_json_exports(hostile_run):
 
 
 def test_pixel_limit_from_header_before_decoding(tmp_path, monkeypatch):
-    from itaclip import images
+    from itaclip.engine import images
 
     path = write_rgb(tmp_path / "a.png", 40, 50)
     assert images.read_image(path, max_pixels=2000).shape == (40, 50, 3)
@@ -341,9 +341,9 @@ def test_symlink_loops_in_folder_inputs(tmp_path, tiny_ckpt, capfd):
 
 
 def test_out_that_is_a_file_is_refused_before_computing(tmp_path, tiny_ckpt, capfd, monkeypatch):
-    import itaclip.predictor
+    import itaclip.engine.predictor
 
-    monkeypatch.setattr(itaclip.predictor.Segmenter, "__init__", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(itaclip.engine.predictor.Segmenter, "__init__", lambda *a, **k: pytest.fail("model loaded"))
     image = write_rgb(tmp_path / "a.png", 20, 30)
     (tmp_path / "file").write_text("x")
     code, lines = run_cli(capfd, "segment", image, "--out", tmp_path / "file", "--weights", tiny_ckpt,
@@ -369,9 +369,9 @@ def small_disk(tmp_path):
 
 
 def test_full_disk_is_found_up_front(small_disk, tmp_path, tiny_ckpt, capfd, monkeypatch):
-    import itaclip.predictor
+    import itaclip.engine.predictor
 
-    monkeypatch.setattr(itaclip.predictor.Segmenter, "__init__", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(itaclip.engine.predictor.Segmenter, "__init__", lambda *a, **k: pytest.fail("model loaded"))
     image = write_rgb(tmp_path / "a.png", 20, 30)
     code, lines = run_cli(capfd, "segment", image, "--out", small_disk / "out", "--weights", tiny_ckpt,
                           "--classes", "cat, dog", *FAST)
@@ -384,7 +384,7 @@ def test_full_disk_is_found_up_front(small_disk, tmp_path, tiny_ckpt, capfd, mon
 
 def test_disk_full_while_writing_loses_nothing_finished(small_disk, tmp_path):
     """Writes that fail for lack of space leave no partial file and the older files intact."""
-    from itaclip.files import write_png
+    from itaclip.engine.files import write_png
 
     write_png(small_disk / "first.png", np.zeros((20, 20), np.uint8))
     noise = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)  # ~12 MB PNG
@@ -456,7 +456,7 @@ def test_hostile_class_file_through_the_cli(tmp_path, tiny_ckpt, capfd):
 
 
 def test_class_files_split_on_newlines_only_and_lose_the_bom(tmp_path):
-    from itaclip.vocabulary import load_aux_texts, load_classes
+    from itaclip.engine.vocabulary import load_aux_texts, load_classes
 
     path = tmp_path / "c.txt"
     path.write_bytes("\ufeffcat\r\ndog\x0cpuppy\nsky\x85cloud\u2028air\nsea\x0bwater\x1cwave\n\n".encode("utf-8"))
@@ -468,7 +468,7 @@ def test_class_files_split_on_newlines_only_and_lose_the_bom(tmp_path):
 
 
 def test_class_names_that_are_not_text_are_refused():
-    from itaclip.vocabulary import resolve_vocabulary
+    from itaclip.engine.vocabulary import resolve_vocabulary
 
     with pytest.raises(ItaclipError, match="not valid UTF-8"):
         resolve_vocabulary(os.fsdecode(b"caf\xe9, dog"))
@@ -477,7 +477,7 @@ def test_class_names_that_are_not_text_are_refused():
 def test_long_class_names_are_accepted_and_cut(tiny_ckpt):
     """A name beyond CLIP's context is encoded cut, as the tokenizer cuts auxiliary texts: its
     features are those of its first 77 tokens."""
-    from itaclip.predictor import Segmenter
+    from itaclip.engine.predictor import Segmenter
 
     seg = Segmenter(weights=tiny_ckpt, device="cpu", text_cache=False)
     long = " ".join(["dog"] * 120)
@@ -653,8 +653,8 @@ def test_rewritten_masks_folder_drops_classes_no_longer_present(tmp_path):
 
 
 def test_export_failure_keeps_the_label_map(tmp_path, monkeypatch, random_image):
+    from itaclip.engine.predictor import SegmentationResult
     from itaclip.outputs import writer
-    from itaclip.predictor import SegmentationResult
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -683,7 +683,7 @@ class _Payload:
 
 
 def test_malicious_pickle_as_cache_entry_is_not_executed(tmp_path):
-    from itaclip import feature_cache
+    from itaclip.engine import feature_cache
 
     marker = tmp_path / "executed"
     cache = feature_cache.FeatureCache(tmp_path / "cache")
@@ -720,7 +720,7 @@ def test_banded_pamr_and_probabilities_equal_the_whole_computation(monkeypatch):
     may differ in the last bit, and which pixels form the tail depends on the band), and match the
     plainly written reference."""
     import naive_reference as ref
-    from itaclip import pamr, postprocess
+    from itaclip.engine import pamr, postprocess
 
     generator = torch.Generator().manual_seed(0)
     guide = torch.rand(3, 61, 47, generator=generator)
@@ -744,8 +744,8 @@ def test_banded_pamr_and_probabilities_equal_the_whole_computation(monkeypatch):
 
 
 def test_engine_with_bands_equals_engine_without(tiny_ckpt, monkeypatch):
-    from itaclip import pamr, postprocess
-    from itaclip.predictor import Segmenter
+    from itaclip.engine import pamr, postprocess
+    from itaclip.engine.predictor import Segmenter
 
     image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     seg = Segmenter(weights=tiny_ckpt, device="cpu", text_cache=False, short_side=64, crop=64, stride=32,
@@ -787,7 +787,7 @@ def test_peak_memory_is_bounded(tiny_ckpt):
 def test_threads_of_one_segmenter_stay_consistent(tiny_ckpt):
     """Concurrent calls on one Segmenter (the demo serialises them; library users may not) give the
     same result as sequential ones."""
-    from itaclip.predictor import Segmenter
+    from itaclip.engine.predictor import Segmenter
 
     seg = Segmenter(weights=tiny_ckpt, device="cpu", text_cache=False, **dict(short_side=32, crop=32, stride=32,
                     image_engineering=False, pamr_steps=1))

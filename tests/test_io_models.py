@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from itaclip import ItaclipError, load_clip
-from itaclip.files import write_png
-from itaclip.images import read_image, to_rgb_array
-from itaclip.models import random_openai_state_dict, resolve_device, text_tower_fingerprint
+from itaclip.engine.files import write_png
+from itaclip.engine.images import read_image, to_rgb_array
+from itaclip.engine.models import random_openai_state_dict, resolve_device, text_tower_fingerprint
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,9 @@ from conftest import make_blocks_image, make_random_image, make_smooth_image
 pytest.importorskip("label_studio_ml")
 brush = pytest.importorskip("label_studio_converter.brush")
 
-from itaclip.errors import ItaclipError  # noqa: E402
+from itaclip.engine.errors import ItaclipError  # noqa: E402
+from itaclip.engine.vocabulary import resolve_vocabulary  # noqa: E402
 from itaclip.integrations.label_studio import BrushTarget, brush_target, fetch_image, vocabulary_for_labels  # noqa: E402
-from itaclip.vocabulary import resolve_vocabulary  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 

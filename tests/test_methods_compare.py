@@ -10,9 +10,9 @@ import pytest
 
 from itaclip import ItaclipError, Segmenter
 from itaclip.datasets import load_dataset
+from itaclip.engine.methods import METHODS
 from itaclip.evaluation.comparison import PUBLISHED, compare_methods, parse_methods, write_comparison
 from itaclip.evaluation.loop import evaluate
-from itaclip.methods import METHODS
 from test_datasets import build_for
 from test_eval_cli import _cheap_text_features  # noqa: F401  (autouse fixture: 4 prompt templates)
 

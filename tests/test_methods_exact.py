@@ -1,4 +1,4 @@
-"""The method zoo (itaclip.methods: vanilla CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP) on the fast
+"""The method zoo (itaclip.engine.methods: vanilla CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP) on the fast
 engine equals the naive reference (tests/naive_reference.py) within float rounding, stage by stage,
 for every method: sliding windows and whole-image inference, windows with and without padding
 (sides that are not patch multiples, padded asymmetrically), PAMR on and off, batch 1 and many,
@@ -33,9 +33,9 @@ from test_engine_exact import (
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("single_thread")]
 
 itaclip = pytest.importorskip("itaclip")
-from itaclip.config import build_config, get_preset  # noqa: E402
-from itaclip.methods import METHODS, encoder_options  # noqa: E402
-from itaclip.vocabulary import load_classes  # noqa: E402
+from itaclip.engine.config import build_config, get_preset  # noqa: E402
+from itaclip.engine.methods import METHODS, encoder_options  # noqa: E402
+from itaclip.engine.vocabulary import load_classes  # noqa: E402
 
 ZOO = ["clip", "maskclip", "sclip", "clearclip", "naclip"]
 
@@ -151,7 +151,7 @@ def test_reference_segment_end_to_end(zoo, tiny_state):
 
 @pytest.mark.parametrize("grid", [(14, 14), (9, 12), (3, 1)])
 def test_neighbourhood_bias_is_the_reference_omega(grid):
-    from itaclip.encoder import neighbourhood_bias
+    from itaclip.engine.encoder import neighbourhood_bias
 
     omega = neighbourhood_bias(*grid, std=5.0)
     expected = ref.reference_omega(*grid, 5.0)
@@ -176,7 +176,7 @@ def test_only_itaclip_records_intermediate_maps():
 @pytest.mark.parametrize("size, expected", [((224, 224), None), ((205, 224), (0, 0, 1, 2)),
                                             ((170, 201), (3, 4, 3, 3)), ((15, 17), (7, 8, 0, 1))])
 def test_window_padding_is_centred(size, expected):
-    from itaclip.preprocess import window_padding
+    from itaclip.engine.preprocess import window_padding
 
     assert window_padding(*size, 16) == expected
 
@@ -308,8 +308,8 @@ def test_for_method_shares_the_model_and_uses_the_methods_lists(tiny_ckpt):
 def test_itaclip_run_identity_is_unchanged_by_the_zoo():
     """Stored eval results and segment manifests of ITACLIP runs keep their identity: the settings
     name no method and no σ for ITACLIP; another method's name them, without ITACLIP's block fields."""
-    from itaclip.settings import prediction_settings
-    from itaclip.vocabulary import resolve_vocabulary
+    from itaclip.engine.settings import prediction_settings
+    from itaclip.engine.vocabulary import resolve_vocabulary
 
     vocab = resolve_vocabulary("cat, dog")
     itaclip_settings = prediction_settings(build_config("voc21"), vocab, "ViT-B/16")["config"]

@@ -18,10 +18,10 @@ from PIL import Image
 
 import itaclip
 from itaclip.cli import main
+from itaclip.engine.predictor import SegmentationResult
 from itaclip.outputs.dataset import DatasetItem, write_dataset_exports
 from itaclip.outputs.visualize import palette
 from itaclip.outputs.writer import OutputOptions, probability_arrays, write_outputs
-from itaclip.predictor import SegmentationResult
 
 FAST = ["--short-side", "224", "--stride", "112", "--pamr-steps", "1", "--device", "cpu"]
 
@@ -310,8 +310,8 @@ def test_cvat_auto_annotation_function_gives_the_label_map(tiny_ckpt, smooth_ima
     from cvat_sdk.masks import decode_mask
 
     from itaclip import Segmenter
+    from itaclip.engine.vocabulary import resolve_vocabulary
     from itaclip.integrations import cvat
-    from itaclip.vocabulary import resolve_vocabulary
 
     options = dict(weights=str(tiny_ckpt), device="cpu", short_side=224, stride=112, pamr_steps=1)
     function = cvat.create(classes="cat, dog, grass", background="sky", **options)

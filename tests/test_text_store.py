@@ -12,8 +12,8 @@ import naive_reference as ref
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("single_thread")]
 
 itaclip = pytest.importorskip("itaclip")
-from itaclip import predictor  # noqa: E402
-from itaclip.text import template_features  # noqa: E402
+from itaclip.engine import predictor  # noqa: E402
+from itaclip.engine.text import template_features  # noqa: E402
 
 #: fp32 rounding of batched vs one-at-a-time encodings of unit-length features.
 TEXT_ATOL = 2e-6

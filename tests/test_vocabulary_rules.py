@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from itaclip.config import get_preset
-from itaclip.errors import ItaclipError
-from itaclip.vocabulary import (
+from itaclip.engine.config import get_preset
+from itaclip.engine.errors import ItaclipError
+from itaclip.engine.vocabulary import (
     BUILTIN_LISTS,
     COCO_BACKGROUND,
     VOC_BACKGROUND,

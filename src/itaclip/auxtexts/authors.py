@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 
 #: The request for the authors' texts in the CLI, the demo and the Python API.
 AUTHORS = "authors"
@@ -51,7 +51,7 @@ FILES: dict[str, AuthorsFile] = {
 
 
 def cache_dir() -> Path:
-    from ..feature_cache import cache_root
+    from ..engine.feature_cache import cache_root
 
     return cache_root() / "authors-texts"
 
@@ -85,7 +85,7 @@ def authors_texts_file(list_name: Optional[str]) -> Path:
     if digest != entry.sha256:
         raise ItaclipError(f"{url} has SHA-256 {digest}, not the authors' {entry.sha256} (commit {COMMIT[:12]}): "
                            f"refused, nothing written; check {URL_ENV} or the mirror")
-    from ..files import atomic_write_bytes
+    from ..engine.files import atomic_write_bytes
 
     try:
         atomic_write_bytes(path, data, durable=True)

@@ -2,7 +2,7 @@
 
 Output: the authors' format, one line per non-background class in class order,
 ``<first name of the class> >=<text>`` — what ``--aux-texts`` and
-:func:`itaclip.vocabulary.load_aux_texts` read.
+:func:`itaclip.engine.vocabulary.load_aux_texts` read.
 
 Nothing generated is lost: every line is appended (and flushed to disk) to ``<out>.partial`` as
 soon as it exists; ``<out>.partial.json`` records what the partial file is for. Running the same
@@ -20,8 +20,8 @@ from typing import Callable, Optional, Protocol, Sequence, Union
 
 from tqdm import tqdm
 
-from ..errors import ItaclipError
-from ..vocabulary import Vocabulary
+from ..engine.errors import ItaclipError
+from ..engine.vocabulary import Vocabulary
 from .prompts import KINDS
 
 SEPARATOR = " >="

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -42,7 +42,7 @@ class TransformersChat:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ..models import resolve_device
+        from ..engine.models import resolve_device
 
         if dtype not in DTYPES:
             raise ItaclipError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Optional, Protocol, Sequence
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 from .prompts import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_TEMPERATURE,
@@ -51,7 +51,7 @@ class LLMTextSource:
     :func:`~itaclip.auxtexts.prompts.clean_answer` (empty, several lines, the name echoed back,
     too long) is asked again at once; a transient server failure is retried after
     ``retry_delay·2^k`` seconds (at most 30). After ``max_attempts`` attempts in all the class
-    fails with an :class:`~itaclip.errors.ItaclipError` that gives the last reason. A hard
+    fails with an :class:`~itaclip.engine.errors.ItaclipError` that gives the last reason. A hard
     failure (wrong URL, refused key, missing model) stops at once.
 
     Args:

@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Optional, Sequence
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 from .llm import TransientBackendError
 from .prompts import InvalidAnswer
 

@@ -42,7 +42,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 
 DEFAULT_DIRS = ("/usr/share/wordnet", "/usr/local/share/wordnet", "/usr/share/WordNet-3.0/dict")
 

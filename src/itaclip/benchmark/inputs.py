@@ -10,12 +10,12 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 
 if TYPE_CHECKING:  # numpy is imported where a picture is made: `itaclip bench --help` needs none of it
     import numpy as np
 
-#: Shapes of the random stand-in for ViT-B/16 (kwargs of itaclip.models.random_openai_state_dict).
+#: Shapes of the random stand-in for ViT-B/16 (kwargs of itaclip.engine.models.random_openai_state_dict).
 RANDOM_VIT_B16 = dict(vision_width=768, vision_layers=12, text_width=512, text_layers=12, embed_dim=512)
 DEFAULT_MODEL_CACHE = Path("~/.cache/itaclip/bench/random_vit_b16.pt")
 
@@ -62,7 +62,7 @@ def parse_mode(text: str) -> Mode:
     """``fp32``, ``bf16``, ``int8``, ``stride56``, ``batch1``, a method (``naclip``: its last block
     and window handling in the input's ITACLIP setting), ``authors`` (with a method: the method's
     own preset for the input), or '+'-joined: ``bf16+stride56``, ``naclip+authors``."""
-    from ..config import METHOD_NAMES
+    from ..engine.config import METHOD_NAMES
 
     overrides: dict[str, Any] = {}
     authors = False
@@ -129,7 +129,7 @@ def input_image(photo: Optional[Union[str, Path]], size: tuple[int, int]) -> np.
         return synthetic_image(*size)
     import cv2
 
-    from ..images import read_image
+    from ..engine.images import read_image
 
     return cv2.resize(read_image(photo), (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
@@ -140,8 +140,8 @@ def random_weights(path: Union[str, Path], log: Callable[[str], None]) -> str:
     if not path.is_file():
         import torch
 
-        from ..files import atomic_write_bytes, writing
-        from ..models import random_openai_state_dict
+        from ..engine.files import atomic_write_bytes, writing
+        from ..engine.models import random_openai_state_dict
 
         log(f"itaclip bench: saving random ViT-B/16-shaped weights to {path} (once)")
         buffer = io.BytesIO()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from ..files import atomic_write_text, write_json, writing
+from ..engine.files import atomic_write_text, write_json, writing
 
 
 def machine_info(device) -> dict:

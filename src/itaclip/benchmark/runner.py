@@ -14,8 +14,8 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import ItaclipError
-from ..files import write_json, writing
+from ..engine.errors import ItaclipError
+from ..engine.files import write_json, writing
 from .inputs import DEFAULT_MODEL_CACHE, SCENARIOS, Mode, Scenario, input_image, random_weights, scenarios
 from .meters import EncoderMeter, PeakMemory, QueryArgmax
 from .report import BenchReport, load_average, machine_info
@@ -35,7 +35,7 @@ class BenchRequest:
     weights: Optional[str] = None
     device: Optional[str] = None
     overrides: dict = field(default_factory=dict)
-    """:class:`~itaclip.config.SegmenterConfig` fields for every run (modes add theirs)."""
+    """:class:`~itaclip.engine.config.SegmenterConfig` fields for every run (modes add theirs)."""
     inputs: Sequence[str] = tuple(SCENARIOS)
     modes: Optional[Sequence[Mode]] = None
     size: Optional[tuple[int, int]] = None
@@ -54,7 +54,7 @@ class BenchRequest:
 
 
 def _segmenter(request: BenchRequest, weights: str, preset: str, text_cache, **overrides):
-    from ..predictor import Segmenter
+    from ..engine.predictor import Segmenter
 
     return Segmenter(weights=weights, preset=preset, device=request.device, text_cache=text_cache,
                      **{**request.overrides, **overrides})
@@ -64,7 +64,7 @@ def bench_text(request: BenchRequest, weights: str) -> list[dict]:
     """VOC vocabulary (class names, background set, auxiliary definitions): first encoding with
     no cache, the same vocabulary plus one class right after it, then a second run (a new
     segmenter) served by the on-disk cache."""
-    from ..text import TEMPLATES
+    from ..engine.text import TEMPLATES
 
     seg = _segmenter(request, weights, "voc21", text_cache=False)
     texts = vocabulary_texts(seg)
@@ -90,7 +90,7 @@ EXTRA_CLASS = ("giraffe", "a tall African mammal with a very long neck and a spo
 def _plus_one_class(seg) -> tuple[float, str]:
     """Seconds to set the segmenter's vocabulary plus one class (text features are cached per
     text, so only the new class's texts are encoded), and where the features came from."""
-    from ..vocabulary import Vocabulary
+    from ..engine.vocabulary import Vocabulary
 
     vocab = seg.vocabulary
     aux = vocab.aux_texts + (EXTRA_CLASS[1],) if vocab.aux_texts else None
@@ -102,7 +102,7 @@ def _plus_one_class(seg) -> tuple[float, str]:
 
 def vocabulary_texts(seg) -> int:
     """Texts the preset's vocabulary encodes: one per query name plus one per auxiliary text."""
-    from ..vocabulary import resolve_vocabulary
+    from ..engine.vocabulary import resolve_vocabulary
 
     vocab = resolve_vocabulary(preset=seg.preset)
     return len(vocab.queries) + (len(vocab.aux_texts) if vocab.aux_texts and seg.config.alpha > 0 else 0)
@@ -121,7 +121,7 @@ def _mode_segmenter(request: BenchRequest, base, scenario: Scenario, mode: Mode)
 
 def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], modes: Sequence[Mode],
                  log: Log = _stderr) -> list[dict]:
-    from ..preprocess import image_windows, rescaled_size
+    from ..engine.preprocess import image_windows, rescaled_size
 
     text_cache = request.text_cache if request.text_cache is not None else True
     records = []
@@ -195,8 +195,8 @@ def run_bench(request: BenchRequest, log: Log = _stderr) -> BenchReport:
     """Every input × mode, then the text side; bad options fail before any work."""
     import torch
 
-    from ..config import build_config
-    from ..models import resolve_device
+    from ..engine.config import build_config
+    from ..engine.models import resolve_device
     from .inputs import default_modes, parse_modes
 
     if request.repeat < 1:

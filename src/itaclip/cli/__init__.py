@@ -26,7 +26,7 @@ import os  # noqa: E402
 import warnings  # noqa: E402
 from typing import Optional, Sequence  # noqa: E402
 
-from ..errors import ItaclipError, one_line  # noqa: E402
+from ..engine.errors import ItaclipError, one_line  # noqa: E402
 
 #: name → (module, one-line help)
 COMMANDS = {

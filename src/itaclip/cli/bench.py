@@ -21,7 +21,7 @@ import argparse
 from typing import Optional
 
 from ..benchmark.inputs import DEFAULT_MODEL_CACHE, SCENARIOS
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 from .options import add_engine_arguments, add_model_arguments, config_overrides
 
 

@@ -42,7 +42,7 @@ def _check_address(host: str, port: int) -> int:
     machine and the port can be bound: a one-line error now instead of a server trace later."""
     import socket
 
-    from ..errors import ItaclipError
+    from ..engine.errors import ItaclipError
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

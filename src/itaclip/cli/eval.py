@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 from ..evaluation.paper_tables import PAPER_TABLES, table_listing
 from .options import add_engine_arguments, add_model_arguments, add_vocabulary_arguments, config_overrides
 

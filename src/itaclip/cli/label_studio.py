@@ -36,7 +36,7 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ItaclipError
+    from ..engine.errors import ItaclipError
 
     # Everything a user can get wrong is checked before the model loads (as `segment` does).
     config, vocabulary = config_and_vocabulary(args)
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise ItaclipError(f"the Label Studio backend needs the labelstudio extra ({exc}): "
                            "pip install 'itaclip[labelstudio]'") from None
     from .. import __version__
+    from ..engine.predictor import Segmenter
     from ..integrations.label_studio import LabelStudioPredictor
-    from ..predictor import Segmenter
 
     # Our per-request lines and the server's access log; other libraries only warn.
     logging.basicConfig(level=logging.WARNING, format="itaclip label-studio: %(message)s", stream=sys.stderr)

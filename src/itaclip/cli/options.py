@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 from typing import Any, Callable, Optional
 
-from ..config import DEFAULT_WEIGHTS, SegmenterConfig, list_presets
+from ..engine.config import DEFAULT_WEIGHTS, SegmenterConfig, list_presets
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -27,8 +27,8 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 def max_pixels_arg(text: str) -> int:
     """``--max-pixels``: a finite number of pixels ≥ 1 (``100e6``); argparse reports a bad one."""
-    from ..errors import ItaclipError
-    from ..images import parse_max_pixels
+    from ..engine.errors import ItaclipError
+    from ..engine.images import parse_max_pixels
 
     try:
         return parse_max_pixels(text, "a pixel limit")
@@ -50,7 +50,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: Optiona
 
 def _float_or_none(text: str):
     """A number, or 'none' for an explicit "no value" (e.g. ``--area-thd none``)."""
-    from ..config import NONE
+    from ..engine.config import NONE
 
     if text.strip().lower() == "none":
         return NONE
@@ -110,8 +110,8 @@ def config_and_vocabulary(args: argparse.Namespace):
     """The config and vocabulary the flags ask for, resolved before any model loads (so a bad option
     or class list fails at once): the preset is the method's own (``--method naclip --preset voc21``
     is NACLIP's VOC21 setting and class list)."""
-    from ..config import build_config, get_preset
-    from ..vocabulary import resolve_vocabulary
+    from ..engine.config import build_config, get_preset
+    from ..engine.vocabulary import resolve_vocabulary
 
     config = build_config(args.preset, **config_overrides(args))
     preset = get_preset(args.preset, config.method) if args.preset else None

@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def describe(name: str, method: str = "itaclip") -> dict:
     """A method's preset's resolved settings: every config value and its vocabulary, as plain data
     (fields another method does not use are left out)."""
-    from ..config import build_config, get_preset
-    from ..methods import get_method, unused_fields
-    from ..vocabulary import resolve_vocabulary
+    from ..engine.config import build_config, get_preset
+    from ..engine.methods import get_method, unused_fields
+    from ..engine.vocabulary import resolve_vocabulary
 
     preset = get_preset(name, method)
     config = build_config(preset.name, method=method)
@@ -36,7 +36,7 @@ def describe(name: str, method: str = "itaclip") -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import get_preset, list_presets
+    from ..engine.config import get_preset, list_presets
 
     if args.name is None:
         names = list_presets(args.method)

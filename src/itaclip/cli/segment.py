@@ -63,11 +63,11 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.images import pixel_limit
+    from ..engine.settings import prediction_settings
     from ..evaluation.distributed import dist_env
-    from ..images import pixel_limit
     from ..outputs.folder import FolderRun, run_folder
     from ..outputs.writer import OutputOptions, run_manifest
-    from ..settings import prediction_settings
 
     # Everything a user can get wrong is checked before the model loads.
     config, vocabulary = config_and_vocabulary(args)
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels or pixel_limit())
 
     def load_segmenter(device: str):
-        from ..predictor import Segmenter
+        from ..engine.predictor import Segmenter
 
         segmenter = Segmenter(weights=args.weights, preset=args.preset, device=device, config=config)
         segmenter.set_vocabulary(vocabulary)

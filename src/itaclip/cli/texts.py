@@ -20,8 +20,8 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-from ..config import PRESETS, get_preset, list_presets
-from ..errors import ItaclipError
+from ..engine.config import PRESETS, get_preset, list_presets
+from ..engine.errors import ItaclipError
 
 BACKENDS = ("openai", "transformers", "wordnet")
 
@@ -123,7 +123,7 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def _vocabulary_and_kind(args: argparse.Namespace):
-    from ..vocabulary import BUILTIN_LISTS, resolve_vocabulary
+    from ..engine.vocabulary import BUILTIN_LISTS, resolve_vocabulary
 
     preset = get_preset(args.preset) if args.preset else None
     if args.classes is None and (preset is None or not preset.classes):

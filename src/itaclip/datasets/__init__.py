@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Union
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 from . import layouts
 from .base import Dataset, DatasetSpec, Sample, SampleError, read_label_map, reduce_zero_label
 from .convert import coco_stuff_to_object, convert_coco_object

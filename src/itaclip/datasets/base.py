@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 
 #: The label of pixels that no metric counts (MMSegmentation's convention).
 IGNORE_INDEX = 255

@@ -19,8 +19,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ..errors import ItaclipError
-from ..files import write_png
+from ..engine.errors import ItaclipError
+from ..engine.files import write_png
 from .base import SampleError, read_label_map
 
 NUM_THINGS = 80

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 from .base import Dataset, DatasetSpec, Sample, check_samples, lookup_table, pick_root, read_split_file
 
 # --------------------------------------------------------------------------------- Pascal VOC 2012

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..errors import ItaclipError
-from ..files import atomic_write_text, write_json
-from ..methods import get_method
+from ..engine.errors import ItaclipError
+from ..engine.files import atomic_write_text, write_json
+from ..engine.methods import get_method
 from .paper_tables import PARTIAL_NOTE, miou_cells, partial_footnote
 
 
@@ -52,7 +52,7 @@ PUBLISHED: dict[str, dict[str, Published]] = {
 
 def parse_methods(text: str) -> list[str]:
     """``"clip,sclip,naclip"`` → the method names, checked; ``"all"`` → every method."""
-    from ..methods import METHODS
+    from ..engine.methods import METHODS
 
     names = list(METHODS) if text.strip().lower() == "all" else [n.strip() for n in text.split(",") if n.strip()]
     if not names:

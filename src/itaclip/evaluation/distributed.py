@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,14 @@ confusion matrices (across ``torchrun`` processes too) and write the report.
 
 Run directory
     ``<out>/<dataset>-<hash>/`` where ``hash`` digests every setting that can change a prediction
-    (dataset and data root, weights, resolved :class:`~itaclip.config.SegmenterConfig` without the
+    (dataset and data root, weights, resolved :class:`~itaclip.engine.config.SegmenterConfig` without the
     pure-execution knobs, vocabulary with auxiliary texts, device type, on the CPU the thread
     count, format version). A run with other settings gets another directory, so results are never
     mixed. Every ``torchrun`` rank must compute the same settings, or the run stops.
 
 Per-image results
     ``samples/<key>.npz`` holds the image's confusion matrix as exact sparse int64 triplets and
-    the SHA-256 of their contents. It is written atomically (:mod:`itaclip.files`) as soon as the
+    the SHA-256 of their contents. It is written atomically (:mod:`itaclip.engine.files`) as soon as the
     image is done; a re-run with the same settings loads these and computes only the missing
     images. A file that cannot be read back, or whose contents no longer match their digest, is
     recomputed. Unreadable samples are listed in ``skipped`` (and retried by the next run).
@@ -40,10 +40,10 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..datasets import Dataset, Sample, SampleError
-from ..errors import ItaclipError
-from ..files import atomic_write_bytes, npz_bytes, write_json, writing
-from ..images import read_image
-from ..settings import plain, prediction_settings, settings_hash
+from ..engine.errors import ItaclipError
+from ..engine.files import atomic_write_bytes, npz_bytes, write_json, writing
+from ..engine.images import read_image
+from ..engine.settings import plain, prediction_settings, settings_hash
 from .distributed import DistInfo, all_gather_objects, all_reduce_int64, require_same_on_all_ranks
 from .metrics import confusion_matrix, dense_confusion, mean_iou, sparse_confusion, summarize
 from .report import EvalResult, write_report

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import ItaclipError
+from ..engine.errors import ItaclipError
 
 
 @dataclass(frozen=True)

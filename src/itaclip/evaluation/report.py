@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..files import atomic_write_bytes, json_bytes, npy_bytes, writing
+from ..engine.files import atomic_write_bytes, json_bytes, npy_bytes, writing
 
 #: Settings shown in the Markdown report's settings line, in this order (those the config has).
 REPORTED_SETTINGS = (

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from ..datasets import Dataset, DatasetSpec
-from ..errors import ItaclipError
-from ..files import atomic_write_text, write_json, writing
+from ..engine.errors import ItaclipError
+from ..engine.files import atomic_write_text, write_json, writing
 from .distributed import DistInfo
 from .loop import evaluate
 from .paper_tables import PaperRow, PaperTable, format_table
@@ -31,9 +31,9 @@ def _stderr(message: str) -> None:
 
 def dataset_vocabulary(spec: DatasetSpec, classes=None, background=None, aux_texts=None, method=None):
     """The vocabulary for a dataset: the built-in list of ``method``'s preset for it (or
-    ``classes``), by the rules of :func:`itaclip.vocabulary.resolve_vocabulary`."""
-    from ..config import get_preset
-    from ..vocabulary import resolve_vocabulary
+    ``classes``), by the rules of :func:`itaclip.engine.vocabulary.resolve_vocabulary`."""
+    from ..engine.config import get_preset
+    from ..engine.vocabulary import resolve_vocabulary
 
     return resolve_vocabulary(classes, preset=get_preset(spec.preset, method), background=background,
                               aux_texts=aux_texts)
@@ -52,9 +52,9 @@ class EvalRequest:
     preset: Optional[str] = None
     """Settings preset; None: the dataset's paper preset."""
     overrides: dict = field(default_factory=dict)
-    """:class:`~itaclip.config.SegmenterConfig` fields that win over the preset."""
+    """:class:`~itaclip.engine.config.SegmenterConfig` fields that win over the preset."""
     classes: Union[None, str, Sequence[str]] = None
-    """None: the dataset preset's own list (rules of :func:`itaclip.vocabulary.resolve_vocabulary`)."""
+    """None: the dataset preset's own list (rules of :func:`itaclip.engine.vocabulary.resolve_vocabulary`)."""
     background: Union[None, str, Sequence[str]] = None
     aux_texts: Union[None, str, Sequence[str]] = None
     limit: Optional[int] = None
@@ -69,7 +69,7 @@ class EvalRequest:
                                   self.overrides.get("method"))
 
     def segmenter(self, weights: Optional[str] = None):
-        from ..predictor import Segmenter
+        from ..engine.predictor import Segmenter
 
         return Segmenter(
             weights=weights or self.weights,
@@ -128,7 +128,7 @@ def paper_texts(request: EvalRequest) -> tuple[EvalRequest, str]:
         given = request.aux_texts if isinstance(request.aux_texts, str) else "the texts of the vocabulary given"
         return request, f"as given ({given})"
     from ..auxtexts.authors import texts_for_paper
-    from ..config import get_preset
+    from ..engine.config import get_preset
 
     choice, said = texts_for_paper(get_preset(request.dataset.spec.preset).classes)
     return (dataclasses.replace(request, aux_texts=choice) if choice else request), said

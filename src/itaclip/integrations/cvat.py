@@ -30,7 +30,7 @@ try:
 except ImportError as exc:  # pragma: no cover - only without the optional package
     raise ImportError("the CVAT function needs cvat-sdk: pip install 'itaclip[cvat]'") from exc
 
-from ..config import DEFAULT_WEIGHTS
+from ..engine.config import DEFAULT_WEIGHTS
 
 
 class ItaclipFunction:
@@ -39,8 +39,8 @@ class ItaclipFunction:
     def __init__(self, classes: Optional[str] = None, weights: str = DEFAULT_WEIGHTS, preset: str = "default",
                  device: Optional[str] = None, background: Optional[str] = None, aux_texts: Optional[str] = None,
                  **options):
-        from ..predictor import Segmenter
-        from ..vocabulary import resolve_vocabulary
+        from ..engine.predictor import Segmenter
+        from ..engine.vocabulary import resolve_vocabulary
 
         vocabulary = resolve_vocabulary(classes, preset=preset, background=background, aux_texts=aux_texts)
         self._segmenter = Segmenter(weights=weights, preset=preset, device=device, **options)

@@ -28,10 +28,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ItaclipError
-from ..images import decode_image
+from ..engine.errors import ItaclipError
+from ..engine.images import decode_image
+from ..engine.vocabulary import Vocabulary, check_vocabulary
 from ..outputs.exports import labelstudio_prediction
-from ..vocabulary import Vocabulary, check_vocabulary
 
 logger = logging.getLogger(__name__)
 

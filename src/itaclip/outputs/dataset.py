@@ -30,8 +30,8 @@ from pathlib import Path, PurePosixPath
 from typing import NamedTuple, Sequence
 from urllib.parse import quote
 
-from ..errors import ItaclipError
-from ..files import atomic_open, atomic_write_text, json_bytes, read_json
+from ..engine.errors import ItaclipError
+from ..engine.files import atomic_open, atomic_write_text, json_bytes, read_json
 from .exports import export_paths, labelstudio_config, text_file_name
 from .visualize import palette
 

@@ -42,8 +42,8 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import ItaclipError
-from ..files import atomic_write_bytes, encode_png, json_bytes
+from ..engine.errors import ItaclipError
+from ..engine.files import atomic_write_bytes, encode_png, json_bytes
 
 FORMATS = ("coco", "labelstudio", "masks", "cvat")
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, NamedTuple, Optional, Sequence
 
-from ..errors import ItaclipError, one_line
+from ..engine.errors import ItaclipError, one_line
 from .writer import OutputOptions, check_manifest, is_done, write_manifest, write_outputs
 
 
@@ -63,7 +63,7 @@ def collect_jobs(inputs: Sequence[str], out_dir: Path, recursive: bool,
     """Images to process and input errors. Outputs mirror the inputs' paths relative to the input
     root (see the module docstring); an image given twice is done once; two images that would write
     the same files are an error."""
-    from ..images import IMAGE_SUFFIXES
+    from ..engine.images import IMAGE_SUFFIXES
 
     found: list[Path] = []
     errors: list[str] = []
@@ -191,8 +191,8 @@ def segment_jobs(segmenter, jobs: Sequence[Job], options: OutputOptions, *,
     and skipped (any error of one image: a broken file, an OpenCV error, memory, a full disk).
     Progress: a bar in a terminal, else (or with ``log_lines``) a line with images/s and ETA every
     few seconds. ``max_pixels``: the pixel limit of image files (default
-    :func:`itaclip.images.pixel_limit`)."""
-    from ..images import read_image
+    :func:`itaclip.engine.images.pixel_limit`)."""
+    from ..engine.images import read_image
     from ..progress import progress
 
     summary, start = FolderSummary(), time.perf_counter()
@@ -235,7 +235,7 @@ class FolderRun:
     overwrite: bool = False
     image_url_prefix: str = ""
     max_pixels: Optional[int] = None
-    """Pixel limit of image files (default :func:`itaclip.images.pixel_limit`)."""
+    """Pixel limit of image files (default :func:`itaclip.engine.images.pixel_limit`)."""
 
 
 def _first_problem(problems: Sequence[Optional[str]]) -> None:
@@ -307,7 +307,7 @@ def run_folder(run: FolderRun, load_segmenter: Callable[[str], object], device: 
             log(f"{len(todo_all)} image(s) to do by {world} processes")
 
         if todo_all:  # a file, a read-only folder or a full disk: said before any model loads
-            from ..files import check_output_folder
+            from ..engine.files import check_output_folder
 
             _first_problem([p for _, p in all_gather_objects(
                 _attempt(lambda: check_output_folder(run.out_dir)), info)])

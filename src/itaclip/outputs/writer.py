@@ -29,8 +29,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ..errors import ItaclipError, one_line
-from ..files import read_json, write_json, write_npz, write_png
+from ..engine.errors import ItaclipError, one_line
+from ..engine.files import read_json, write_json, write_npz, write_png
 from .exports import export_paths, normalize_formats, write_exports
 
 MANIFEST_NAME = "itaclip-run.json"
@@ -134,7 +134,7 @@ def write_outputs(out_dir: PathLike, stem: str, image: np.ndarray, result, optio
 
 def run_manifest(settings: dict, options: OutputOptions) -> dict:
     """The manifest of an output folder: the prediction settings (weights identity, options that
-    change outputs, vocabulary: :func:`itaclip.settings.prediction_settings`), which files are
+    change outputs, vocabulary: :func:`itaclip.engine.settings.prediction_settings`), which files are
     written, and the package version (informative; not compared)."""
     from .. import __version__
 

@@ -9,7 +9,7 @@ Accepted ``weights`` (details and examples in the README's "Weights" section):
 * ``NAME:PATH``: a local open_clip checkpoint with its architecture named (``ViT-B-16:ckpt.pt`` is
   GELU, ``ViT-B-16-quickgelu:ckpt.pt`` QuickGELU), as ``open_clip.create_model(NAME, pretrained=PATH)``;
 * a local OpenAI checkpoint (TorchScript archive or state dict as OpenAI ships it);
-* a Hugging Face ``transformers`` ``CLIPModel`` folder or hub id (:mod:`itaclip.hf_clip`).
+* a Hugging Face ``transformers`` ``CLIPModel`` folder or hub id (:mod:`itaclip.engine.hf_clip`).
 
 Whatever the form, the result is an open_clip ``CLIP`` in OpenAI's module layout (what the dense
 encoder and the text encoder read), plus the model's own tokenizer and normalisation constants.

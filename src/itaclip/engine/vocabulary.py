@@ -321,7 +321,7 @@ def resolve_vocabulary(classes: ClassesSpec = None, *, preset: Union[None, str, 
             vocab = vocab.with_aux_texts(None)
         else:
             if _wants_authors_texts(aux_texts):
-                from .auxtexts.authors import authors_texts_file
+                from ..auxtexts.authors import authors_texts_file
 
                 aux_texts = authors_texts_file(list_name)
             texts = load_aux_texts(aux_texts) if isinstance(aux_texts, (str, os.PathLike)) else list(aux_texts)

@@ -98,7 +98,7 @@ class Segmenter:
         config: a full :class:`SegmenterConfig` instead of preset + overrides.
         text_cache: ``True`` (default directory), a directory, or ``False`` to never touch disk.
         **overrides: any :class:`SegmenterConfig` field, e.g. ``stride=56, pamr_steps=0``, or
-            ``method="naclip"`` for one of the baselines of :mod:`itaclip.methods`.
+            ``method="naclip"`` for one of the baselines of :mod:`itaclip.engine.methods`.
     """
 
     def __init__(self, weights: Union[str, os.PathLike] = DEFAULT_WEIGHTS, preset: Optional[str] = None,

@@ -1,7 +1,7 @@
 """The dense visual encoder: a small adapter over open_clip's ``VisionTransformer`` (SPEC §1).
 
 Blocks 1…L-1 run unchanged (ITACLIP records self-self attention maps at its intermediate layers
-meanwhile); only the last block differs between methods (itaclip.methods): its attention weights,
+meanwhile); only the last block differs between methods (itaclip.engine.methods): its attention weights,
 whether its residual and MLP are kept. ITACLIP's last block uses the fused map
 ``Â = ½·A_L + ½·mean(A_l')`` on its own values, keeps the residual and (by default) drops its MLP.
 Output: L2-normalised patch features.
@@ -163,7 +163,7 @@ class DenseEncoder(nn.Module):
         * attention matmuls: 4·T²·D per block 1…L-1 (q·kᵀ and A·v over all heads);
         * self-self maps: 2·T²·D per term for each recorded block and the last block, plus
           2·T²·D for the last block's Â·v (no maps, no Â·v when the last block has no attention
-          term of :data:`~itaclip.config.ATTENTION_TERMS`);
+          term of :data:`~itaclip.engine.config.ATTENTION_TERMS`);
         * projection: 2·(T-1)·D·E.
 
         LayerNorms, softmaxes, activations and additions are not counted. ViT-B/16 at 224 px with

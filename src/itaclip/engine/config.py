@@ -22,7 +22,7 @@ SPATIAL_VIEWS = ("grey", "blur")  # first category: layout kept, features averag
 FLIP_VIEWS = ("vflip", "hflip")  # second category: logits flipped back, averaged
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-#: The segmenters the engine runs (itaclip.methods describes each one).
+#: The segmenters the engine runs (itaclip.engine.methods describes each one).
 MethodName = Literal["itaclip", "clip", "maskclip", "sclip", "clearclip", "naclip"]
 METHOD_NAMES = ("itaclip", "clip", "maskclip", "sclip", "clearclip", "naclip")
 #: Fields that configure ITACLIP's own last block; the other methods bring their own.
@@ -50,13 +50,13 @@ def option(default, help: str, *, flag: Optional[str] = None, kind: Optional[str
 class SegmenterConfig:
     """All options of the method. Defaults are the paper's shared settings (SPEC §5, "All").
 
-    ``method`` picks the segmenter (ITACLIP or one of the baselines of :mod:`itaclip.methods`);
+    ``method`` picks the segmenter (ITACLIP or one of the baselines of :mod:`itaclip.engine.methods`);
     build a baseline's config with ``build_config(preset, method=...)`` so its own defaults apply.
     """
 
     method: MethodName = option("itaclip", "the segmenter: itaclip (default), or clip, maskclip, sclip, clearclip, "
                                 "naclip with their authors' settings (docs/METHOD.md)", choices=METHOD_NAMES)
-    """Last block and window handling of this segmenter (see itaclip.methods)."""
+    """Last block and window handling of this segmenter (see itaclip.engine.methods)."""
     # --- encoder (SPEC §1) ---
     attention: str = option("q-q+k-k", f"'+'-joined self-self attention terms from {', '.join(ATTENTION_TERMS)} "
                             "(paper: q-q+k-k)", metavar="TERMS")

@@ -8,7 +8,7 @@ class encodes that class's prompts only. The texts still missing are encoded in 
 by token length, as before), so the first encoding of a whole vocabulary is not slower; the rows
 equal a one-text-at-a-time encoding within float rounding (tests/test_text_store.py).
 
-Disk layout: one checksummed :class:`~itaclip.feature_cache.FeatureCache` entry per text under
+Disk layout: one checksummed :class:`~itaclip.engine.feature_cache.FeatureCache` entry per text under
 ``<cache>/texts/<2 hex digits>/<key>.pt`` (256 shards keep folders small for tens of thousands
 of texts).
 """

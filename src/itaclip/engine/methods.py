@@ -201,7 +201,7 @@ def get_method(name: str) -> Method:
 
 
 def encoder_options(config: SegmenterConfig) -> dict:
-    """Keyword arguments of :class:`itaclip.encoder.DenseEncoder` for the config's last block."""
+    """Keyword arguments of :class:`itaclip.engine.encoder.DenseEncoder` for the config's last block."""
     block = get_method(config.method).block
     if block is None:
         return dict(attention=config.attention_terms, intermediate_layers=config.intermediate_layers,
