@@ -42,14 +42,14 @@ def single_thread():
 
 
 def _save_random_checkpoint(directory: Path, name: str, **shape) -> Path:
-    from itaclip.engine.models import random_openai_state_dict
+    from itaclip.engine.weights.random import random_openai_state_dict
 
     path = directory / f"{name}.pt"
     torch.save(random_openai_state_dict(**shape), path)
     return path
 
 
-#: Shapes of the test checkpoints (kwargs of ``itaclip.engine.models.random_openai_state_dict``).
+#: Shapes of the test checkpoints (kwargs of ``itaclip.engine.weights.random.random_openai_state_dict``).
 TINY_SHAPE = dict(vision_width=64, vision_layers=12, patch_size=16, grid=14, text_width=64,
                   text_layers=2, embed_dim=32, seed=0)
 TWO_HEAD_SHAPE = dict(vision_width=128, vision_layers=12, patch_size=16, grid=14, text_width=128,

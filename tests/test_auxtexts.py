@@ -24,8 +24,8 @@ from itaclip.auxtexts import (
 )
 from itaclip.auxtexts.prompts import InvalidAnswer
 from itaclip.cli import main as cli_main
-from itaclip.engine.config import PRESETS
 from itaclip.engine.errors import ItaclipError
+from itaclip.engine.methods.itaclip import PRESETS
 from itaclip.engine.vocabulary import builtin_path, load_aux_texts, load_classes
 
 pytestmark = pytest.mark.timeout(60)

@@ -130,15 +130,15 @@ def test_flop_formula_matches_torch_flop_counter(tiny_ckpt, options):
     CPU, which is added here plainly: q·kᵀ and A·v, 2·T²·D FLOPs each, in blocks 1…L-1."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from itaclip.engine.encoder import DenseEncoder
-    from itaclip.engine.models import load_clip
+    from itaclip.engine.encoders.last_block import DenseEncoder
+    from itaclip.engine.weights import load_clip
 
     visual = load_clip(tiny_ckpt, device="cpu").visual
     encoder = DenseEncoder(visual, **options)
     batch, grid_h, grid_w = 2, 14, 10
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         encoder(torch.randn(batch, 3, 16 * grid_h, 16 * grid_w))
-    tokens, width, blocks = 1 + grid_h * grid_w, visual.conv1.weight.shape[0], len(encoder.blocks)
+    tokens, width, blocks = 1 + grid_h * grid_w, visual.conv1.weight.shape[0], encoder.trunk.depth
     sdpa = (blocks - 1) * 2 * (2 * tokens * tokens * width)
     assert counter.get_total_flops() + batch * sdpa == batch * encoder.flops(grid_h, grid_w)
 

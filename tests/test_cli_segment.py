@@ -245,7 +245,7 @@ def test_real_voc_samples_end_to_end(tmp_path, tiny_ckpt):
 def test_every_flag_maps_onto_the_config():
     from itaclip.cli import parse_args
     from itaclip.cli.options import config_overrides
-    from itaclip.engine.config import build_config
+    from itaclip.engine.methods import build_config
 
     args = parse_args([
         "segment", "x.png", "--classes", "cat, dog", "--out", "o", "--preset", "voc21", "--alpha", "0.3",

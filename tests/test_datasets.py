@@ -291,7 +291,7 @@ def test_labelme_voc_samples_through_loader():
 
 
 def test_class_files_match_presets_and_query_counts():
-    from itaclip.engine.config import get_preset
+    from itaclip.engine.methods import get_preset
     from itaclip.engine.vocabulary import COCO_BACKGROUND, VOC_BACKGROUND, load_classes
 
     queries = {

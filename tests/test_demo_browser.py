@@ -56,7 +56,7 @@ def _chromium() -> str | None:
 def checkpoint(tmp_path_factory) -> Path:
     import torch
 
-    from itaclip.engine.models import random_openai_state_dict
+    from itaclip.engine.weights.random import random_openai_state_dict
 
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     torch.save(random_openai_state_dict(), path)

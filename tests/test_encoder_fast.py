@@ -8,8 +8,9 @@ import pytest
 import torch
 from open_clip.transformer import QuickGELU
 
-from itaclip.engine.encoder import DenseEncoder, quick_gelu_, self_self_attention
-from itaclip.engine.models import load_clip
+from itaclip.engine.encoders.last_block import DenseEncoder, self_self_attention
+from itaclip.engine.encoders.vit import quick_gelu_
+from itaclip.engine.weights import load_clip
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -87,7 +88,7 @@ def test_bf16_autocast_close_to_fp32(two_head_visual):
 def test_pamr_in_query_chunks_equals_naive(monkeypatch, chunk_elements):
     """PAMR refines a few query channels at a time: bit-identical to the whole map at once, and
     equal to the naive reference (tests/naive_reference.py) within rounding."""
-    import itaclip.engine.pamr as pamr_module
+    import itaclip.engine.refine.pamr as pamr_module
     import naive_reference as ref
 
     g = torch.Generator().manual_seed(3)
@@ -117,7 +118,7 @@ def test_low_precision_weight_copy_equals_autocast_casts(two_head_visual):
     images = torch.randn(2, 3, 224, 224)
     plain = DenseEncoder(two_head_visual)
     kept = DenseEncoder(two_head_visual, autocast_dtype=torch.bfloat16)
-    assert kept.linears[0]["qkv"].weight.dtype == torch.bfloat16
+    assert kept.trunk.linears[0]["qkv"].weight.dtype == torch.bfloat16
     assert two_head_visual.transformer.resblocks[0].attn.in_proj_weight.dtype == torch.float32
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(plain(images)[0], kept(images)[0])

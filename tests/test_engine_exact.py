@@ -91,7 +91,7 @@ PATCH_SHAPES = {
 
 @pytest.fixture(scope="module")
 def patch_ckpts(checkpoint_dir):
-    from itaclip.engine.models import random_openai_state_dict
+    from itaclip.engine.weights.random import random_openai_state_dict
 
     paths = {}
     for name, shape in PATCH_SHAPES.items():
@@ -400,7 +400,7 @@ def test_postprocess_on_hand_built_maps():
 
 @pytest.mark.parametrize("dilations", [(8, 16), (1, 2), (3,)])
 def test_pamr_function(dilations):
-    from itaclip.engine.pamr import pamr
+    from itaclip.engine.refine.pamr import pamr
 
     g = torch.Generator().manual_seed(1)
     guide = torch.randn(3, 37, 45, generator=g)

@@ -7,9 +7,11 @@ import torch
 from PIL import Image
 
 from itaclip import ItaclipError, load_clip
+from itaclip.engine.devices import resolve_device
 from itaclip.engine.files import write_png
 from itaclip.engine.images import read_image, to_rgb_array
-from itaclip.engine.models import random_openai_state_dict, resolve_device, text_tower_fingerprint
+from itaclip.engine.weights import text_tower_fingerprint
+from itaclip.engine.weights.random import random_openai_state_dict
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from PIL import Image
 import itaclip
 from itaclip.cli import main, parse_args
 from itaclip.cli.options import config_overrides
-from itaclip.engine.config import build_config
+from itaclip.engine.methods import build_config
 from test_datasets import build_for
 from test_eval_cli import _cheap_text_features  # noqa: F401  (autouse fixture: 4 prompt templates)
 

@@ -33,8 +33,7 @@ from test_engine_exact import (
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("single_thread")]
 
 itaclip = pytest.importorskip("itaclip")
-from itaclip.engine.config import build_config, get_preset  # noqa: E402
-from itaclip.engine.methods import METHODS, encoder_options  # noqa: E402
+from itaclip.engine.methods import METHODS, build_config, encoder_options, get_preset  # noqa: E402  # noqa: E402
 from itaclip.engine.vocabulary import load_classes  # noqa: E402
 
 ZOO = ["clip", "maskclip", "sclip", "clearclip", "naclip"]
@@ -151,7 +150,7 @@ def test_reference_segment_end_to_end(zoo, tiny_state):
 
 @pytest.mark.parametrize("grid", [(14, 14), (9, 12), (3, 1)])
 def test_neighbourhood_bias_is_the_reference_omega(grid):
-    from itaclip.engine.encoder import neighbourhood_bias
+    from itaclip.engine.encoders.last_block import neighbourhood_bias
 
     omega = neighbourhood_bias(*grid, std=5.0)
     expected = ref.reference_omega(*grid, 5.0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from itaclip.engine.config import get_preset
 from itaclip.engine.errors import ItaclipError
+from itaclip.engine.methods import get_preset
 from itaclip.engine.vocabulary import (
     BUILTIN_LISTS,
     COCO_BACKGROUND,

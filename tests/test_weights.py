@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from itaclip import ItaclipError, Segmenter
-from itaclip.engine.encoder import DenseEncoder
-from itaclip.engine.models import CLIP_MEAN, CLIP_STD, load_backbone, random_openai_state_dict
+from itaclip.engine.encoders.last_block import DenseEncoder
 from itaclip.engine.settings import weights_identity
+from itaclip.engine.weights import CLIP_MEAN, CLIP_STD, load_backbone
+from itaclip.engine.weights.random import random_openai_state_dict
 
 transformers = pytest.importorskip("transformers")
 
@@ -320,7 +321,7 @@ def test_open_clip_tag_from_a_filled_cache(tiny_open_clip, monkeypatch, tmp_path
     result equals the same tensors as an OpenAI-layout file (and as NAME:PATH)."""
     from open_clip import pretrained
 
-    from itaclip.engine.models import _stored_in_fp16
+    from itaclip.engine.weights.random import _stored_in_fp16
 
     reference = _random_open_clip("ItaTiny-quickgelu", seed=9)
     with torch.no_grad():  # values OpenAI's fp16 storage holds exactly, so both files are one network
@@ -398,7 +399,7 @@ def test_torchscript_archive_is_announced_and_pickles_are_data_only(tmp_path, ca
     from test_io_models import _StateModule
 
     torch.jit.save(torch.jit.script(_StateModule(openai_state)), tmp_path / "archive.pt")
-    with caplog.at_level("WARNING", logger="itaclip.engine.models"):
+    with caplog.at_level("WARNING", logger="itaclip.engine.weights.reading"):
         load_backbone(tmp_path / "archive.pt", "cpu")
     assert "TorchScript archive" in caplog.text and "runs the code" in caplog.text
 
@@ -491,13 +492,13 @@ def test_cli_transformers_folder_and_openai_file_write_the_same_labels(hf_folder
 def test_plain_clip_vits_are_accepted_from_their_config(name):
     import open_clip
 
-    from itaclip.engine.models import unsupported_reason
+    from itaclip.engine.weights.support import unsupported_reason
 
     assert unsupported_reason(open_clip.get_model_config(name)) is None
 
 
 def test_unavailable_or_unsupported_devices_are_one_line():
-    from itaclip.engine.models import resolve_device
+    from itaclip.engine.devices import resolve_device
 
     cases = ["xpu", "meta", "cuda:abc"] + ([] if torch.backends.mps.is_available() else ["mps"]) \
         + ([] if torch.cuda.is_available() else ["cuda"])

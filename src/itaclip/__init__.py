@@ -17,9 +17,9 @@ __version__ = "0.1.0"
 
 #: public name → module that defines it
 _EXPORTS = {
-    "PRESETS": "config", "SegmenterConfig": "config", "build_config": "config", "get_preset": "config",
-    "list_presets": "config", "ItaclipError": "errors", "list_models": "models", "load_clip": "models",
-    "Backbone": "models", "load_backbone": "models",
+    "PRESETS": "methods.itaclip", "SegmenterConfig": "config", "build_config": "methods", "get_preset": "methods",
+    "list_presets": "methods", "list_methods": "methods", "get_method": "methods", "ItaclipError": "errors",
+    "list_models": "weights", "load_clip": "weights", "Backbone": "weights", "load_backbone": "weights",
     "SegmentationResult": "predictor", "Segmenter": "predictor", "Vocabulary": "vocabulary",
     "load_aux_texts": "vocabulary", "load_classes": "vocabulary", "resolve_vocabulary": "vocabulary",
 }

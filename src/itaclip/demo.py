@@ -34,8 +34,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .engine.config import METHOD_NAMES, build_config, get_preset, list_presets
 from .engine.errors import ItaclipError
+from .engine.methods import build_config, get_preset, list_methods, list_presets
 from .engine.vocabulary import resolve_vocabulary, text_lines
 
 log = logging.getLogger("itaclip.demo")
@@ -526,9 +526,9 @@ def build_app(engine: DemoEngine, examples: Sequence[str] = ()):
                     speed = gr.Radio(speed_choices, value=engine.default_speed(), label="Speed",
                                      info="ITACLIP's stride; the other methods use their authors' windows",
                                      elem_id="speed")
-                method = gr.Dropdown(list(METHOD_NAMES), value=engine.method, label="Method", elem_id="method",
+                method = gr.Dropdown(list_methods(), value=engine.method, label="Method", elem_id="method",
                                      info="itaclip, or another training-free method with its authors' settings "
-                                          "(clip, maskclip, sclip, clearclip, naclip)")
+                                          f"({', '.join(list_methods()[1:])})")
                 button = gr.Button("Segment", variant="primary", elem_id="segment")
             with gr.Column(scale=1):
                 overlay_out = gr.Image(label="Overlay", format="png", interactive=False, elem_id="overlay",

@@ -42,7 +42,7 @@ class TransformersChat:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ..engine.models import resolve_device
+        from ..engine.devices import resolve_device
 
         if dtype not in DTYPES:
             raise ItaclipError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")

@@ -15,7 +15,7 @@ from ..engine.errors import ItaclipError
 if TYPE_CHECKING:  # numpy is imported where a picture is made: `itaclip bench --help` needs none of it
     import numpy as np
 
-#: Shapes of the random stand-in for ViT-B/16 (kwargs of itaclip.engine.models.random_openai_state_dict).
+#: Shapes of the random stand-in for ViT-B/16 (kwargs of itaclip.engine.weights.random.random_openai_state_dict).
 RANDOM_VIT_B16 = dict(vision_width=768, vision_layers=12, text_width=512, text_layers=12, embed_dim=512)
 DEFAULT_MODEL_CACHE = Path("~/.cache/itaclip/bench/random_vit_b16.pt")
 
@@ -62,7 +62,7 @@ def parse_mode(text: str) -> Mode:
     """``fp32``, ``bf16``, ``int8``, ``stride56``, ``batch1``, a method (``naclip``: its last block
     and window handling in the input's ITACLIP setting), ``authors`` (with a method: the method's
     own preset for the input), or '+'-joined: ``bf16+stride56``, ``naclip+authors``."""
-    from ..engine.config import METHOD_NAMES
+    from ..engine.methods import list_methods
 
     overrides: dict[str, Any] = {}
     authors = False
@@ -71,7 +71,7 @@ def parse_mode(text: str) -> Mode:
         try:
             if token in PRECISIONS:
                 overrides["precision"] = token
-            elif token in METHOD_NAMES:
+            elif token in list_methods():
                 overrides["method"] = token
             elif token == "authors":
                 authors = True
@@ -84,7 +84,7 @@ def parse_mode(text: str) -> Mode:
         except ValueError:
             raise ItaclipError(
                 f"unknown mode {text!r}: use fp32, fp16, bf16, int8, strideN, batchN, a method "
-                f"({', '.join(METHOD_NAMES)}), authors or '+'-joined ones"
+                f"({', '.join(list_methods())}), authors or '+'-joined ones"
             ) from None
     if authors and "method" not in overrides:
         raise ItaclipError(f"mode {text!r}: 'authors' needs a method, e.g. naclip+authors")
@@ -141,7 +141,7 @@ def random_weights(path: Union[str, Path], log: Callable[[str], None]) -> str:
         import torch
 
         from ..engine.files import atomic_write_bytes, writing
-        from ..engine.models import random_openai_state_dict
+        from ..engine.weights.random import random_openai_state_dict
 
         log(f"itaclip bench: saving random ViT-B/16-shaped weights to {path} (once)")
         buffer = io.BytesIO()

@@ -1,5 +1,5 @@
 """Measurements taken while a segmenter works: encoder time and FLOPs (forward hooks on the
-:class:`~itaclip.engine.encoder.DenseEncoder`), peak memory, and the argmax of the similarity maps (through
+:class:`~itaclip.engine.encoders.last_block.DenseEncoder`), peak memory, and the argmax of the similarity maps (through
 :meth:`Segmenter.segment`'s ``on_similarity_maps`` hook). None of them changes a result."""
 
 from __future__ import annotations

@@ -195,8 +195,8 @@ def run_bench(request: BenchRequest, log: Log = _stderr) -> BenchReport:
     """Every input × mode, then the text side; bad options fail before any work."""
     import torch
 
-    from ..engine.config import build_config
-    from ..engine.models import resolve_device
+    from ..engine.devices import resolve_device
+    from ..engine.methods import build_config
     from .inputs import default_modes, parse_modes
 
     if request.repeat < 1:

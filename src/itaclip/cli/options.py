@@ -7,7 +7,8 @@ import argparse
 import dataclasses
 from typing import Any, Callable, Optional
 
-from ..engine.config import DEFAULT_WEIGHTS, SegmenterConfig, list_presets
+from ..engine.config import DEFAULT_WEIGHTS, SegmenterConfig
+from ..engine.methods import list_methods, list_presets
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -80,6 +81,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=f.name, action="store_false", default=None, help=cli["help"])
             continue
         kind = cli["kind"] or type(f.default).__name__
+        if kind == "method":  # the registry's names, listed in the help too
+            methods = list_methods()
+            group.add_argument(flag, dest=f.name, choices=methods, help=cli["help"].format(methods=", ".join(methods)))
+            continue
         group.add_argument(flag, dest=f.name, type=None if cli["choices"] else _PARSERS[kind],
                            choices=cli["choices"], metavar=cli["metavar"], help=cli["help"])
 
@@ -110,7 +115,7 @@ def config_and_vocabulary(args: argparse.Namespace):
     """The config and vocabulary the flags ask for, resolved before any model loads (so a bad option
     or class list fails at once): the preset is the method's own (``--method naclip --preset voc21``
     is NACLIP's VOC21 setting and class list)."""
-    from ..engine.config import build_config, get_preset
+    from ..engine.methods import build_config, get_preset
     from ..engine.vocabulary import resolve_vocabulary
 
     config = build_config(args.preset, **config_overrides(args))

@@ -9,16 +9,17 @@ import json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", metavar="PRESET", help="a preset to print in full (default: list all)")
-    parser.add_argument("--method", default="itaclip", metavar="METHOD",
-                        help="whose presets: itaclip (default), clip, maskclip, sclip, clearclip or naclip")
+    from ..engine.methods import DEFAULT_METHOD, list_methods
+
+    parser.add_argument("--method", default=DEFAULT_METHOD, metavar="METHOD",
+                        help=f"whose presets: {', '.join(list_methods())} (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
 
 
 def describe(name: str, method: str = "itaclip") -> dict:
     """A method's preset's resolved settings: every config value and its vocabulary, as plain data
     (fields another method does not use are left out)."""
-    from ..engine.config import build_config, get_preset
-    from ..engine.methods import get_method, unused_fields
+    from ..engine.methods import build_config, get_method, get_preset, unused_fields
     from ..engine.vocabulary import resolve_vocabulary
 
     preset = get_preset(name, method)
@@ -36,7 +37,7 @@ def describe(name: str, method: str = "itaclip") -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.config import get_preset, list_presets
+    from ..engine.methods import get_preset, list_presets
 
     if args.name is None:
         names = list_presets(args.method)

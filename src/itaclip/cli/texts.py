@@ -20,8 +20,9 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-from ..engine.config import PRESETS, get_preset, list_presets
 from ..engine.errors import ItaclipError
+from ..engine.methods import get_preset, list_presets
+from ..engine.methods.itaclip import PRESETS
 
 BACKENDS = ("openai", "transformers", "wordnet")
 

@@ -1,7 +1,8 @@
-"""Typed configuration of the ITACLIP pipeline and the paper's presets, as data.
+"""Typed configuration of the pipeline: every option of every method, with its command-line flag.
 
-Every knob of SPEC §1–4 lives in :class:`SegmenterConfig`; presets are plain dictionaries of
-overrides (``PRESETS``), so the CLI, the Python API and the evaluation harness cannot drift apart.
+The bottom of the engine: it imports nothing above it. Methods, their defaults and presets are in
+:mod:`itaclip.engine.methods`, whose ``build_config`` is the factory of configs; the CLI builds its
+flags from the fields here, so the CLI and the Python API cannot drift apart.
 """
 
 from __future__ import annotations
@@ -22,11 +23,6 @@ SPATIAL_VIEWS = ("grey", "blur")  # first category: layout kept, features averag
 FLIP_VIEWS = ("vflip", "hflip")  # second category: logits flipped back, averaged
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-#: The segmenters the engine runs (itaclip.engine.methods describes each one).
-MethodName = Literal["itaclip", "clip", "maskclip", "sclip", "clearclip", "naclip"]
-METHOD_NAMES = ("itaclip", "clip", "maskclip", "sclip", "clearclip", "naclip")
-#: Fields that configure ITACLIP's own last block; the other methods bring their own.
-ITACLIP_BLOCK_FIELDS = ("attention", "remove_ffn", "intermediate_layers")
 
 #: Weights used when none are named: OpenAI's CLIP ViT-B/16, as in the paper.
 DEFAULT_WEIGHTS = "ViT-B/16"
@@ -39,8 +35,8 @@ def option(default, help: str, *, flag: Optional[str] = None, kind: Optional[str
 
     ``flag`` defaults to ``--field-name``; ``kind`` says how the text is parsed: ``float``, ``int``,
     ``str``, ``float_or_none`` (a number or ``none``: :data:`NONE`), ``int_list`` (``8,16`` / ``none``),
-    ``name_list`` (``grey,blur``) or ``off`` (a bool
-    field whose flag turns it off, e.g. ``--no-closing``).
+    ``name_list`` (``grey,blur``), ``off`` (a bool field whose flag turns it off, e.g.
+    ``--no-closing``) or ``method`` (a name of the method registry: the CLI lists them).
     """
     cli = {"help": help, "flag": flag, "kind": kind, "metavar": metavar, "choices": choices}
     return field(default=default, metadata={"cli": cli})
@@ -50,13 +46,13 @@ def option(default, help: str, *, flag: Optional[str] = None, kind: Optional[str
 class SegmenterConfig:
     """All options of the method. Defaults are the paper's shared settings (SPEC §5, "All").
 
-    ``method`` picks the segmenter (ITACLIP or one of the baselines of :mod:`itaclip.engine.methods`);
-    build a baseline's config with ``build_config(preset, method=...)`` so its own defaults apply.
+    ``method`` picks the segmenter (a name of :func:`itaclip.list_methods`); build another method's
+    config with ``build_config(preset, method=...)`` so its own defaults apply.
     """
 
-    method: MethodName = option("itaclip", "the segmenter: itaclip (default), or clip, maskclip, sclip, clearclip, "
-                                "naclip with their authors' settings (docs/METHOD.md)", choices=METHOD_NAMES)
-    """Last block and window handling of this segmenter (see itaclip.engine.methods)."""
+    method: str = option("itaclip", "the segmenter: {methods}, with their authors' settings (docs/METHOD.md)",
+                         kind="method")
+    """The segmenter whose stages run (see itaclip.engine.methods)."""
     # --- encoder (SPEC §1) ---
     attention: str = option("q-q+k-k", f"'+'-joined self-self attention terms from {', '.join(ATTENTION_TERMS)} "
                             "(paper: q-q+k-k)", metavar="TERMS")
@@ -128,10 +124,6 @@ class SegmenterConfig:
         _check(0.0 <= self.lam <= 1.0, f"lambda must be in [0, 1], got {self.lam}")
         bad_views = [v for v in self.views if v not in VIEWS]
         _check(not bad_views, f"unknown view(s) {bad_views}; choose from {', '.join(VIEWS)}")
-        _check(self.method in METHOD_NAMES, f"unknown method {self.method!r}; choose from {', '.join(METHOD_NAMES)}")
-        if self.method != "itaclip":
-            changed = [name for name in ITACLIP_BLOCK_FIELDS if getattr(self, name) != _DEFAULTS[name]]
-            _check(not changed, _itaclip_only(changed, self.method))
         _check(self.gaussian_std > 0, f"gaussian std must be > 0, got {self.gaussian_std}")
         _check(self.crop >= 0, f"crop must be >= 0 (0: whole image), got {self.crop}")
         _check(self.stride > 0, f"stride must be > 0, got {self.stride}")
@@ -163,95 +155,9 @@ class SegmenterConfig:
         return dataclasses.replace(self, **overrides)
 
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SegmenterConfig)}
-
-
-def _itaclip_only(fields: list[str], method: str) -> str:
-    return f"{', '.join(fields)} configure ITACLIP's last block: use them with method 'itaclip', not {method!r}"
-
-
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ItaclipError(message)
-
-
-AuxKind = Literal["definition", "synonym"]
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named setting: config overrides plus the vocabulary it is meant for."""
-
-    name: str
-    description: str
-    overrides: dict = field(default_factory=dict)
-    classes: Optional[str] = None
-    """Built-in class list (itaclip/data/classes/NAME.txt), if any."""
-    has_background: bool = False
-    """Background policy: line 0 of ``classes`` is a background set, used as class 0 ("background")
-    of this list and prepended as class 0 to classes a user types under this preset."""
-    aux_texts: Optional[str] = None
-    """Built-in auxiliary-text file (itaclip/data/texts/NAME.txt), if any."""
-    aux_kind: Optional[AuxKind] = None
-    """What ``aux_texts`` holds: one definition or one synonym per foreground class."""
-
-
-def _paper(short_side, alpha, lam, logit_scale, prob_thd, area_thd=None):
-    return dict(
-        short_side=short_side, alpha=alpha, lam=lam, logit_scale=logit_scale,
-        prob_thd=prob_thd, area_thd=area_thd,
-    )
-
-
-#: Presets as data (SPEC §5 and the other standard benchmarks).
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in [
-        Preset("voc21", "Pascal VOC 2012, 20 classes + background set (paper)",
-               _paper(336, 0.05, 0.70, 60, 0.1, 0.1), "voc21", True, "voc21_definitions", "definition"),
-        Preset("voc20", "Pascal VOC 2012 without background",
-               _paper(336, 0.05, 0.70, 60, 0.0), "voc20", False, "voc20_definitions", "definition"),
-        Preset("context60", "Pascal Context, 59 classes + background (paper)",
-               _paper(336, 0.15, 0.75, 55, 0.1), "context60", True, "context60_definitions", "definition"),
-        Preset("context59", "Pascal Context without background",
-               _paper(336, 0.15, 0.75, 55, 0.0), "context59", False, "context59_definitions", "definition"),
-        Preset("coco_object", "COCO-Object, 80 things + background set (paper)",
-               _paper(336, 0.10, 0.75, 50, 0.1), "coco_object", True, "coco_object_synonyms", "synonym"),
-        Preset("coco_stuff", "COCO-Stuff 164k, 171 classes (paper)",
-               _paper(448, 0.20, 0.75, 40, 0.0), "coco_stuff", False, "coco_stuff_definitions", "definition"),
-        Preset("cityscapes", "Cityscapes, 19 classes (authors' README)",
-               _paper(560, 0.05, 0.70, 40, 0.0), "cityscapes", False, "cityscapes_synonyms", "synonym"),
-        Preset("ade20k", "ADE20K, 150 classes",
-               _paper(448, 0.20, 0.75, 40, 0.0), "ade20k", False, "ade20k_definitions", "definition"),
-        Preset("default", "Open vocabulary: the paper's architecture, VOC-like image settings",
-               _paper(336, 0.0, 0.75, 40, 0.0)),
-        Preset("fast", "Stride 56 (within 0.1 mIoU of 28, paper Table 7), about 3x fewer windows",
-               dict(_paper(336, 0.0, 0.75, 40, 0.0), stride=56)),
-    ]
-}
-
-
-def list_presets(method: str = "itaclip") -> list[str]:
-    """Names of the built-in presets of ``method`` (ITACLIP's by default)."""
-    return sorted(_presets_of(method))
-
-
-def get_preset(name: str, method: Optional[str] = None) -> Preset:
-    """The preset ``name`` of ``method`` (ITACLIP's presets when ``method`` is None or 'itaclip')."""
-    presets = _presets_of(method or "itaclip")
-    try:
-        return presets[name]
-    except KeyError:
-        owner = "" if method in (None, "itaclip") else f" for method {method!r}"
-        raise ItaclipError(f"unknown preset {name!r}{owner}; choose from {', '.join(sorted(presets))}") from None
-
-
-def _presets_of(method: str) -> dict[str, Preset]:
-    if method == "itaclip":
-        return PRESETS
-    from .methods import get_method  # the baselines' tables live beside their definitions
-
-    return get_method(method).presets
 
 
 class _ExplicitNone:
@@ -264,26 +170,3 @@ class _ExplicitNone:
 #: An explicit "no value" for an optional option (``area_thd=NONE``: no area threshold, even where
 #: the preset has one); ``None`` in :func:`build_config` means "not given".
 NONE = _ExplicitNone()
-
-
-def build_config(preset: Optional[str] = None, **overrides) -> SegmenterConfig:
-    """The method's own defaults first (``method=``, ITACLIP's when absent), then the method's
-    preset, then explicit overrides (``None`` values are ignored; :data:`NONE` sets ``None``)."""
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(SegmenterConfig)}
-    if unknown:
-        raise ItaclipError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    method = overrides.get("method") or "itaclip"
-    given = [name for name in ITACLIP_BLOCK_FIELDS if overrides.get(name) is not None]
-    _check(method == "itaclip" or not given, _itaclip_only(given, method))
-    values = {}
-    if method != "itaclip":
-        from .methods import get_method
-
-        values.update(get_method(method).defaults)
-    if preset:
-        values.update(get_preset(preset, method).overrides)
-    values.update({k: None if v is NONE else v for k, v in overrides.items() if v is not None})
-    try:
-        return SegmenterConfig(**values)
-    except TypeError as exc:  # wrong type passed from Python
-        raise ItaclipError(str(exc)) from None

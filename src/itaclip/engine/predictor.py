@@ -18,19 +18,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import SegmenterConfig, build_config, get_preset
-from .encoder import DenseEncoder
+from .config import SegmenterConfig
+from .devices import resolve_device
 from .errors import ItaclipError
 from .images import ImageInput, to_rgb_array
-from .methods import encoder_options, get_method
-from .models import DEFAULT_WEIGHTS, load_backbone, resolve_device, text_tower_fingerprint
-from .pamr import pamr
+from .methods import build_config, check_config, get_method, get_preset
 from .postprocess import apply_area_threshold, class_probabilities, label_map
 from .preprocess import image_windows, normalize, resize_image, window_padding
+from .refine.pamr import pamr
 from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
 from .text_store import TextFeatureStore
 from .views import add_upsampled, fuse_patch_logits, make_views, view_names
 from .vocabulary import Vocabulary, resolve_vocabulary
+from .weights import DEFAULT_WEIGHTS, load_backbone, text_tower_fingerprint
 
 #: Crops × views per encoder pass when the config leaves it open (docs/BENCHMARKS.md: 10 is the
 #: fastest on the CPU, where larger batches fall out of the caches; GPUs want large batches).
@@ -119,9 +119,10 @@ class Segmenter:
             raise ItaclipError("fp16 needs a GPU: use --device cuda, or bf16/int8 on the CPU")
         visual = self._loaded.model.visual
         self._autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.precision)
+        check_config(cfg)
         self.method = get_method(cfg.method)
-        self.encoder = DenseEncoder(visual, **encoder_options(cfg), int8=cfg.precision == "int8",
-                                    autocast_dtype=self._autocast)
+        self.encoder = self.method.encoder.build(visual, cfg, int8=cfg.precision == "int8",
+                                                 autocast_dtype=self._autocast)
         self.encoder.eval()
         self.views = view_names(cfg.image_engineering, cfg.views)
         self.vocabulary: Optional[Vocabulary] = None

@@ -8,8 +8,6 @@ import cv2
 import numpy as np
 import torch
 
-from .models import CLIP_MEAN, CLIP_STD
-
 
 def rescaled_size(height: int, width: int, short_side: int, long_side_cap: int) -> tuple[int, int]:
     """(h, w) after mmcv's keep-ratio rescale: f = min(cap / long, short_side / short)."""
@@ -28,10 +26,10 @@ def resize_image(image: np.ndarray, short_side: int, long_side_cap: int) -> np.n
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
 
 
-def normalize(image: np.ndarray, device: torch.device | str = "cpu", mean: Sequence[float] = CLIP_MEAN,
-              std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+def normalize(image: np.ndarray, device: torch.device | str, mean: Sequence[float],
+              std: Sequence[float]) -> torch.Tensor:
     """(H, W, 3) uint8 RGB → (3, H, W) float32, normalised with the model's mean and std (0–255
-    scale; CLIP's by default)."""
+    scale, :attr:`itaclip.engine.weights.Backbone.mean`)."""
     tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float()
     mean = torch.tensor(mean, device=tensor.device).view(3, 1, 1)
     std = torch.tensor(std, device=tensor.device).view(3, 1, 1)

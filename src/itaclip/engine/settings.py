@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Union
 
 from .config import SegmenterConfig
+from .methods import unused_fields
+from .text import TEXT_FEATURE_VERSION
 from .vocabulary import Vocabulary
 
 #: SegmenterConfig fields that never change fp32 predictions (batching is exact within rounding:
@@ -48,9 +50,6 @@ def weights_identity(weights: Union[str, os.PathLike]) -> str:
 
 def prediction_settings(config: SegmenterConfig, vocabulary: Vocabulary, weights: Union[str, os.PathLike]) -> dict:
     """Weights, every option that changes outputs, the vocabulary and the text-feature version."""
-    from .methods import unused_fields
-    from .text import TEXT_FEATURE_VERSION
-
     options = dataclasses.asdict(config)
     for name in (*EXECUTION_ONLY, *unused_fields(config)):
         options.pop(name, None)

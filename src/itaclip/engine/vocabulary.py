@@ -20,11 +20,11 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
-from .config import PRESETS, Preset, get_preset
 from .errors import ItaclipError
-from .methods import METHODS
+from .methods import METHODS, get_preset
+from .methods.base import Preset
 
 #: Background set of the authors' VOC21 class file (SPEC §2).
 VOC_BACKGROUND = (
@@ -228,12 +228,27 @@ def load_aux_texts(spec: Union[str, os.PathLike]) -> list[str]:
 
 ClassesSpec = Union[None, "Vocabulary", str, os.PathLike, Sequence[str]]
 AuxSpec = Union[None, str, os.PathLike, Sequence[str]]
+#: A named source of auxiliary texts (``--aux-texts authors``): built-in list name (None for a typed
+#: vocabulary) → a local file in the ``name >=text`` format, fetched if need be.
+AuxSource = Callable[[Optional[str]], Path]
+#: Entry-point group of the named sources; itaclip registers ``authors`` (the paper's texts, fetched
+#: by :mod:`itaclip.auxtexts.authors`), so the engine itself never imports a downloader.
+AUX_SOURCES_GROUP = "itaclip.aux_texts"
+
+
+def aux_sources() -> dict[str, AuxSource]:
+    """The named auxiliary-text sources installed (entry points of :data:`AUX_SOURCES_GROUP`)."""
+    from importlib.metadata import entry_points
+
+    return {entry.name: entry.load() for entry in entry_points(group=AUX_SOURCES_GROUP)}
 
 #: Built-in class lists by name, each with the preset that uses it (its background policy and texts):
 #: ITACLIP's lists, and the lists of the other methods' authors (sclip_voc21, clearclip_voc21, …).
-BUILTIN_LISTS: dict[str, Preset] = {p.classes: p for p in PRESETS.values() if p.classes and p.classes == p.name}
-BUILTIN_LISTS.update({p.classes: p for method in METHODS.values() for p in method.presets.values()
-                      if p.classes and p.classes not in BUILTIN_LISTS})
+BUILTIN_LISTS: dict[str, Preset] = {}
+for _method in METHODS.values():  # ITACLIP first: its presets own the lists named after datasets
+    for _preset in _method.presets.values():
+        if _preset.classes:
+            BUILTIN_LISTS.setdefault(_preset.classes, _preset)
 
 
 def _squash(text: str) -> str:
@@ -279,7 +294,8 @@ def _is_builtin_name(spec) -> bool:
 
 def resolve_vocabulary(classes: ClassesSpec = None, *, preset: Union[None, str, Preset] = None,
                        background: Union[None, str, Sequence[str]] = None, aux_texts: AuxSpec = None,
-                       has_background: Optional[bool] = None) -> Vocabulary:
+                       has_background: Optional[bool] = None,
+                       sources: Optional[Mapping[str, AuxSource]] = None) -> Vocabulary:
     """The vocabulary for what a user gives, by the same rules everywhere:
 
     * ``classes`` typed (an inline ``"cat, dog"``, a class file, a list of strings) are all
@@ -290,8 +306,9 @@ def resolve_vocabulary(classes: ClassesSpec = None, *, preset: Union[None, str, 
       ``None`` means the preset's own list;
     * ``background`` words set class 0: they replace a background set, or are prepended as one;
     * ``aux_texts``: a file (``name >=text`` lines), a built-in text file's name, or one string per
-      foreground class; ``"none"`` drops a built-in list's texts; ``"authors"`` takes the paper's
-      own LLaMA-3 texts for the built-in list in use (downloaded once, :mod:`itaclip.auxtexts.authors`);
+      foreground class; ``"none"`` drops a built-in list's texts; the name of a source of
+      ``sources`` (default: the installed ones, :func:`aux_sources`) takes that source's texts for
+      the built-in list in use — ``"authors"``: the paper's own LLaMA-3 texts, downloaded once;
     * ``has_background=True`` reads the first class of a typed list as its background set (the
       field's class-file format); ``False`` never adds one.
 
@@ -320,19 +337,23 @@ def resolve_vocabulary(classes: ClassesSpec = None, *, preset: Union[None, str, 
         if isinstance(aux_texts, str) and aux_texts.strip().lower() == "none":
             vocab = vocab.with_aux_texts(None)
         else:
-            if _wants_authors_texts(aux_texts):
-                from ..auxtexts.authors import authors_texts_file
-
-                aux_texts = authors_texts_file(list_name)
+            source = _named_source(aux_texts, sources)
+            if source is not None:
+                aux_texts = source(list_name)
             texts = load_aux_texts(aux_texts) if isinstance(aux_texts, (str, os.PathLike)) else list(aux_texts)
             vocab = vocab.with_aux_texts(texts)
     check_vocabulary(vocab)
     return vocab
 
 
-def _wants_authors_texts(aux_texts: AuxSpec) -> bool:
-    """``"authors"``: the paper's LLaMA-3 texts for the built-in list in use (a file of that name wins)."""
-    return isinstance(aux_texts, str) and aux_texts.strip().lower() == "authors" and not Path(aux_texts).is_file()
+def _named_source(aux_texts: AuxSpec, sources: Optional[Mapping[str, AuxSource]]) -> Optional[AuxSource]:
+    """The source ``aux_texts`` names (``"authors"``), or None (a file of that name wins)."""
+    if not isinstance(aux_texts, str) or Path(aux_texts).is_file():
+        return None
+    name = aux_texts.strip().lower()
+    if not name.isidentifier():  # a path or inline texts, never a source's name
+        return None
+    return (aux_sources() if sources is None else sources).get(name)
 
 
 def check_vocabulary(vocab: Vocabulary) -> None:

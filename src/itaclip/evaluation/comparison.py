@@ -10,51 +10,18 @@ difference of a few tenths is expected; a larger one deserves a look.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..engine.errors import ItaclipError
 from ..engine.files import atomic_write_text, write_json
-from ..engine.methods import get_method
+from ..engine.methods import get_method, list_methods
 from .paper_tables import PARTIAL_NOTE, miou_cells, partial_footnote
-
-
-@dataclass(frozen=True)
-class Published:
-    miou: float
-    source: str
-
-
-_ITACLIP_T1 = "ITACLIP paper, Table 1"
-_NACLIP_README = "NACLIP README (github.com/sinahmr/NACLIP @ 0cac3a6), PAMR on"
-_SCLIP_README = "SCLIP README (github.com/wangf3014/SCLIP @ b56bd30)"
-
-
-def _figures(source: str, **values: float) -> dict[str, Published]:
-    return {dataset: Published(value, source) for dataset, value in values.items()}
-
-
-#: method → dataset → the published mIoU (ViT-B/16). Vanilla CLIP has none recorded: its
-#: baselines in the literature use other protocols than the settings its preset reproduces.
-PUBLISHED: dict[str, dict[str, Published]] = {
-    "itaclip": {**_figures(_ITACLIP_T1, coco_stuff=27.0, coco_object=37.7, voc21=67.9, context60=37.5),
-                **_figures("ITACLIP README", cityscapes=40.2)},
-    "clip": {},
-    "maskclip": _figures(_ITACLIP_T1, coco_stuff=14.6, coco_object=20.6, voc21=38.8, context60=23.2),
-    "sclip": _figures(_SCLIP_README, ade20k=16.45, cityscapes=32.34, coco_object=33.52, coco_stuff=22.77,
-                      context59=34.46, context60=31.74, voc20=81.54, voc21=59.63),
-    "clearclip": _figures(_ITACLIP_T1, coco_stuff=23.9, coco_object=33.0, voc21=51.8, context60=32.6),
-    "naclip": _figures(_NACLIP_README, voc21=64.07, context60=34.99, coco_object=36.19, voc20=83.03,
-                       cityscapes=38.27, context59=38.35, ade20k=19.05, coco_stuff=25.69),
-}
 
 
 def parse_methods(text: str) -> list[str]:
     """``"clip,sclip,naclip"`` → the method names, checked; ``"all"`` → every method."""
-    from ..engine.methods import METHODS
-
-    names = list(METHODS) if text.strip().lower() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    names = list_methods() if text.strip().lower() == "all" else [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise ItaclipError("no methods given: e.g. 'clip,sclip,naclip' or 'all'")
     for name in names:
@@ -76,7 +43,7 @@ def compare_methods(dataset, base_segmenter, methods: Sequence[str], evaluate_on
         segmenter = base_segmenter.for_method(name, dataset.spec.preset, **(overrides or {}))
         segmenter.set_vocabulary()
         result = evaluate_one(segmenter, f"{dataset.spec.title} — {method.title}")
-        published = PUBLISHED[name].get(dataset.name)
+        published = method.published.get(dataset.name)
         rows.append({
             "method": name,
             "title": method.title,

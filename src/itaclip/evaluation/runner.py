@@ -32,7 +32,7 @@ def _stderr(message: str) -> None:
 def dataset_vocabulary(spec: DatasetSpec, classes=None, background=None, aux_texts=None, method=None):
     """The vocabulary for a dataset: the built-in list of ``method``'s preset for it (or
     ``classes``), by the rules of :func:`itaclip.engine.vocabulary.resolve_vocabulary`."""
-    from ..engine.config import get_preset
+    from ..engine.methods import get_preset
     from ..engine.vocabulary import resolve_vocabulary
 
     return resolve_vocabulary(classes, preset=get_preset(spec.preset, method), background=background,
@@ -128,7 +128,7 @@ def paper_texts(request: EvalRequest) -> tuple[EvalRequest, str]:
         given = request.aux_texts if isinstance(request.aux_texts, str) else "the texts of the vocabulary given"
         return request, f"as given ({given})"
     from ..auxtexts.authors import texts_for_paper
-    from ..engine.config import get_preset
+    from ..engine.methods import get_preset
 
     choice, said = texts_for_paper(get_preset(request.dataset.spec.preset).classes)
     return (dataclasses.replace(request, aux_texts=choice) if choice else request), said

@@ -18,8 +18,10 @@ from typing import Optional
 
 import torch
 
-from .errors import ItaclipError
-from .models import Backbone, check_model, first_line, make_backbone, read_state_dict
+from ..errors import ItaclipError, one_line
+from .backbone import Backbone, check_model, make_backbone
+from .openclip import HF_HUB_PREFIX, LOCAL_DIR_PREFIX, load_open_clip
+from .reading import count_blocks, read_state_dict
 
 #: transformers' defaults for fields a saved config may leave out (CLIPTextConfig, CLIPVisionConfig).
 TEXT_DEFAULTS = dict(hidden_act="quick_gelu", layer_norm_eps=1e-5, num_attention_heads=8, eos_token_id=49407)
@@ -39,7 +41,7 @@ def read_config(path: Path, source: str) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ItaclipError(f"cannot read {source}/config.json: {first_line(exc)}") from None
+        raise ItaclipError(f"cannot read {source}/config.json: {one_line(exc)}") from None
     if not isinstance(config, dict):
         raise ItaclipError(f"{source}/config.json is not a model config")
     return config
@@ -119,19 +121,15 @@ def _rename_block(src: str, dst: str, hf: dict, out: dict) -> None:
         out[f"{dst}.mlp.c_proj.{w}"] = take(f"{src}.mlp.fc2.{w}")
 
 
-def _count_layers(hf: dict, prefix: str) -> int:
-    return len({key[len(prefix):].split(".")[0] for key in hf if key.startswith(prefix)})
-
-
 def to_openai_layout(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A transformers CLIPModel state dict in OpenAI's layout (same tensors, renamed)."""
     hf = {key: value for key, value in hf_state.items() if not key.endswith("position_ids")}
     out: dict[str, torch.Tensor] = {}
     take = hf.pop
     vision_prefix, text_prefix = "vision_model.encoder.layers.", "text_model.encoder.layers."
-    for i in range(_count_layers(hf, vision_prefix)):
+    for i in range(count_blocks(hf, vision_prefix)):
         _rename_block(f"{vision_prefix}{i}", f"visual.transformer.resblocks.{i}", hf, out)
-    for i in range(_count_layers(hf, text_prefix)):
+    for i in range(count_blocks(hf, text_prefix)):
         _rename_block(f"{text_prefix}{i}", f"transformer.resblocks.{i}", hf, out)
     out["visual.class_embedding"] = take("vision_model.embeddings.class_embedding")
     out["visual.conv1.weight"] = take("vision_model.embeddings.patch_embedding.weight")
@@ -162,13 +160,13 @@ def build_model(state: dict[str, torch.Tensor], settings: dict) -> torch.nn.Modu
     if width % settings["vision_heads"] or vision_mlp % width or text_mlp % text_width:
         raise ValueError("head count or MLP width does not divide the width")
     vision_cfg = CLIPVisionCfg(
-        layers=_count_layers(state, "visual.transformer.resblocks."), width=width, patch_size=patch,
+        layers=count_blocks(state, "visual.transformer.resblocks."), width=width, patch_size=patch,
         image_size=grid * patch, head_width=width // settings["vision_heads"], mlp_ratio=vision_mlp // width,
         norm_kwargs={"eps": settings["vision_eps"]} if settings["vision_eps"] != 1e-5 else None,
     )
     text_cfg = CLIPTextCfg(
         context_length=state["positional_embedding"].shape[0], vocab_size=state["token_embedding.weight"].shape[0],
-        width=text_width, heads=settings["text_heads"], layers=_count_layers(state, "transformer.resblocks."),
+        width=text_width, heads=settings["text_heads"], layers=count_blocks(state, "transformer.resblocks."),
         mlp_ratio=text_mlp // text_width,
         norm_kwargs={"eps": settings["text_eps"]} if settings["text_eps"] != 1e-5 else None,
     )
@@ -191,7 +189,7 @@ def _weight_paths(folder: Path, source: str) -> list[Path]:
             try:
                 shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, AttributeError) as exc:
-                raise ItaclipError(f"cannot read {path}: {first_line(exc)}") from None
+                raise ItaclipError(f"cannot read {path}: {one_line(exc)}") from None
             return [folder / shard for shard in shards]
     raise ItaclipError(f"{source} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
 
@@ -209,7 +207,7 @@ def _from_files(config: dict, folder: Path, weight_paths: list[Path], source: st
     try:
         model = build_model(to_openai_layout(hf_state), settings)
     except (KeyError, ValueError, RuntimeError) as exc:
-        raise ItaclipError(f"cannot load {source}: not a complete transformers CLIPModel ({first_line(exc)})") from None
+        raise ItaclipError(f"cannot load {source}: not a complete transformers CLIPModel ({one_line(exc)})") from None
     check_model(model, source)
     tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
     mean, std = _normalisation(folder)
@@ -223,8 +221,6 @@ def load_folder(folder: Path) -> Backbone:
         config = read_config(folder / "config.json", str(folder))
         return _from_files(config, folder, _weight_paths(folder, str(folder)), str(folder))
     if (folder / "open_clip_config.json").is_file():
-        from .models import LOCAL_DIR_PREFIX, load_open_clip
-
         return load_open_clip(f"{LOCAL_DIR_PREFIX}{folder}", None, None)
     raise ItaclipError(f"folder {folder} holds neither a transformers CLIPModel (config.json) nor an open_clip "
                        "model (open_clip_config.json)")
@@ -241,8 +237,6 @@ def load_hub(repo_id: str, cache_dir: Optional[str] = None) -> Backbone:
     config_path = _optional_hub_file(repo_id, "config.json", cache_dir)
     if config_path is None:  # not a transformers repository: an open_clip one (DFN, LAION) is fine too
         if _optional_hub_file(repo_id, "open_clip_config.json", cache_dir) is not None:
-            from .models import HF_HUB_PREFIX, load_open_clip
-
             return load_open_clip(f"{HF_HUB_PREFIX}{repo_id}", None, cache_dir)
         _hub_file(repo_id, "config.json", cache_dir)  # raises "not in the cache" when that is the reason
         raise ItaclipError(f"{repo_id} has neither config.json (transformers) nor open_clip_config.json "
@@ -313,5 +307,5 @@ def _hub_file(repo_id: str, filename: str, cache_dir: Optional[str], optional: b
             return None
         raise ItaclipError(f"{repo_id} has no {filename}: it is not a transformers model repository") from None
     except Exception as exc:  # HTTP and file-system errors alike
-        raise ItaclipError(f"could not get {filename} of {repo_id} from the Hugging Face Hub ({first_line(exc)})") \
+        raise ItaclipError(f"could not get {filename} of {repo_id} from the Hugging Face Hub ({one_line(exc)})") \
             from None

@@ -1,0 +1,163 @@
+"""The last-block family of window encoders (ITACLIP, CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP).
+
+Blocks 1…L-1 run unchanged (ITACLIP records self-self attention maps at its intermediate layers
+meanwhile); only the last block differs between these methods (itaclip.engine.methods): its
+attention weights, whether its residual and MLP are kept. ITACLIP's last block uses the fused map
+``Â = ½·A_L + ½·mean(A_l')`` on its own values, keeps the residual and (by default) drops its MLP.
+Output: L2-normalised patch features.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ATTENTION_TERMS, IDENTITY
+from ..errors import ItaclipError
+from .vit import VisionTrunk
+
+
+def self_self_attention(terms: Sequence[str], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        scale: float, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Σ over ``terms`` of softmax attention maps; q, k, v: (..., T, head_dim) → (..., T, T).
+
+    ``q-q`` is softmax(q qᵀ·s) (likewise k-k, v-v); ``q-k`` is the original softmax((q·s) kᵀ).
+    ``bias`` (T, T), if given, is added to every term's scaled logits before its softmax.
+    """
+    total: Optional[torch.Tensor] = None
+    for term in terms:
+        if term == "q-k":
+            logits = torch.matmul(q * scale, k.transpose(-1, -2))
+        else:
+            a = {"q-q": q, "k-k": k, "v-v": v}[term].contiguous()
+            logits = torch.matmul(a, a.transpose(-1, -2)).mul_(scale)
+        if bias is not None:
+            logits.add_(bias)
+        attn = logits.softmax(dim=-1)
+        total = attn if total is None else total.add_(attn)
+    assert total is not None
+    return total
+
+
+def neighbourhood_bias(grid_h: int, grid_w: int, std: float) -> torch.Tensor:
+    """NACLIP's Ω for a grid_h×grid_w patch grid: (1 + N, 1 + N), N = grid_h·grid_w.
+
+    Ω[t, t'] = exp(-((r-r')² + (c-c')²) / (2σ²)) for patch tokens t = (r, c), t' = (r', c') in
+    row-major order (peak 1, no normalisation); zero row and column for the class token. The
+    values are those of the authors' Gaussian window (float32 ``linspace`` in units of 1/(σ√2),
+    squared, summed, exponentiated), gathered at the tokens' offsets instead of convolving one-hot
+    maps with it.
+    """
+    c = 1.0 / (std * math.sqrt(2.0))
+    axes = [torch.linspace(-(n - 1) * c, (n - 1) * c, 2 * n - 1, dtype=torch.float32) for n in (grid_h, grid_w)]
+    window = torch.exp(-(axes[0][:, None] ** 2 + axes[1][None, :] ** 2))  # (2·gh-1, 2·gw-1), peak 1
+    rows = torch.arange(grid_h).repeat_interleave(grid_w)
+    cols = torch.arange(grid_w).repeat(grid_h)
+    patch = window[rows[:, None] - rows[None, :] + grid_h - 1, cols[:, None] - cols[None, :] + grid_w - 1]
+    return F.pad(patch, (1, 0, 1, 0))
+
+
+class DenseEncoder(nn.Module):
+    """Patch features of crops: (B, 3, H, W) normalised images → (B, gh·gw, E) unit vectors."""
+
+    def __init__(self, visual: nn.Module, attention: Sequence[str] = ("q-q", "k-k"),
+                 intermediate_layers: Sequence[int] = (7, 8, 10), remove_ffn: bool = True,
+                 int8: bool = False, autocast_dtype: Optional[torch.dtype] = None, *,
+                 residual: bool = True, gaussian_std: Optional[float] = None):
+        """``attention``: the last block's terms (or ``(IDENTITY,)``); ``intermediate_layers``:
+        blocks whose maps are fused into it (ITACLIP); ``remove_ffn``/``residual``: drop the last
+        block's MLP / its residual connection; ``gaussian_std``: add NACLIP's neighbourhood bias Ω
+        with this σ (patches) to the last block's attention logits."""
+        super().__init__()
+        self.trunk = VisionTrunk(visual, int8=int8, autocast_dtype=autocast_dtype)
+        depth = self.trunk.depth
+        bad = [layer for layer in intermediate_layers if not 1 <= layer < depth]
+        if bad:
+            raise ItaclipError(
+                f"intermediate layers {list(intermediate_layers)} are invalid for a {depth}-block model: "
+                f"use layers 1..{depth - 1}"
+            )
+        self.attention = tuple(attention)
+        self.recorded = frozenset(layer - 1 for layer in intermediate_layers)  # 0-indexed block ids
+        self.remove_ffn = remove_ffn
+        self.residual = residual
+        self.gaussian_std = gaussian_std
+        self._bias_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self.patch_size = self.trunk.patch_size
+
+    def flops(self, grid_h: int, grid_w: int) -> int:
+        """FLOPs of one pass over one (grid_h·p, grid_w·p) crop, counted from the shapes
+        (multiply-add = 2 FLOPs). For T = 1 + gh·gw tokens, width D, L blocks, output dim E, n
+        attention terms and R recorded layers:
+
+        * patch embedding: 2·(T-1)·(3·p²)·D;
+        * linear layers: 2·T·12·D² per block (qkv 3D², out D², MLP 8D²), less 2·T·8·D² when the
+          last block's MLP is dropped;
+        * attention matmuls: 4·T²·D per block 1…L-1 (q·kᵀ and A·v over all heads);
+        * self-self maps: 2·T²·D per term for each recorded block and the last block, plus
+          2·T²·D for the last block's Â·v (no maps, no Â·v when the last block has no attention
+          term of :data:`~itaclip.engine.config.ATTENTION_TERMS`);
+        * projection: 2·(T-1)·D·E.
+
+        LayerNorms, softmaxes, activations and additions are not counted. ViT-B/16 at 224 px with
+        the paper's settings: 33.8 GFLOP per pass (35.3 for the unmodified ViT).
+        """
+        trunk = self.trunk
+        blocks, width, patch = trunk.depth, trunk.width, trunk.patch_size
+        n = grid_h * grid_w
+        tokens = 1 + n
+        terms = sum(term in ATTENTION_TERMS for term in self.attention)  # softmax maps computed
+        flops = 2 * n * 3 * patch * patch * width
+        flops += blocks * 2 * tokens * 12 * width * width
+        if self.remove_ffn:
+            flops -= 2 * tokens * 8 * width * width
+        flops += (blocks - 1) * 4 * tokens * tokens * width
+        flops += (len(self.recorded) + 1) * terms * 2 * tokens * tokens * width
+        if terms:
+            flops += 2 * tokens * tokens * width  # Â·v
+        flops += 2 * n * width * trunk.out_dim
+        return flops
+
+    def attention_bias(self, grid_h: int, grid_w: int, device: torch.device) -> Optional[torch.Tensor]:
+        """The last block's Ω for this grid (computed once per grid size), or None."""
+        if self.gaussian_std is None:
+            return None
+        key = (grid_h, grid_w)
+        if key not in self._bias_cache:
+            self._bias_cache[key] = neighbourhood_bias(grid_h, grid_w, self.gaussian_std).to(device)
+        return self._bias_cache[key]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Returns (features (B, gh·gw, E), (gh, gw)); features are L2-normalised per token."""
+        trunk = self.trunk
+        x, (grid_h, grid_w) = trunk.embed(images)
+        recorded: list[torch.Tensor] = []
+
+        def record(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+            if index in self.recorded:
+                attn = self_self_attention(self.attention, q, k, v, trunk.scale)
+                if recorded:
+                    recorded[0].add_(attn)
+                else:
+                    recorded.append(attn)
+
+        last = trunk.depth - 1
+        x = trunk.run(x, range(last), on_qkv=record if self.recorded else None)
+        q, k, v = trunk.qkv(last, x)
+        if self.attention == (IDENTITY,):
+            mixed = v
+        else:
+            fused = self_self_attention(self.attention, q, k, v, trunk.scale,
+                                        self.attention_bias(grid_h, grid_w, x.device))
+            if recorded:
+                fused = fused.mul_(0.5).add_(recorded[0].div_(len(self.recorded)), alpha=0.5)
+            mixed = torch.matmul(fused, v)
+        attended = trunk.out(last, mixed)
+        x = x.add_(attended) if self.residual else attended
+        if not self.remove_ffn:
+            x.add_(trunk.mlp(last, x))
+        return trunk.head(x[:, 1:]), (grid_h, grid_w)

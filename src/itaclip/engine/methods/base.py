@@ -1,0 +1,150 @@
+"""What a method record holds: the stages it changes in the engine, its settings and its sources.
+
+Every method runs through one pipeline (:class:`itaclip.Segmenter`)::
+
+    image → resize → windows (+ padding) → [views] → window encoder → window logits → canvas
+          → original size → refinements (PAMR, …) → probabilities → area threshold → labels → closing
+
+A :class:`Method` says, as data, which stage it changes and how: the **window encoder** (for the
+methods here, :class:`LastBlock`: CLIP's blocks 1 … L-1 unchanged and a different last block),
+how **windows** are padded, the **refinements** that follow the similarity maps, the config fields
+it reads, its authors' **defaults**, **presets** per dataset and **published** figures. The
+engine's code for a stage lives beside the stage (``itaclip.engine.encoders``, ``…pamr``); records
+only name it, so this module and the method modules import no PyTorch (``itaclip --help`` and
+``itaclip presets`` stay fast). docs/ARCHITECTURE.md shows where each planned method's stages go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from ..config import SegmenterConfig
+
+AuxKind = Literal["definition", "synonym"]
+
+#: Datasets whose class list starts with a background class (set): class 0 of their presets.
+BACKGROUND_DATASETS = ("voc21", "context60", "coco_object")
+#: The standard benchmarks every method has a preset for (with "default", its authors' defaults).
+DATASETS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff", "cityscapes", "ade20k")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named setting: config overrides plus the vocabulary it is meant for."""
+
+    name: str
+    description: str
+    overrides: dict = field(default_factory=dict)
+    classes: Optional[str] = None
+    """Built-in class list (itaclip/data/classes/NAME.txt), if any."""
+    has_background: bool = False
+    """Background policy: line 0 of ``classes`` is a background set, used as class 0 ("background")
+    of this list and prepended as class 0 to classes a user types under this preset."""
+    aux_texts: Optional[str] = None
+    """Built-in auxiliary-text file (itaclip/data/texts/NAME.txt), if any."""
+    aux_kind: Optional[AuxKind] = None
+    """What ``aux_texts`` holds: one definition or one synonym per foreground class."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published mIoU (ViT-B/16 CLIP, the authors' own evaluation) and where it was published."""
+
+    miou: float
+    source: str
+
+
+@dataclass(frozen=True)
+class LastBlock:
+    """Window encoder: CLIP's blocks 1 … L-1 unchanged, then ``z = [x +] O(A v)`` and ``[z + mlp(ln_2 z)]``.
+
+    ``configurable``: the attention terms, the MLP and the fused intermediate layers are the config's
+    ``attention``, ``remove_ffn`` and ``intermediate_layers`` (ITACLIP, whose paper ablates them);
+    otherwise they are the record's own.
+    """
+
+    attention: tuple[str, ...] = ()
+    """Terms whose softmax maps are summed into A ('q-k', 'q-q', 'k-k'), or ('identity',): A = I."""
+    residual: bool = True
+    """Keep the block's residual connection (x + …)."""
+    ffn: bool = True
+    """Keep the block's MLP."""
+    neighbourhood: bool = False
+    """Add NACLIP's Gaussian neighbourhood bias Ω (σ = config.gaussian_std) to the scaled logits."""
+    configurable: bool = False
+
+    def options(self, config: SegmenterConfig) -> dict:
+        """Keyword arguments of :class:`itaclip.engine.encoders.last_block.DenseEncoder` for this block."""
+        if self.configurable:
+            return dict(attention=config.attention_terms, intermediate_layers=config.intermediate_layers,
+                        remove_ffn=config.remove_ffn, residual=self.residual,
+                        gaussian_std=config.gaussian_std if self.neighbourhood else None)
+        return dict(attention=self.attention, intermediate_layers=(), remove_ffn=not self.ffn,
+                    residual=self.residual, gaussian_std=config.gaussian_std if self.neighbourhood else None)
+
+    def build(self, visual, config: SegmenterConfig, **execution):
+        """The encoder module for ``config`` (``execution``: int8 / autocast_dtype)."""
+        from ..encoders.last_block import (
+            DenseEncoder,  # PyTorch is loaded when a model is built, not with the records
+        )
+
+        return DenseEncoder(visual, **self.options(config), **execution)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One segmenter: the stages it changes and what its authors published."""
+
+    name: str
+    title: str
+    paper: str
+    code: str
+    """The authors' code base our defaults and presets come from."""
+    changes: str
+    """What it changes in CLIP, in one sentence."""
+    encoder: LastBlock
+    """How a batch of windows becomes L2-normalised patch features."""
+    pad_windows: bool = False
+    """Pad windows to a multiple of the patch size (centred, normalised zeros) instead of dropping
+    the leftover pixels."""
+    reads: tuple[str, ...] = ()
+    """Config fields that configure this method's own stages (other methods ignore them)."""
+    exclusive: tuple[str, ...] = ()
+    """Fields of ``reads`` meaningless for any other method: setting them with another is an error."""
+    exclusive_scope: str = ""
+    """What the exclusive fields configure, for that error (``"ITACLIP's last block"``)."""
+    defaults: dict = field(default_factory=dict)
+    """Config values of the authors' defaults (applied before a preset and explicit options)."""
+    presets: dict[str, Preset] = field(default_factory=dict)
+    """Preset name → :class:`Preset` (the authors' per-dataset configurations)."""
+    published: dict[str, Published] = field(default_factory=dict)
+    """Dataset (preset name) → the mIoU its authors (or a paper comparing it) published."""
+
+
+def figures(source: str, **miou: float) -> dict[str, Published]:
+    """``figures("X README", voc21=64.1, …)`` → dataset → :class:`Published`."""
+    return {dataset: Published(value, source) for dataset, value in miou.items()}
+
+
+def dataset_presets(source: str, classes: str = "{}", default: Optional[dict] = None,
+                    **datasets: dict) -> dict[str, Preset]:
+    """Presets of one code base as keyword data: ``default`` (its defaults, no class list) and one
+    preset per dataset of :data:`DATASETS` whose keyword value holds that config's overrides
+    (``voc21=dict(crop=0, prob_thd=0.1)``); a ``classes`` key in it names its class list, else
+    ``classes.format(dataset)`` (e.g. ``"sclip_{}"``). Every dataset must be given (``{}``: defaults)."""
+    missing = [d for d in DATASETS if d not in datasets]
+    if missing or set(datasets) - set(DATASETS):
+        raise ValueError(f"presets of {source}: give exactly {DATASETS} (missing {missing})")
+    presets = {"default": _preset("default", f"{source} defaults", None, False, default or {})}
+    for name in DATASETS:
+        overrides = dict(datasets[name])
+        class_list = overrides.pop("classes", classes.format(name))
+        presets[name] = _preset(name, source, class_list, name in BACKGROUND_DATASETS, overrides)
+    return presets
+
+
+def _preset(name: str, source: str, classes: Optional[str], has_background: bool, overrides: dict) -> Preset:
+    settings = ", ".join(f"{k} {v}" for k, v in overrides.items())
+    return Preset(name, f"{source}{': ' + settings if settings else ''}", overrides, classes, has_background)
+

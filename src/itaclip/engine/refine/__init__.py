@@ -1,0 +1,1 @@
+"""Refinements of the similarity maps at the image's size (PAMR), before probabilities and labels."""
