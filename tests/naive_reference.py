@@ -320,25 +320,61 @@ def reference_method_tokens(state: dict, image: torch.Tensor, method: str, gauss
         x = _standard_block(x, state, f"visual.transformer.resblocks.{index}", heads)
 
     prefix = f"visual.transformer.resblocks.{layers - 1}"
-    q, k, v = _qkv(_layer_norm(x, state, prefix + ".ln_1"), state, prefix, heads)
-    s = q.shape[-1] ** -0.5
-    if method == "clip":  # the block as CLIP has it
-        z = _standard_block(x, state, prefix, heads)
-    elif method == "maskclip":  # A = I: every token its own value; residual and MLP kept
-        z = x + _out_proj(v, state, prefix)
-        z = z + _mlp(_layer_norm(z, state, prefix + ".ln_2"), state, prefix)
-    elif method == "sclip":  # softmax(s q qᵀ) + softmax(s k kᵀ), rows sum to 2; residual and MLP kept
-        attn = torch.softmax((q @ q.transpose(1, 2)) * s, dim=-1) + torch.softmax((k @ k.transpose(1, 2)) * s, dim=-1)
-        z = x + _out_proj(attn @ v, state, prefix)
-        z = z + _mlp(_layer_norm(z, state, prefix + ".ln_2"), state, prefix)
-    elif method == "clearclip":  # q-q attention; no residual, no MLP
-        z = _out_proj(torch.softmax((q @ q.transpose(1, 2)) * s, dim=-1) @ v, state, prefix)
-    elif method == "naclip":  # k-k attention + Ω after the scaling; no residual, no MLP
-        logits = (k @ k.transpose(1, 2)) * s + reference_omega(g_h, g_w, gaussian_std)
-        z = _out_proj(torch.softmax(logits, dim=-1) @ v, state, prefix)
-    else:
+    if method not in LAST_BLOCKS:
         raise ValueError(f"unknown method {method!r}")
+    z = LAST_BLOCKS[method](x, state, prefix, heads, (g_h, g_w), gaussian_std)
     return _layer_norm(z, state, "visual.ln_post") @ state["visual.proj"]
+
+
+def _last_block_qkv(x: torch.Tensor, state: dict, prefix: str, heads: int):
+    q, k, v = _qkv(_layer_norm(x, state, prefix + ".ln_1"), state, prefix, heads)
+    return q, k, v, q.shape[-1] ** -0.5
+
+
+def _clip_last_block(x, state, prefix, heads, grid, gaussian_std):
+    """The block as CLIP has it."""
+    return _standard_block(x, state, prefix, heads)
+
+
+def _maskclip_last_block(x, state, prefix, heads, grid, gaussian_std):
+    """A = I: every token its own value; residual and MLP kept."""
+    _, _, v, _ = _last_block_qkv(x, state, prefix, heads)
+    z = x + _out_proj(v, state, prefix)
+    return z + _mlp(_layer_norm(z, state, prefix + ".ln_2"), state, prefix)
+
+
+def _sclip_last_block(x, state, prefix, heads, grid, gaussian_std):
+    """softmax(s q qᵀ) + softmax(s k kᵀ), rows sum to 2; residual and MLP kept."""
+    q, k, v, s = _last_block_qkv(x, state, prefix, heads)
+    attn = torch.softmax((q @ q.transpose(1, 2)) * s, dim=-1) + torch.softmax((k @ k.transpose(1, 2)) * s, dim=-1)
+    z = x + _out_proj(attn @ v, state, prefix)
+    return z + _mlp(_layer_norm(z, state, prefix + ".ln_2"), state, prefix)
+
+
+def _clearclip_last_block(x, state, prefix, heads, grid, gaussian_std):
+    """q-q attention; no residual, no MLP."""
+    q, _, v, s = _last_block_qkv(x, state, prefix, heads)
+    return _out_proj(torch.softmax((q @ q.transpose(1, 2)) * s, dim=-1) @ v, state, prefix)
+
+
+def _naclip_last_block(x, state, prefix, heads, grid, gaussian_std):
+    """k-k attention + Ω after the scaling; no residual, no MLP."""
+    _, k, v, s = _last_block_qkv(x, state, prefix, heads)
+    logits = (k @ k.transpose(1, 2)) * s + reference_omega(*grid, gaussian_std)
+    return _out_proj(torch.softmax(logits, dim=-1) @ v, state, prefix)
+
+
+#: The zoo's last blocks: method → (tokens x entering block L, state, block prefix, heads, (g_h, g_w), σ) → z.
+LAST_BLOCKS = {
+    "clip": _clip_last_block,
+    "maskclip": _maskclip_last_block,
+    "sclip": _sclip_last_block,
+    "clearclip": _clearclip_last_block,
+    "naclip": _naclip_last_block,
+}
+#: Every method this reference implements (ITACLIP: ``reference_encode_tokens``). A method of the
+#: registry missing here fails ``test_methods_exact.test_every_method_has_a_naive_reference``.
+REFERENCE_METHODS = ("itaclip", *LAST_BLOCKS)
 
 
 # --------------------------------------------------------------------------------------------

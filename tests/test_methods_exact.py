@@ -33,10 +33,19 @@ from test_engine_exact import (
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("single_thread")]
 
 itaclip = pytest.importorskip("itaclip")
-from itaclip.engine.methods import METHODS, build_config, encoder_options, get_preset  # noqa: E402  # noqa: E402
+from itaclip.engine.methods import METHODS, build_config, encoder_options, get_preset, list_methods  # noqa: E402
 from itaclip.engine.vocabulary import load_classes  # noqa: E402
 
-ZOO = ["clip", "maskclip", "sclip", "clearclip", "naclip"]
+#: Every registered method but ITACLIP (test_engine_exact covers ITACLIP's options one by one).
+ZOO = [name for name in list_methods() if name != "itaclip"]
+
+
+def test_every_method_has_a_naive_reference():
+    """A method added to the registry is compared with the reference only once the reference
+    implements it: say which are missing."""
+    missing = [name for name in list_methods() if name not in ref.REFERENCE_METHODS]
+    assert not missing, (f"methods without a naive reference: {', '.join(missing)} — write each plainly in "
+                         "tests/naive_reference.py (LAST_BLOCKS or its own function) and list it in REFERENCE_METHODS")
 
 _MAX_PROB_ERR: dict = defaultdict(float)
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from .engine.config import NONE
 from .engine.errors import ItaclipError
 from .engine.methods import build_config, get_preset, list_methods, list_presets
 from .engine.vocabulary import resolve_vocabulary, text_lines
@@ -144,7 +145,8 @@ class DemoEngine:
             command-line flags); the page's speed mode sets ``stride`` unless it is overridden here.
         max_pixels: larger images are downscaled to this many pixels first.
         work_dir: where request outputs are written (default: a temporary folder removed at exit).
-        segmenter: an already built Segmenter to use instead of loading one (tests).
+        segmenter: an already built Segmenter to use instead of loading one; its settings that
+            differ from ``preset``'s are kept as overrides (as if given by flags).
     """
 
     def __init__(self, weights: Any = None, device: Optional[str] = None, preset: str = "default",
@@ -164,6 +166,12 @@ class DemoEngine:
             kwargs = {"weights": weights} if weights is not None else {}
             segmenter = Segmenter(preset=self.preset, device=device, text_cache=text_cache, method=self.method,
                                   **kwargs, **self.overrides)
+        else:  # its own settings, as flags would give them (a preset's values are not flags)
+            preset_config = build_config(self.preset, method=segmenter.config.method)
+            own = {f.name: NONE if getattr(segmenter.config, f.name) is None else getattr(segmenter.config, f.name)
+                   for f in dataclasses.fields(segmenter.config)
+                   if getattr(segmenter.config, f.name) != getattr(preset_config, f.name)}
+            self.overrides = {**own, **self.overrides}
         self.base = segmenter
         self._segmenters: dict[Any, Any] = {}
         self._lock = threading.Lock()
@@ -351,12 +359,11 @@ def _reduce_for_heatmaps(image: np.ndarray, probs: np.ndarray) -> tuple[np.ndarr
     return small, quantised
 
 
-def heatmap(image: np.ndarray, probs_u8: np.ndarray, index: int, alpha: float = 0.6) -> np.ndarray:
-    """A class's probability map (JET colours) blended over the image."""
-    from .outputs.visualize import probability_map
+def heatmap(image: np.ndarray, probs_u8: np.ndarray, index: int) -> np.ndarray:
+    """A class's heat map over the reduced image (probabilities kept as uint8 ×255 per session)."""
+    from .outputs.visualize import probability_overlay
 
-    colours = probability_map(probs_u8.astype(np.float32) / 255.0, index)
-    return (colours.astype(np.float32) * alpha + image.astype(np.float32) * (1 - alpha)).round().astype(np.uint8)
+    return probability_overlay(image, probs_u8.astype(np.float32) / 255.0, index)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -68,3 +68,10 @@ def probability_map(probs: np.ndarray, index: int) -> np.ndarray:
 
     gray = np.clip(probs[index] * 255.0, 0, 255).astype(np.uint8)
     return cv2.applyColorMap(gray, cv2.COLORMAP_JET)[:, :, ::-1].copy()
+
+
+def probability_overlay(image: np.ndarray, probs: np.ndarray, index: int, alpha: float = 0.6) -> np.ndarray:
+    """One class's probability map (JET colours) blended over an (H, W, 3) uint8 image; ``probs``
+    (C, H, W) in [0, 1]."""
+    colours = probability_map(probs, index)
+    return (colours.astype(np.float32) * alpha + image.astype(np.float32) * (1 - alpha)).round().astype(np.uint8)
