@@ -20,12 +20,13 @@ import torch.nn.functional as F
 
 from .config import SegmenterConfig
 from .devices import resolve_device
+from .encoders import WindowContext
 from .errors import ItaclipError
 from .images import ImageInput, to_rgb_array
 from .methods import build_config, check_config, get_method, get_preset
 from .postprocess import apply_area_threshold, class_probabilities, label_map
 from .preprocess import image_windows, normalize, resize_image, window_padding
-from .refine.pamr import pamr
+from .refine import refinements
 from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
 from .text_store import TextFeatureStore
 from .views import add_upsampled, fuse_patch_logits, make_views, view_names
@@ -124,6 +125,7 @@ class Segmenter:
         self.encoder = self.method.encoder.build(visual, cfg, int8=cfg.precision == "int8",
                                                  autocast_dtype=self._autocast)
         self.encoder.eval()
+        self.refinements = refinements(cfg)
         self.views = view_names(cfg.image_engineering, cfg.views)
         self.vocabulary: Optional[Vocabulary] = None
         self.text_features: Optional[torch.Tensor] = None
@@ -249,9 +251,12 @@ class Segmenter:
         canvas = self._slide(image, text, progress)
         logits = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         del canvas
-        if cfg.pamr_steps > 0:  # the full-size guide is only referenced by pamr(), which frees it early
-            logits = pamr(F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0],
-                          logits, cfg.pamr_steps, cfg.pamr_dilations, inplace=True)
+
+        def guide() -> torch.Tensor:
+            return F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+
+        for refine in self.refinements:
+            logits = refine(logits, guide, text)
         return logits
 
     def _slide(self, image: torch.Tensor, text: torch.Tensor, progress: Optional[Progress]) -> torch.Tensor:
@@ -261,8 +266,10 @@ class Segmenter:
         windows = image_windows(height, width, cfg.crop, cfg.stride)
         # Every window has the same size (a side shorter than the crop spans the image), so one
         # padding serves them all: views are then made of the padded window.
-        padding = (window_padding(windows[0].y2 - windows[0].y1, windows[0].x2 - windows[0].x1,
-                                  self.encoder.patch_size) if self.method.pad_windows else None)
+        multiple = self.method.pad_to if self.method.pad_to != "patch" else self.encoder.patch_size
+        padding = (window_padding(windows[0].y2 - windows[0].y1, windows[0].x2 - windows[0].x1, multiple)
+                   if multiple else None)
+        context = WindowContext(text=text)
         canvas = torch.zeros(text.shape[0], height, width, device=self.device)
         count = torch.zeros(1, height, width, device=self.device)
         per_batch = max(1, self.batch_size // len(self.views))
@@ -272,7 +279,7 @@ class Segmenter:
             if padding:
                 crops = F.pad(crops, padding)
             with torch.autocast(self.device.type, dtype=self._autocast, enabled=self._autocast is not None):
-                features, grid = self.encoder(make_views(crops, self.views))
+                features, grid = self.encoder(make_views(crops, self.views), context)
             logits = fuse_patch_logits(features.float(), self.views, text, grid, cfg.lam)
             for w, window_logits in zip(chunk, logits):
                 add_upsampled(canvas[:, w.y1:w.y2, w.x1:w.x2], window_logits, padding)

@@ -62,11 +62,11 @@ def image_windows(height: int, width: int, crop: int, stride: int) -> list[Windo
     return sliding_windows(height, width, crop, stride) if crop else [Window(0, height, 0, width)]
 
 
-def window_padding(height: int, width: int, patch: int) -> Optional[tuple[int, int, int, int]]:
-    """ClearCLIP's centred padding of a window to the next multiple of the patch size, as
-    ``F.pad`` order (left, right, top, bottom): left = ⌊extra/2⌋, right = the rest; None if the
-    window needs none."""
-    extra_w, extra_h = -width % patch, -height % patch
+def window_padding(height: int, width: int, multiple: int) -> Optional[tuple[int, int, int, int]]:
+    """Centred padding of a window to the next multiple of ``multiple`` pixels (ClearCLIP: the patch
+    size), in ``F.pad`` order (left, right, top, bottom): left = ⌊extra/2⌋, right = the rest; None if
+    the window needs none."""
+    extra_w, extra_h = -width % multiple, -height % multiple
     if not extra_w and not extra_h:
         return None
     return extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2

@@ -2,4 +2,22 @@
 
 ``vit`` holds CLIP's vision transformer as steps (:class:`~.vit.VisionTrunk`); each method's
 encoder composes them (``last_block``: the methods that change only CLIP's last block).
+
+Every encoder is an ``nn.Module`` with ``patch_size`` and
+``forward(images (B, 3, h, w), context: WindowContext | None) → (features (B, N, E), (gh, gw))``:
+unit features of the N = gh·gw cells of its output grid, row-major.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class WindowContext:
+    """What a window encoder may read besides its crops, the same for every window of an image."""
+
+    text: torch.Tensor
+    """(Q, E) unit query features (a second pass guided by first-pass labels needs them)."""

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import ATTENTION_TERMS, IDENTITY
 from ..errors import ItaclipError
+from . import WindowContext
 from .vit import VisionTrunk
 
 
@@ -131,8 +132,10 @@ class DenseEncoder(nn.Module):
             self._bias_cache[key] = neighbourhood_bias(grid_h, grid_w, self.gaussian_std).to(device)
         return self._bias_cache[key]
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Returns (features (B, gh·gw, E), (gh, gw)); features are L2-normalised per token."""
+    def forward(self, images: torch.Tensor, context: Optional[WindowContext] = None
+                ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Returns (features (B, gh·gw, E), (gh, gw)); features are L2-normalised per token. These
+        last blocks read nothing from ``context``."""
         trunk = self.trunk
         x, (grid_h, grid_w) = trunk.embed(images)
         recorded: list[torch.Tensor] = []

@@ -17,7 +17,7 @@ only name it, so this module and the method modules import no PyTorch (``itaclip
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from ..config import SegmenterConfig
 
@@ -105,9 +105,9 @@ class Method:
     """What it changes in CLIP, in one sentence."""
     encoder: LastBlock
     """How a batch of windows becomes L2-normalised patch features."""
-    pad_windows: bool = False
-    """Pad windows to a multiple of the patch size (centred, normalised zeros) instead of dropping
-    the leftover pixels."""
+    pad_to: Union[None, Literal["patch"], int] = None
+    """Pad windows (centred, with normalised zeros) to a multiple of the patch size (``"patch"``) or
+    of a number of pixels, instead of dropping the leftover pixels; None: no padding."""
     reads: tuple[str, ...] = ()
     """Config fields that configure this method's own stages (other methods ignore them)."""
     exclusive: tuple[str, ...] = ()

@@ -13,7 +13,7 @@ METHOD = Method(
     code="github.com/mc-lan/ClearCLIP (model type 'ClearCLIP')",
     changes="last block: q-q attention, residual connection and MLP removed",
     encoder=LastBlock(("q-q",), residual=False, ffn=False),
-    pad_windows=True,
+    pad_to="patch",
     defaults=CLEARCLIP_DEFAULTS,
     presets=clearclip_presets("ClearCLIP config"),
     published=figures("ITACLIP paper, Table 1", coco_stuff=23.9, coco_object=33.0, voc21=51.8, context60=32.6),

@@ -12,7 +12,7 @@ METHOD = Method(
     code="ClearCLIP's code with model type 'MaskCLIP', residual kept",
     changes="last block: each token takes only its own value (no query-key mixing); residual and MLP kept",
     encoder=LastBlock(("identity",), residual=True, ffn=True),
-    pad_windows=True,
+    pad_to="patch",
     defaults=CLEARCLIP_DEFAULTS,
     presets=clearclip_presets("ClearCLIP config (MaskCLIP)"),
     published=figures("ITACLIP paper, Table 1", coco_stuff=14.6, coco_object=20.6, voc21=38.8, context60=23.2),
