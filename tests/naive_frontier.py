@@ -54,7 +54,6 @@ from naive_reference import (
     reference_patch_embed,
     reference_positional_embedding,
     reference_resize,
-    reference_windows,
     vision_dims,
 )
 
@@ -629,39 +628,93 @@ def reference_sfr_logits(logits: torch.Tensor, sfr: torch.Tensor, weights: Seque
     return tau * ((1 - lam) * logits + feedback)
 
 
+#: Methods whose last block ResCLIP's code can feed with SFR (its attn_strategy values, with the arch
+#: each needs: residual and FFN kept for clip and sclip, removed for clearclip and naclip).
+SFR_METHODS = ("clip", "sclip", "clearclip", "naclip", "resclip")
+
+
+def reference_feedback_features(state: dict, image: torch.Tensor, text: Optional[torch.Tensor], method: str, *,
+                                gaussian_std: float = 5.0, rcs_weights: Optional[Sequence[float]] = None,
+                                sfr_thd: Optional[float] = None, sfr_weights: Optional[Sequence[float]] = None,
+                                logit_scale: float = 40.0, entity_decay: bool = True) -> torch.Tensor:
+    """(g_h·g_w, E) normalised patch features of one normalised (3, h, w) window for a last block of
+    ``SFR_METHODS`` with ResCLIP's residual attention (RCS, ``rcs_weights``) and semantic feedback
+    (SFR, ``sfr_thd`` and ``sfr_weights``), each optional — as ResCLIP's ``custom_attn`` defines them.
+
+    Pre-softmax logits per method: clip (q·s) kᵀ; sclip s·q qᵀ and s·k kᵀ (two softmaxes, summed);
+    clearclip s·q qᵀ; naclip and resclip s·k kᵀ, + Ω after the SFR mix. SFR mixes every logits term
+    (``reference_sfr_logits``); RCS mixes the summed softmaxes: τ_r((1 − λ_r)·A + λ_r·A_rcs), A_rcs
+    = the mean of blocks 6 … 9's q-k maps. With SFR, a first pass (same block, RCS included, no SFR)
+    gives the window's temporary labels; ``text`` (Q, E) and ``logit_scale`` are needed for it.
+    resclip = naclip with both, RCS and SFR required.
+    """
+    if method not in SFR_METHODS:
+        raise ValueError(f"no residual attention / semantic feedback for method {method!r} (only {SFR_METHODS})")
+    if method == "resclip":
+        if sfr_thd is None or rcs_weights is None or sfr_weights is None:
+            raise ValueError("resclip needs sfr_thd, rcs_weights and sfr_weights (the authors' code has no defaults)")
+    if (sfr_thd is None) != (sfr_weights is None):
+        raise ValueError("semantic feedback needs both sfr_thd and sfr_weights")
+    dims = vision_dims(state)
+    p = dims["patch"]
+    g_h, g_w = image.shape[1] // p, image.shape[2] // p
+    outputs, maps = reference_trunk(state, image, attention=rcs_weights is not None)
+    rcs = None
+    if rcs_weights is not None:
+        rcs = torch.stack([maps[block - 1] for block in frontier_blocks("resclip", dims["layers"])["rcs"]]).mean(dim=0)
+    x = outputs[-1]
+    q, k, v = _last_block_qkv(state, x)
+    s = q.shape[-1] ** -0.5
+    if method == "clip":
+        terms = [(q * s) @ k.transpose(1, 2)]
+    elif method == "sclip":
+        terms = [(q @ q.transpose(1, 2)) * s, (k @ k.transpose(1, 2)) * s]
+    elif method == "clearclip":
+        terms = [(q @ q.transpose(1, 2)) * s]
+    else:  # naclip, resclip
+        terms = [(k @ k.transpose(1, 2)) * s]
+    omega = reference_omega(g_h, g_w, gaussian_std) if method in ("naclip", "resclip") else None
+    prefix = _block_prefix(dims["layers"])
+
+    def features(sfr: Optional[torch.Tensor]) -> torch.Tensor:
+        weights = None
+        for term in terms:
+            logits = term if sfr is None else reference_sfr_logits(term, sfr, sfr_weights)
+            if omega is not None:
+                logits = logits + omega
+            part = torch.softmax(logits, dim=-1)
+            weights = part if weights is None else weights + part
+        if rcs is not None:
+            tau_r, lam_r = rcs_weights
+            weights = tau_r * ((1 - lam_r) * weights + lam_r * rcs)
+        z = _last_out_proj(state, weights @ v)
+        if method in ("clip", "sclip"):  # residual and FFN kept
+            z = x + z
+            z = z + ref._mlp(_layer_norm(z, state, prefix + ".ln_2"), state, prefix)
+        return l2_normalise(_projected(state, z))[1:]
+
+    if sfr_thd is None:
+        return features(None)
+    first = _patch_logits(features(None), text, g_h, g_w, tuple(image.shape[1:]))
+    sfr = reference_sfr_matrix(first, image, patch=p, logit_scale=logit_scale, sfr_thd=sfr_thd,
+                               gaussian_std=gaussian_std, entity_decay=entity_decay)
+    return features(sfr)
+
+
 def reference_resclip_features(state: dict, image: torch.Tensor, text: torch.Tensor, *, logit_scale: float,
                                sfr_thd: Optional[float], rcs_weights: Optional[Sequence[float]],
                                sfr_weights: Optional[Sequence[float]], gaussian_std: float = 5.0,
                                entity_decay: bool = True) -> torch.Tensor:
-    """ResCLIP's (g_h·g_w, E) normalised patch features of one normalised (3, h, w) window.
+    """ResCLIP's (g_h·g_w, E) normalised patch features of one normalised (3, h, w) window: NACLIP's
+    last block (k-k + Ω, no residual, no FFN) with RCS and SFR (``reference_feedback_features``).
 
-    ``text`` (Q, E) query features and ``logit_scale`` feed the first pass's temporary labels.
-    Block L (no residual, no FFN): A = softmax(E + Ω), then τ_r((1 − λ_r)A + λ_r·A_rcs); first pass
-    E = s·k kᵀ, final pass E = SFR mix of s·k kᵀ.
+    ``text`` (Q, E) query features and ``logit_scale`` feed the first pass's temporary labels;
+    A = softmax(E + Ω), then τ_r((1 − λ_r)A + λ_r·A_rcs); first pass E = s·k kᵀ, final pass E = the
+    SFR mix of s·k kᵀ.
     """
-    if sfr_thd is None or rcs_weights is None or sfr_weights is None:
-        raise ValueError("resclip needs sfr_thd, rcs_weights and sfr_weights (the authors' code has no defaults)")
-    dims = vision_dims(state)
-    p = dims["patch"]
-    g_h, g_w = image.shape[1] // p, image.shape[2] // p
-    blocks = frontier_blocks("resclip", dims["layers"])
-    outputs, maps = reference_trunk(state, image, attention=True)
-    rcs = torch.stack([maps[block - 1] for block in blocks["rcs"]]).mean(dim=0)
-    omega = reference_omega(g_h, g_w, gaussian_std)
-    q, k, v = _last_block_qkv(state, outputs[-1])
-    s = q.shape[-1] ** -0.5
-    kk = (k @ k.transpose(1, 2)) * s
-    tau_r, lam_r = rcs_weights
-
-    def features(extra: torch.Tensor) -> torch.Tensor:
-        weights = torch.softmax(extra + omega, dim=-1)
-        weights = tau_r * ((1 - lam_r) * weights + lam_r * rcs)
-        return l2_normalise(_projected(state, _last_out_proj(state, weights @ v)))[1:]
-
-    first = _patch_logits(features(kk), text, g_h, g_w, tuple(image.shape[1:]))
-    sfr = reference_sfr_matrix(first, image, patch=p, logit_scale=logit_scale, sfr_thd=sfr_thd,
-                               gaussian_std=gaussian_std, entity_decay=entity_decay)
-    return features(reference_sfr_logits(kk, sfr, sfr_weights))
+    return reference_feedback_features(state, image, text, "resclip", gaussian_std=gaussian_std,
+                                       rcs_weights=rcs_weights, sfr_thd=sfr_thd, sfr_weights=sfr_weights,
+                                       logit_scale=logit_scale, entity_decay=entity_decay)
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,7 +722,16 @@ def reference_resclip_features(state: dict, image: torch.Tensor, text: torch.Ten
 # --------------------------------------------------------------------------------------------
 
 
-def _frontier_encoder(state: dict, text: torch.Tensor, method: str, options: dict):
+#: Options of this module (keyword arguments of reference_logits / reference_segment): the four
+#: methods' own, and RCS / SFR (``rcs_weights``, ``sfr_thd``, ``sfr_weights``, ``entity_decay``) for
+#: every method of ``SFR_METHODS``.
+FRONTIER_OPTIONS = ("res_cls", "outlier_mode", "kk_weight", "polar_solver", "polar_iterations", "sfr_thd",
+                    "rcs_weights", "sfr_weights", "entity_decay")
+#: Feedback options: given for a method of naive_reference, its last block gets RCS / SFR.
+FEEDBACK_OPTIONS = ("rcs_weights", "sfr_thd", "sfr_weights", "entity_decay")
+
+
+def _encoder(state: dict, text: torch.Tensor, method: str, options: dict):
     """image -> normalised patch features, with the method's options bound."""
     if method == "scclip":
         return lambda img: reference_scclip_features(state, img, res_cls=options.get("res_cls"))
@@ -681,17 +743,10 @@ def _frontier_encoder(state: dict, text: torch.Tensor, method: str, options: dic
         return lambda img: reference_pearl_features(state, img, kk_weight=options.get("kk_weight", 0.08),
                                                     polar_solver=options.get("polar_solver", "polar"),
                                                     polar_iterations=options.get("polar_iterations", 5))
-    if method == "resclip":
-        return lambda img: reference_resclip_features(
-            state, img, text, logit_scale=options["logit_scale"], sfr_thd=options.get("sfr_thd"),
-            rcs_weights=options.get("rcs_weights"), sfr_weights=options.get("sfr_weights"),
-            gaussian_std=options.get("gaussian_std", 5.0), entity_decay=options.get("entity_decay", True))
-    raise ValueError(f"unknown method {method!r}")
-
-
-#: Options of the four methods (keyword arguments of reference_logits / reference_segment).
-FRONTIER_OPTIONS = ("res_cls", "outlier_mode", "kk_weight", "polar_solver", "polar_iterations", "sfr_thd",
-                    "rcs_weights", "sfr_weights", "entity_decay")
+    return lambda img: reference_feedback_features(
+        state, img, text, method, logit_scale=options["logit_scale"], sfr_thd=options.get("sfr_thd"),
+        rcs_weights=options.get("rcs_weights"), sfr_weights=options.get("sfr_weights"),
+        gaussian_std=options.get("gaussian_std", 5.0), entity_decay=options.get("entity_decay", True))
 
 
 def reference_logits(
@@ -715,12 +770,14 @@ def reference_logits(
 ) -> torch.Tensor:
     """Refined query logits (Q, H, W) at the original size — the map the softmax is taken of.
 
-    The methods of naive_reference are delegated to it (``options`` = its encoder options); the
-    four of this module run their pipeline: windows (SC-CLIP/SFP ``crop`` 0: SCLIP's branch, the
-    whole resized image's logits straight to the original size and no PAMR; PEARL/ResCLIP ``crop``
-    0: NACLIP's, one window over the resized image), canvas / count, bilinear to the original size,
-    PAMR (``pamr_steps`` > 0), then TLP (``tlp``: None = on for pearl only; any method).
-    ``logit_scale`` is used only by resclip's temporary labels. ITACLIP's views (``image_engineering``,
+    Windows and canvas as naive_reference (``crop`` 0: one window over the resized image, its logits
+    up-sampled to the resized size; clearclip/maskclip windows padded), except SC-CLIP/SFP ``crop``
+    0: SCLIP's branch, the whole resized image's logits straight to the original size and no PAMR.
+    Then bilinear to the original size, PAMR (``pamr_steps`` > 0), then TLP (``tlp``: None = on for
+    pearl only; any method may have it). The methods of naive_reference without feedback options
+    are delegated to it (``options`` = its encoder options); with ``rcs_weights`` / ``sfr_thd`` +
+    ``sfr_weights`` their last block gets ResCLIP's RCS / SFR (``SFR_METHODS`` only).
+    ``logit_scale`` is used only by the SFR's temporary labels. ITACLIP's views (``image_engineering``,
     ``views``, ``lam``) apply to every method, a view being one more image through the encoder.
     """
     tlp = (method == "pearl") if tlp is None else tlp
@@ -728,7 +785,9 @@ def reference_logits(
     h, w = image_rgb_uint8.shape[:2]
     resized = reference_normalise(reference_resize(image_rgb_uint8, short_side))
     view_options = dict(image_engineering=image_engineering, views=tuple(views), lam=lam)
-    if method not in FRONTIER_METHODS:
+    feedback = any(options.get(name) is not None for name in FEEDBACK_OPTIONS[:3])
+    if method not in FRONTIER_METHODS and not feedback:
+        options = {k: v for k, v in options.items() if k not in FRONTIER_OPTIONS or v is None}
         logits = ref.reference_logits(state, image_rgb_uint8, text, short_side=short_side, crop=crop, stride=stride,
                                       pamr_steps=pamr_steps, pamr_dilations=pamr_dilations, method=method,
                                       **view_options, **options)
@@ -739,20 +798,14 @@ def reference_logits(
             raise ValueError(f"unknown options {sorted(unknown)}")
         if method == "pearl":
             text = _unit_rows(text)  # authors: F.normalize on the query features before F Tᵀ
-        encoder = _frontier_encoder(state, text, method, dict(options, logit_scale=logit_scale))
-        _, rh, rw = resized.shape
+        encoder = _encoder(state, text, method, dict(options, logit_scale=logit_scale))
         if crop == 0 and method in ("scclip", "sfp"):
             logits = ref.reference_crop_logits(state, resized, text, encoder=encoder, size=(h, w), **view_options)
             pamr_steps = 0  # authors: SCLIP's whole-image branch runs no PAMR
         else:
-            windows = [(0, rh, 0, rw)] if crop == 0 else reference_windows(rh, rw, crop, stride)
-            canvas = torch.zeros(text.shape[0], rh, rw)
-            count = torch.zeros(1, rh, rw)
-            for y1, y2, x1, x2 in windows:
-                canvas[:, y1:y2, x1:x2] += ref.reference_crop_logits(state, resized[:, y1:y2, x1:x2], text,
-                                                                     encoder=encoder, **view_options)
-                count[:, y1:y2, x1:x2] += 1
-            logits = _bilinear(canvas / count, (h, w))
+            canvas = ref.reference_slide(state, resized, text, crop=crop, stride=stride, method=method, encoder=encoder,
+                                         **view_options)
+            logits = _bilinear(canvas, (h, w))
         if pamr_steps > 0:
             logits = reference_pamr(_bilinear(resized, (h, w)), logits, pamr_steps, pamr_dilations)
     if tlp:
