@@ -13,20 +13,38 @@ Entry points:
   ``reference_pearl_features``, ``reference_resclip_features`` — one normalised (3, h, w) window ->
   (g_h·g_w, E) L2-normalised patch features;
 * ``reference_tlp`` (PEARL's text-aware Laplacian propagation) and ``reference_sfr_matrix`` /
-  ``reference_sfr_logits`` (ResCLIP's semantic feedback) as standalone refinements;
+  ``reference_sfr_logits`` (ResCLIP's semantic feedback) as standalone refinements, and
+  ``reference_feedback_features``: ResCLIP's RCS / SFR on the last blocks its code defines them
+  for (clip, sclip, clearclip, naclip);
 * ``reference_logits`` / ``reference_segment`` — the whole-image pipeline with the call signature
   of naive_reference's functions of the same names (plus the new methods' options); every method
   of naive_reference is delegated to it, so test_engine_exact's ``compare()`` can use this module
   for every method;
 * ``frontier_blocks`` — the block numbers each method reads, per model depth.
 
-Checked against the authors' code, out of tree, on the tests' random models (tests/conftest.py
-TINY_SHAPE: width 64 = 1 head; TWO_HEAD_SHAPE: width 128 = 2 heads; both 12 blocks; plus a
-24-block width-64 model for SC-CLIP's ViT-L/14 indices), fp32 on the CPU, images 72×96 resized
-to 224×299 (two 224/112 windows), the authors' own text features, segmentors and post-processing
-(mmseg/mmengine base classes stubbed, their ``.cuda()`` calls made no-ops):
-SC-CLIP @ 0417ba9, SFP @ 2804f5b, PEARL @ c26062b, ResCLIP @ 0e085f7 — see
-``FRONTIER_VERIFICATION`` below for the figures.
+Checked against the authors' code, out of tree (their segmentors run on the CPU in fp32 with
+mmseg/mmengine base classes stubbed and their ``.cuda()`` calls made no-ops; their own text
+features, windows, up-sampling, PAMR, TLP and post-processing), on the tests' random models
+(tests/conftest.py TINY_SHAPE, width 64 = 1 head, and TWO_HEAD_SHAPE, width 128 = 2 heads; plus
+a 24-block width-64 model for the ViT-L/14 indices), 72×96 images resized to 224×299 (two
+224/112 windows) unless said, max |difference| over all cases:
+
+* SC-CLIP @ 0417ba9 (17 runs: default, res_cls 0.1 + area 0.1 + prob 0.15 + logit 50, PAMR 3,
+  16 names, crop 0 on 224×224, 24 blocks with the authors' ViT-L/14 indices 16/6/8–19/0.1):
+  window logits 2.7e-7, query logits 2.4e-7, returned map 1.1e-6, labels identical; crop 0 on
+  224×299: both fail (their IndexError, our ValueError) on the same outlier.
+* SFP @ 2804f5b (19 runs: SOM, L2, LOF, res_cls 0.1 + area + prob + logit, PAMR 3, crop 0, 24
+  blocks): window 2.7e-7, logits 2.4e-7, map 1.0e-6, labels identical; NaN windows (isolated
+  outliers zeroed, then normalised) in the same places on both sides in 3 runs; crop 0 on
+  224×299: both fail on the same outlier (1 head) or both run and agree (2 heads).
+* PEARL @ c26062b (20 runs: TLP on/off, α_kk 0.3 / 0, 'svd', crop 0, TLP pooled 4×5 and 2×3 with
+  trailing columns): window 3.0e-7; TLP off: logits 4.8e-7, map 1.9e-6; TLP on: logits 1.8e-5,
+  map 1.0e-4 — TLP's conjugate gradient amplifies 1e-7 input rounding about 100× at full
+  resolution (on identical inputs reference_tlp equals theirs to 0 / 1.8e-7); labels identical.
+* ResCLIP @ 0e085f7 (22 runs: four per-dataset weight sets, σ 3, decay off, crop 0 on a 14×18
+  grid, sfr_thd 0 / 0.99, PAMR 3, logit 60): window 2.7e-7, logits 2.4e-7, map 2.1e-6, labels
+  identical. RCS/SFR on clip, sclip, clearclip, naclip (its code's other attn strategies, RCS and
+  SFR each on/off, 32 runs): logits 3.0e-7, map 1.3e-6, labels identical.
 """
 
 from __future__ import annotations
@@ -59,9 +77,6 @@ from naive_reference import (
 
 #: The methods of this module (all others are naive_reference's).
 FRONTIER_METHODS = ("scclip", "sfp", "pearl", "resclip")
-
-#: Max |difference| against the authors' code (fp32, CPU), filled in from /work/notes/verify17.
-FRONTIER_VERIFICATION = """(see the report of issue 17; figures are repeated in the module docstring)"""
 
 # --------------------------------------------------------------------------------------------
 # Block numbers (1-based: block b's output = the residual stream after block b)

@@ -372,6 +372,15 @@ def test_old_methods_are_delegated_unchanged(tiny_state):
                            ref.reference_logits(tiny_state, image, text, **options))
 
 
+@pytest.mark.parametrize("method", ["clip", "sclip", "clearclip", "naclip"])
+def test_feedback_features_without_feedback_are_the_zoo_methods(tiny_state, method):
+    window = ref.reference_normalise(make_smooth_image(96, 112, seed=33))
+    with torch.no_grad():
+        plain = nf.reference_feedback_features(tiny_state, window, None, method, gaussian_std=3.0)
+        zoo = ref.l2_normalise(ref.reference_method_tokens(tiny_state, window, method, 3.0))[1:]
+    torch.testing.assert_close(plain, zoo, atol=1e-6, rtol=0)
+
+
 def test_refused_combinations(tiny_state):
     image = make_smooth_image(40, 56, seed=31)
     with pytest.raises(ValueError, match="area threshold"):
