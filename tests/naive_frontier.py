@@ -323,7 +323,9 @@ def _similarity_attention(state: dict, y: torch.Tensor, similarity: torch.Tensor
 def reference_scclip_features(state: dict, image: torch.Tensor, *, res_cls: Optional[float] = None) -> torch.Tensor:
     """SC-CLIP's (g_h·g_w, E) normalised patch features of one normalised (3, h, w) window.
 
-    ``res_cls`` None: the depth's default of ``frontier_blocks`` (0.3 for 12 blocks).
+    ``res_cls`` None: the depth's default of ``frontier_blocks`` (0.3 for 12 blocks). Windows need
+    more than 30 patches (LOF's neighbours; the authors' topk fails below). If LOF flags no token
+    the authors' code raises IndexError; here nothing is filled.
     """
     dims = vision_dims(state)
     blocks = frontier_blocks("scclip", dims["layers"])
@@ -790,7 +792,8 @@ def reference_logits(
     0: SCLIP's branch, the whole resized image's logits straight to the original size and no PAMR.
     Then bilinear to the original size, PAMR (``pamr_steps`` > 0), then TLP (``tlp``: None = on for
     pearl only; any method may have it). The methods of naive_reference without feedback options
-    are delegated to it (``options`` = its encoder options); with ``rcs_weights`` / ``sfr_thd`` +
+    are delegated to it (``options`` = its encoder options; the four methods' own options are
+    ignored, so one call can pass every configuration field); with ``rcs_weights`` / ``sfr_thd`` +
     ``sfr_weights`` their last block gets ResCLIP's RCS / SFR (``SFR_METHODS`` only).
     ``logit_scale`` is used only by the SFR's temporary labels. ITACLIP's views (``image_engineering``,
     ``views``, ``lam``) apply to every method, a view being one more image through the encoder.
@@ -802,7 +805,7 @@ def reference_logits(
     view_options = dict(image_engineering=image_engineering, views=tuple(views), lam=lam)
     feedback = any(options.get(name) is not None for name in FEEDBACK_OPTIONS[:3])
     if method not in FRONTIER_METHODS and not feedback:
-        options = {k: v for k, v in options.items() if k not in FRONTIER_OPTIONS or v is None}
+        options = {k: v for k, v in options.items() if k not in FRONTIER_OPTIONS}  # not theirs: ignored
         logits = ref.reference_logits(state, image_rgb_uint8, text, short_side=short_side, crop=crop, stride=stride,
                                       pamr_steps=pamr_steps, pamr_dilations=pamr_dilations, method=method,
                                       **view_options, **options)
@@ -830,7 +833,7 @@ def reference_logits(
 
 def reference_postprocess(logits: torch.Tensor, query_class: Sequence[int], *, method: str = "itaclip",
                           logit_scale: float = 40.0, prob_thd: float = 0.0, area_thd: Optional[float] = None,
-                          closing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                          closing: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """naive_reference's post-processing (softmax over queries, max per class, SCLIP's area rule,
     prob_thd, labels) -> (the class map the argmax is taken of, labels). ResCLIP's area threshold
     is broken in the authors' code: refused. PEARL and ResCLIP return that map divided by its

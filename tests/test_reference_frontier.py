@@ -362,14 +362,21 @@ def test_sfr_matrix_of_a_window_with_one_label_is_the_blurred_ones():
 # ------------------------------------------------------------------------------ whole-image pieces
 
 
-def test_old_methods_are_delegated_unchanged(tiny_state):
+@pytest.mark.parametrize("method, options", [
+    ("naclip", dict(gaussian_std=3.0, image_engineering=False)),
+    ("itaclip", dict(attention="q-q+k-k", remove_ffn=True, intermediate_layers=(7, 8, 10), views=("grey", "hflip"),
+                     lam=0.7)),
+])
+def test_old_methods_are_delegated_unchanged(tiny_state, method, options):
     image = make_smooth_image(40, 56, seed=30)
-    text, _ = ref.reference_text_features(tiny_state, [("cat",), ("dog",)])
-    options = dict(short_side=96, crop=96, stride=64, pamr_steps=2, image_engineering=False, method="naclip",
-                   gaussian_std=3.0)
+    text, query_class = ref.reference_text_features(tiny_state, [("cat",), ("dog", "puppy")])
+    options = dict(short_side=96, crop=96, stride=64, pamr_steps=2, method=method, **options)
     with torch.no_grad():
-        assert torch.equal(nf.reference_logits(tiny_state, image, text, **options),
-                           ref.reference_logits(tiny_state, image, text, **options))
+        logits = nf.reference_logits(tiny_state, image, text, res_cls=None, sfr_thd=None, **options)
+        assert torch.equal(logits, ref.reference_logits(tiny_state, image, text, **options))
+    for got, expected in zip(nf.reference_postprocess(logits, query_class, prob_thd=0.4, area_thd=0.2),
+                             ref.reference_postprocess(logits, query_class, prob_thd=0.4, area_thd=0.2)):
+        assert np.array_equal(got, expected)
 
 
 @pytest.mark.parametrize("method", ["clip", "sclip", "clearclip", "naclip"])
