@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -556,13 +556,24 @@ def reference_crop_logits(
     image_engineering: bool = True,
     views: Sequence[str] = ("grey", "blur", "vflip", "hflip"),
     lam: float = 0.75,
+    encoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    size: Optional[tuple[int, int]] = None,
     **encoder_options,
 ) -> torch.Tensor:
-    """Logits (Q, h, w) of one normalised (3, h, w) crop (SPEC §3), one view at a time."""
+    """Logits (Q, h, w) of one normalised (3, h, w) crop (SPEC §3), one view at a time.
+
+    ``encoder`` (image -> (g_h·g_w, E) normalised patch features) replaces ``reference_encode_crop``
+    (tests/naive_frontier.py passes its methods' encoders); ``size`` up-samples the logits to another
+    size than the crop's (SCLIP's whole-image branch goes straight to the original size).
+    """
     p = vision_dims(state)["patch"]
     h, w = crop.shape[1:]
     g_h, g_w = h // p, w // p
-    encode = lambda img: reference_encode_crop(state, img, **encoder_options)  # noqa: E731
+    if encoder is None:
+        encode = lambda img: reference_encode_crop(state, img, **encoder_options)  # noqa: E731
+    else:
+        encode = encoder
+    h, w = size or (h, w)
     if not image_engineering:
         return _patch_logits(encode(crop), text, g_h, g_w, (h, w))
 
