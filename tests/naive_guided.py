@@ -13,10 +13,30 @@ square windows (ProxyCLIP's grids), the general (rows, columns) form is written.
 Tensors are fp32 on the CPU. Image tensors are ``(3, H, W)``, token tensors ``(N, D)`` (no batch
 dimension), region maps ``(H, W)`` int64.
 
-Verified against the authors' own code (their segmentors run out of tree, fp32 on the CPU, with
-mmseg stubbed, their vendored open_clip loading the same random OpenAI-layout CLIP and DINO's
-``vision_transformer.py`` loading the same random DINO state dict): see the paragraph
-"Verification" at the end of this docstring.
+Stage isolation: every DINO pass goes through the module-level ``reference_dino_forward``, so a
+test can monkeypatch it (e.g. with the engine's own DINO outputs) to compare the later stages alone.
+
+Verification (out of tree, not part of the suite): the authors' segmentors — ProxyCLIP's
+``ProxyCLIPSegmentation`` and CorrCLIP v1's ``CorrCLIPSegmentation`` with their vendored open_clip,
+DINO's ``vision_transformer.py`` behind a patched ``torch.hub.load`` — were run in fp32 on the CPU
+(mmseg/mmengine stubbed, ``.half()`` made a no-op) on the test suite's random CLIPs (``TINY_SHAPE``:
+width 64, 1 head; ``TWO_HEAD_SHAPE``: width 128, 2 heads) and random DINOs (``random_dino_state_dict``
+width 64 / 128, 3 blocks, patch 8), 15 cases: 336/112 windows on 168×225 images resized to
+336×450; 301×401 images at short side 301 (windows padded 17/18 rows); crop 224/112 with
+``prob_thd`` 0.6; ProxyCLIP's whole image (crop 0) on a square image; ProxyCLIP on a non-square
+padded window (251×301 → 280×336) and a non-square whole image with its two grid quirks corrected
+in a copy of its code (the general form written here); CorrCLIP with region maps holding 6–8
+regions, an unsegmented part, non-consecutive ids, a pair DBSCAN merges (2–8 regions → 1–4 clusters
+per window), a map without 0, and a map nearest-upsampled ×2.8. Figures, max over the cases:
+text features 1.2e-7; DINO final tokens 3.1e-6 and q+k 4.1e-6 (values up to ~5) against DINO's
+own model; window-averaged logits at the original size 3.0e-7 and probabilities 1.6e-6 in 11
+cases; labels identical (0 pixels differ) in all 15. In the other 4 one pair of DINO similarities
+lies within that 1e-6 rounding of a hard cut (ProxyCLIP's S' < 0, CorrCLIP's S > mean) and flips,
+giving logits up to 3.5e-4 and probabilities up to 1.2e-3 apart; with DINO's own features
+substituted (the monkeypatch above) every case agrees to 3.6e-7. One case reproduces a quirk of
+ProxyCLIP: a window whose mean DINO cosine exceeds 1/β has every S' < 0 (the diagonal included),
+so its attention rows are all −∞, its logits NaN, and the pixels it covers get NaN probabilities
+and label 0 — identically here and in the authors' code.
 """
 
 from __future__ import annotations
