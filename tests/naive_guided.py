@@ -112,7 +112,12 @@ def reference_dino_positional(dino_state: dict, h: int, w: int) -> torch.Tensor:
 
 
 def _dino_layer_norm(x: torch.Tensor, dino_state: dict, prefix: str) -> torch.Tensor:
-    return F.layer_norm(x, (x.shape[-1],), dino_state[prefix + ".weight"], dino_state[prefix + ".bias"], eps=1e-6)
+    weight, bias = dino_state[prefix + ".weight"], dino_state[prefix + ".bias"]
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps=1e-6)
+
+
+def _dino_linear(x: torch.Tensor, dino_state: dict, prefix: str) -> torch.Tensor:
+    return ref._linear(x, dino_state[prefix + ".weight"], dino_state[prefix + ".bias"])
 
 
 def reference_dino_forward(dino_state: dict, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,18 +137,16 @@ def reference_dino_forward(dino_state: dict, image: torch.Tensor) -> tuple[torch
     qk = None
     for index in range(d["layers"]):
         prefix = f"blocks.{index}"
-        t = ref._linear(_dino_layer_norm(x, dino_state, prefix + ".norm1"), dino_state[prefix + ".attn.qkv.weight"],
-                        dino_state[prefix + ".attn.qkv.bias"])
+        t = _dino_linear(_dino_layer_norm(x, dino_state, prefix + ".norm1"), dino_state, prefix + ".attn.qkv")
         q, k, v = t[:, :width], t[:, width:2 * width], t[:, 2 * width:]
         if index == d["layers"] - 1:
             qk = q + k
         qh, kh, vh = (ref._split_heads(a, heads) for a in (q, k, v))
         attn = torch.softmax((qh @ kh.transpose(-1, -2)) * (qh.shape[-1] ** -0.5), dim=-1)
-        x = x + ref._linear(ref._merge_heads(attn @ vh), dino_state[prefix + ".attn.proj.weight"],
-                            dino_state[prefix + ".attn.proj.bias"])
-        hidden = ref._linear(_dino_layer_norm(x, dino_state, prefix + ".norm2"), dino_state[prefix + ".mlp.fc1.weight"],
-                             dino_state[prefix + ".mlp.fc1.bias"])
-        x = x + ref._linear(F.gelu(hidden), dino_state[prefix + ".mlp.fc2.weight"], dino_state[prefix + ".mlp.fc2.bias"])
+        x = x + _dino_linear(ref._merge_heads(attn @ vh), dino_state, prefix + ".attn.proj")
+        y = _dino_layer_norm(x, dino_state, prefix + ".norm2")
+        hidden = _dino_linear(y, dino_state, prefix + ".mlp.fc1")
+        x = x + _dino_linear(F.gelu(hidden), dino_state, prefix + ".mlp.fc2")  # exact (erf) GELU
     return _dino_layer_norm(x, dino_state, "norm"), qk
 
 
@@ -192,8 +195,9 @@ def reference_value_on_dino_grid(state: dict, x: torch.Tensor, clip_grid: tuple[
     class token dropped, (D, gh, gw) bilinear to the DINO grid -> (fh·fw, D)."""
     prefix = _last_block(state)
     width = x.shape[1]
-    v = ref._linear(ref._layer_norm(x, state, prefix + ".ln_1"), state[prefix + ".attn.in_proj_weight"][2 * width:],
-                    state[prefix + ".attn.in_proj_bias"][2 * width:])
+    v_weight = state[prefix + ".attn.in_proj_weight"][2 * width:]
+    v_bias = state[prefix + ".attn.in_proj_bias"][2 * width:]
+    v = ref._linear(ref._layer_norm(x, state, prefix + ".ln_1"), v_weight, v_bias)
     v = v[1:].t().reshape(width, *clip_grid)
     return ref._bilinear(v, dino_grid).reshape(width, -1).t()
 
@@ -201,7 +205,8 @@ def reference_value_on_dino_grid(state: dict, x: torch.Tensor, clip_grid: tuple[
 def _attend_values(state: dict, attention: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``out_proj(A v)`` (no residual, no FFN): (F, F) × (F, D) -> (F, D)."""
     prefix = _last_block(state)
-    return ref._linear(attention @ v, state[prefix + ".attn.out_proj.weight"], state[prefix + ".attn.out_proj.bias"])
+    return ref._linear(attention @ v, state[prefix + ".attn.out_proj.weight"],
+                       state[prefix + ".attn.out_proj.bias"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,7 +214,8 @@ def _attend_values(state: dict, attention: torch.Tensor, v: torch.Tensor) -> tor
 # --------------------------------------------------------------------------------------------
 
 
-def reference_proxy_attention(final_patches: torch.Tensor, beta: float = 1.2, gamma: float = 3.0) -> torch.Tensor:
+def reference_proxy_attention(final_patches: torch.Tensor, beta: float = 1.2,
+                              gamma: float = 3.0) -> torch.Tensor:
     """(F, D') DINO final patch features -> (F, F) attention: S = cosines, S' = (S − β·mean(S))·γ,
     S' < 0 -> −∞, softmax over rows (mean over all F² entries)."""
     f = ref.l2_normalise(final_patches)
@@ -351,7 +357,8 @@ def reference_corr_features(state: dict, dino_state: dict, window: torch.Tensor,
         x = ref._standard_block(x, state, f"visual.transformer.resblocks.{index}", heads, mask)
         if index in spatial_blocks(layers):
             recorded.append(x[n:])
-    z_main = _attend_values(state, attention, reference_value_on_dino_grid(state, x[n:], clip_grid, dino_grid))
+    z_main = _attend_values(state, attention,
+                            reference_value_on_dino_grid(state, x[n:], clip_grid, dino_grid))
     z_spatial = _attend_values(state, attention, reference_value_on_dino_grid(
         state, torch.stack(recorded).mean(dim=0), clip_grid, dino_grid))
 
@@ -428,7 +435,8 @@ def reference_logits(
     image = ref.reference_normalise(ref.reference_resize(image_rgb_uint8, short_side))
     _, h, w = image.shape
     if crop == 0:
-        features, grid = reference_proxy_features(state, guide_state, image, beta=proxy_beta, gamma=proxy_gamma)
+        features, grid = reference_proxy_features(state, guide_state, image, beta=proxy_beta,
+                                                  gamma=proxy_gamma)
         return ref._patch_logits(features, text, grid[0], grid[1], (h0, w0))
 
     resized_regions = None

@@ -32,11 +32,12 @@ def random_dino_state_dict(*, embed_dim: int = 64, depth: int = 3, patch_size: i
                 prefix + ".bias": normal(out_features, std=0.05)}
 
     def layer_norm(prefix: str) -> dict[str, torch.Tensor]:
-        return {prefix + ".weight": 1 + normal(embed_dim, std=0.05), prefix + ".bias": normal(embed_dim, std=0.05)}
+        return {prefix + ".weight": 1 + normal(embed_dim, std=0.05),
+                prefix + ".bias": normal(embed_dim, std=0.05)}
 
     # Smooth table: a sum of random plane waves per channel, plus a little noise.
-    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
-                                indexing="ij")
+    positions = torch.arange(grid, dtype=torch.float32)
+    rows, cols = torch.meshgrid(positions, positions, indexing="ij")
     waves = 4
     freq = normal(waves, embed_dim, 2, std=2.5 / grid)
     phase = torch.rand(waves, embed_dim, generator=g) * 2 * math.pi
@@ -47,7 +48,8 @@ def random_dino_state_dict(*, embed_dim: int = 64, depth: int = 3, patch_size: i
     state = {
         "cls_token": normal(1, 1, embed_dim, std=0.5),
         "pos_embed": torch.cat([normal(1, embed_dim, std=0.5), table])[None],
-        "patch_embed.proj.weight": normal(embed_dim, 3, patch_size, patch_size, std=(3 * patch_size ** 2) ** -0.5),
+        "patch_embed.proj.weight": normal(embed_dim, 3, patch_size, patch_size,
+                                          std=(3 * patch_size ** 2) ** -0.5),
         "patch_embed.proj.bias": normal(embed_dim, std=0.05),
     }
     for i in range(depth):

@@ -35,7 +35,8 @@ def test_random_dino_has_the_released_layout(dino_state):
     model = timm.create_model("vit_base_patch8_224", pretrained=False, embed_dim=64, depth=2, num_heads=1,
                               num_classes=0)
     model.load_state_dict(dino_state, strict=True)
-    assert list(dino_state)[:4] == ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]
+    assert list(dino_state)[:4] == ["cls_token", "pos_embed", "patch_embed.proj.weight",
+                                    "patch_embed.proj.bias"]
     assert dino_state["pos_embed"].shape == (1, 1 + 28 * 28, 64)
     assert guided.dino_dims(dino_state) == dict(width=64, patch=8, heads=1, layers=2, grid=28)
     two_heads = random_dino_state_dict(embed_dim=128, depth=4, patch_size=16, grid=14)
@@ -72,8 +73,8 @@ def test_dino_input_renormalisation():
         pad = (guided.CLIP_UNIT_MEAN[c] - guided.IMAGENET_MEAN[c]) / guided.IMAGENET_STD[c]
         assert float(out[c, 1, 1]) == pytest.approx(pad, abs=1e-6)
         value = float(window[c, 0, 0]) * guided.CLIP_UNIT_STD[c] + guided.CLIP_UNIT_MEAN[c]
-        assert float(out[c, 0, 0]) == pytest.approx((value - guided.IMAGENET_MEAN[c]) / guided.IMAGENET_STD[c],
-                                                    abs=1e-6)
+        expected = (value - guided.IMAGENET_MEAN[c]) / guided.IMAGENET_STD[c]
+        assert float(out[c, 0, 0]) == pytest.approx(expected, abs=1e-6)
 
 
 def _cubic_matrix(n_out: int, n_in: int, scale: float) -> np.ndarray:
@@ -132,8 +133,8 @@ def test_dino_positional_kept_for_square_224(dino_state):
 
 
 @pytest.mark.parametrize("size_in, size_out", [((7, 9), (7, 9)), ((5, 6), (10, 12)), ((35, 42), (17, 21)),
-                                               ((17, 21), (35, 42)), ((120, 161), (336, 451)), ((13, 3), (5, 11)),
-                                               ((2, 2), (82, 94))])
+                                               ((17, 21), (35, 42)), ((120, 161), (336, 451)),
+                                               ((13, 3), (5, 11)), ((2, 2), (82, 94))])
 def test_nearest_index_rule(size_in, size_out):
     """min(⌊dst · in/out⌋, in − 1) in float32 is what F.interpolate(mode='nearest') picks (2 -> 82 and
     2 -> 94 are sizes where the same rule in float64 picks other pixels)."""
@@ -216,8 +217,8 @@ def test_scope_attention_allowed_pairs():
     mean = float(s.mean())
     labels = merged.reshape(-1).tolist()
     for a in range(6):
-        allowed = [(labels[a] == labels[b] != 2) or ((labels[a] == 2 or labels[b] == 2) and float(s[a, b]) > mean)
-                   for b in range(6)]
+        allowed = [(labels[a] == labels[b] != 2)
+                   or ((labels[a] == 2 or labels[b] == 2) and float(s[a, b]) > mean) for b in range(6)]
         weights = torch.tensor([math.exp(4 * float(s[a, b])) if ok else 0.0 for b, ok in enumerate(allowed)])
         torch.testing.assert_close(attention[a], (weights / weights.sum()).float(), atol=1e-6, rtol=0)
     assert float(attention[0, 2]) == 0  # unsegmented cell vs a dissimilar cell: blocked
@@ -287,7 +288,8 @@ def test_region_vote_mode_with_ties_to_the_smallest_label():
                          [0, 0, 8, 8, 8]])  # region 9: 4,8,8 -> 8
     np.testing.assert_array_equal(voted, expected)
     # without a 0 the smallest id present is the one left alone
-    np.testing.assert_array_equal(guided.reference_region_vote(labels, regions + 3)[regions == 0], labels[regions == 0])
+    shifted = guided.reference_region_vote(labels, regions + 3)
+    np.testing.assert_array_equal(shifted[regions == 0], labels[regions == 0])
 
 
 def test_corrclip_probabilities_are_taken_before_the_vote(tiny_state, dino_state):
@@ -297,7 +299,8 @@ def test_corrclip_probabilities_are_taken_before_the_vote(tiny_state, dino_state
     regions = np.zeros((56, 70), np.int64)
     regions[5:30, 10:40], regions[30:50, 20:70] = 3, 8
     classes = [("sky", "wall"), ("cat",), ("dog",)]
-    options = dict(method="corrclip", guide_state=dino_state, regions=regions, short_side=112, crop=112, stride=56)
+    options = dict(method="corrclip", guide_state=dino_state, regions=regions, short_side=112, crop=112,
+                   stride=56)
     probs, labels = guided.reference_segment(tiny_state, image, classes, True, **options)
     assert probs.shape == (3, 56, 70) and labels.shape == (56, 70)
     for value in (3, 8):
