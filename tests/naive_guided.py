@@ -42,7 +42,8 @@ and label 0 — identically here and in the authors' code.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+import os
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -454,6 +455,13 @@ def reference_logits(
     return ref._bilinear(canvas / count, (h0, w0))
 
 
+def load_guide_state(source) -> dict[str, torch.Tensor]:
+    """fp32 copies of every tensor of a DINO state dict (a dict or a ``.pth`` file)."""
+    if not isinstance(source, dict):
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    return {key: value.detach().to(torch.float32).clone() for key, value in source.items()}
+
+
 def reference_region_vote(labels: np.ndarray, regions: np.ndarray) -> np.ndarray:
     """CorrCLIP's map correction: every region except the smallest-valued one takes the most frequent
     label of its pixels (the smallest label on ties); the rest keeps its labels."""
@@ -466,14 +474,14 @@ def reference_region_vote(labels: np.ndarray, regions: np.ndarray) -> np.ndarray
 
 
 def reference_segment(
-    state_dict: dict,
+    state_dict: Union[dict, str, os.PathLike],
     image_rgb_uint8: np.ndarray,
     classes: Sequence[Sequence[str]],
     has_background: bool,
     aux_texts: Optional[Sequence[str]] = None,
     *,
     method: str,
-    guide_state: dict,
+    guide_state: Union[dict, str, os.PathLike],
     regions: Optional[np.ndarray] = None,
     alpha: float = 0.0,
     short_side: int = 336,
@@ -488,13 +496,15 @@ def reference_segment(
 
     ``probs`` is the map the argmax is taken of: softmax over names, max over each class's names
     (CorrCLIP: *before* the region vote, which changes labels only). No PAMR, area threshold or
-    closing (the authors have none). ``state_dict``/``guide_state``: fp32 CLIP (OpenAI layout) and DINO
-    state dicts; ``regions`` (H, W) integers, the smallest value = unsegmented (CorrCLIP only).
+    closing (the authors have none). ``state_dict``/``guide_state``: CLIP (OpenAI layout) and DINO state
+    dicts or files; ``regions`` (H, W) integers, the smallest value = unsegmented (CorrCLIP only).
     """
+    state = state_dict if ref._is_loaded(state_dict) else ref.load_reference_state(state_dict)
+    guide_state = load_guide_state(guide_state)
     classes = [tuple(names) for names in classes]
-    text, query_class = ref.reference_text_features(state_dict, classes, has_background, aux_texts, alpha)
+    text, query_class = ref.reference_text_features(state, classes, has_background, aux_texts, alpha)
     with torch.no_grad():
-        logits = reference_logits(state_dict, image_rgb_uint8, text, method=method, guide_state=guide_state,
+        logits = reference_logits(state, image_rgb_uint8, text, method=method, guide_state=guide_state,
                                   regions=regions, short_side=short_side, crop=crop, stride=stride,
                                   proxy_beta=proxy_beta, proxy_gamma=proxy_gamma)
     probs, labels = ref.reference_postprocess(logits, query_class, logit_scale=logit_scale, prob_thd=prob_thd,

@@ -292,16 +292,18 @@ def test_region_vote_mode_with_ties_to_the_smallest_label():
     np.testing.assert_array_equal(shifted[regions == 0], labels[regions == 0])
 
 
-def test_corrclip_probabilities_are_taken_before_the_vote(tiny_state, dino_state):
-    """End to end on a tiny image: the probabilities do not depend on the vote, labels are constant on
-    every region but the smallest-valued one."""
+def test_corrclip_probabilities_are_taken_before_the_vote(tiny_state, dino_state, tmp_path):
+    """End to end on a tiny image (the DINO weights given as a file): the probabilities do not depend on
+    the vote, labels are constant on every region but the smallest-valued one."""
     image = make_smooth_image(56, 70, seed=9)
     regions = np.zeros((56, 70), np.int64)
     regions[5:30, 10:40], regions[30:50, 20:70] = 3, 8
     classes = [("sky", "wall"), ("cat",), ("dog",)]
     options = dict(method="corrclip", guide_state=dino_state, regions=regions, short_side=112, crop=112,
                    stride=56)
-    probs, labels = guided.reference_segment(tiny_state, image, classes, True, **options)
+    torch.save(dino_state, tmp_path / "dino.pth")
+    probs, labels = guided.reference_segment(tiny_state, image, classes, True,
+                                             **dict(options, guide_state=tmp_path / "dino.pth"))
     assert probs.shape == (3, 56, 70) and labels.shape == (56, 70)
     for value in (3, 8):
         assert len(np.unique(labels[regions == value])) == 1
