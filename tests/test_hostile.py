@@ -578,6 +578,7 @@ def test_ctrl_c_during_imports(delay, tmp_path, tiny_ckpt):
         assert len([line for line in err.splitlines() if "interrupted" in line]) <= 1
 
 
+@pytest.mark.timeout(600)  # heavier than the suite's default
 def test_sigkill_during_writes_leaves_only_whole_files(tmp_path, tiny_ckpt):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -720,7 +721,8 @@ def test_banded_pamr_and_probabilities_equal_the_whole_computation(monkeypatch):
     may differ in the last bit, and which pixels form the tail depends on the band), and match the
     plainly written reference."""
     import naive_reference as ref
-    from itaclip.engine import pamr, postprocess
+    from itaclip.engine import postprocess
+    from itaclip.engine.refine import pamr
 
     generator = torch.Generator().manual_seed(0)
     guide = torch.rand(3, 61, 47, generator=generator)
@@ -744,7 +746,8 @@ def test_banded_pamr_and_probabilities_equal_the_whole_computation(monkeypatch):
 
 
 def test_engine_with_bands_equals_engine_without(tiny_ckpt, monkeypatch):
-    from itaclip.engine import pamr, postprocess
+    from itaclip.engine import postprocess
+    from itaclip.engine.refine import pamr
     from itaclip.engine.predictor import Segmenter
 
     image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)

@@ -49,6 +49,7 @@ def tree(tmp_path_factory, smooth_image, random_image, blocks_image) -> Path:
 # ------------------------------------------------------------------------------------ torchrun
 
 
+@pytest.mark.timeout(600)  # heavier than the suite's default
 def test_two_torchrun_processes_equal_one_process_file_for_file(tmp_path, tree, tiny_ckpt):
     """Both runs as subprocesses with one thread each; every output file, the manifest and the
     dataset-level exports are byte-identical, each image is done once, and a resumed 2-process run
