@@ -198,6 +198,7 @@ def download(url: str, *, max_bytes: int, timeout: float, headers: Optional[dict
         reason = getattr(exc, "reason", None) or exc
         if isinstance(reason, (TimeoutError, socket.timeout)):
             raise DownloadError(url, late) from None
-        raise DownloadError(url, str(reason) or type(reason).__name__) from None
+        text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
+        raise DownloadError(url, text or type(reason).__name__) from None
     finally:
         deadline.cancel()
