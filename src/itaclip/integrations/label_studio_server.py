@@ -40,7 +40,6 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -54,20 +53,30 @@ DEFAULT_MAX_BODY_BYTES = 16 << 20
 DEFAULT_MAX_CONNECTIONS = 32
 
 
-class BasicAuth:
-    """Every HTTP request must carry ``Authorization: Basic`` with this user and password."""
+class Guard:
+    """In front of the app: HTTP basic auth (when ``auth`` is set) and a ``Content-Length`` over
+    the body limit, both refused with a JSON error before anything is read. (Starlette's own body
+    limit, inside, stops a body without a length as it streams in, and would answer a too-long
+    ``Content-Length`` in plain text.)"""
 
-    def __init__(self, app, user: str, password: str):
+    def __init__(self, app, auth: Optional[tuple[str, str]], max_body_bytes: int):
         self.app = app
-        self._user = user.encode()
-        self._password = password.encode()
+        self._auth = (auth[0].encode(), auth[1].encode()) if auth else None
+        self._max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and not self._valid(Headers(scope=scope).get("authorization", "")):
-            response = JSONResponse({"error": "this backend needs its basic-auth user and password"}, 401,
-                                    headers={"WWW-Authenticate": 'Basic realm="itaclip", charset="UTF-8"'})
-            await response(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            length = headers.get("content-length", "").strip()
+            refusal = None
+            if self._auth and not self._valid(headers.get("authorization", "")):
+                refusal = JSONResponse({"error": "this backend needs its basic-auth user and password"}, 401,
+                                       headers={"WWW-Authenticate": 'Basic realm="itaclip", charset="UTF-8"'})
+            elif length.isdigit() and int(length) > self._max_body_bytes:
+                refusal = _error(413, f"the body is larger than the backend's limit of {self._max_body_bytes} bytes")
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     def _valid(self, header: str) -> bool:
@@ -78,8 +87,8 @@ class BasicAuth:
             user, sep, password = base64.b64decode(encoded.strip(), validate=True).partition(b":")
         except (binascii.Error, ValueError):
             return False
-        same_user = hmac.compare_digest(user, self._user)
-        same_password = hmac.compare_digest(password, self._password)
+        same_user = hmac.compare_digest(user, self._auth[0])
+        same_password = hmac.compare_digest(password, self._auth[1])
         return bool(sep) and same_user and same_password
 
 
@@ -114,7 +123,7 @@ def _config(body: dict, key: str) -> Optional[str]:
 
 
 def create_app(predictor: LabelStudioPredictor, *, auth: Optional[tuple[str, str]] = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Guard:
     """The ASGI app serving ``predictor``; ``auth``: (user, password) every request must send."""
     version = predictor.model_version
     warned_hosts: set[str] = set()
@@ -185,9 +194,9 @@ def create_app(predictor: LabelStudioPredictor, *, auth: Optional[tuple[str, str
         Route("/is_training", is_training, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    middleware = [Middleware(BasicAuth, user=auth[0], password=auth[1])] if auth else []
-    return Starlette(routes=routes, middleware=middleware, max_body_size=max_body_bytes,
-                     exception_handlers={HTTPException: http_error, Exception: server_error})
+    app = Starlette(routes=routes, max_body_size=max_body_bytes,
+                    exception_handlers={HTTPException: http_error, Exception: server_error})
+    return Guard(app, auth, max_body_bytes)
 
 
 def serve(predictor: LabelStudioPredictor, host: str, port: int, ready: Callable[[str], None] = print, *,

@@ -186,11 +186,12 @@ def coco_dict(
 #   (length - 1), 8 bits value; a single value is "0", class 0, length 0, value. Runs longer than
 #   2**16 are split into 2**16-long pieces. Bits are packed MSB first and padded with 1-8 zero bits.
 #
-# We encode by hand, vectorised, instead of depending on `label-studio-converter` (or its successor
-# inside `label-studio-sdk`): those packages pull in a large dependency tree (HTTP client, pydantic
-# models, XML and NLP tools) for a 60-line function, and their encoder builds a Python string of
-# '0'/'1' characters run by run, which is slow on large images. Our output is byte-for-byte the same
-# as `label_studio_converter.brush.mask2rle` (same run-size classes and the same padding).
+# We encode by hand, vectorised, instead of calling the encoder in `label-studio-sdk`
+# (`label_studio_sdk.converter.brush`, where the older `label-studio-converter` moved): that package
+# pins OpenCV below the version itaclip installs and pulls in a large dependency tree (HTTP client,
+# pydantic models, XML and NLP tools) for a 60-line function, and its encoder builds a Python
+# string of '0'/'1' characters run by run, which is slow on large images. Our bytes equal the SDK
+# encoder's; tests/test_label_studio_real.py checks that, and the masks, with Label Studio's own code.
 
 _LS_RUN_BITS = (3, 4, 8, 16)
 _LS_WORD = 8
