@@ -582,3 +582,22 @@ def test_the_allow_list():
             ImageFetcher(allow_hosts=[bad])
     with pytest.raises(ItaclipError, match="LABEL_STUDIO_URL"):
         ImageFetcher("localhost:8080")
+
+
+def test_operator_mistakes_are_one_line_before_the_model_loads(monkeypatch, capsys, tmp_path):
+    from itaclip.cli import main
+
+    missing_weights = str(tmp_path / "never-loaded.pt")  # a model load would fail differently
+    common = ["label-studio", "--classes", "cat, dog", "--weights", missing_weights, "--device", "cpu"]
+    monkeypatch.delenv("BASIC_AUTH_PASS", raising=False)
+    monkeypatch.delenv("BASIC_AUTH_USER", raising=False)
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:8080")
+    cases = [(["--auth-user", "me"], "needs both a user and a password"),
+             (["--allow-hosts", "http://host/path"], "--allow-hosts takes HOST or HOST:PORT")]
+    for extra, message in cases:
+        assert main(common + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    monkeypatch.setenv("LABEL_STUDIO_URL", "localhost:8080")
+    assert main(common) == 2
+    assert "LABEL_STUDIO_URL must be Label Studio's http(s) address" in capsys.readouterr().err
