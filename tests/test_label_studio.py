@@ -601,3 +601,11 @@ def test_operator_mistakes_are_one_line_before_the_model_loads(monkeypatch, caps
     monkeypatch.setenv("LABEL_STUDIO_URL", "localhost:8080")
     assert main(common) == 2
     assert "LABEL_STUDIO_URL must be Label Studio's http(s) address" in capsys.readouterr().err
+
+
+def test_new_labels_are_counted_as_the_texts_they_cost():
+    from itaclip.integrations.label_studio import new_labels
+
+    base = resolve_vocabulary(["cat", "dog, puppy"], background=BACKGROUND)
+    assert new_labels(base, None) == set()
+    assert new_labels(base, ["Cat", " background ", "tree", "Tree", "TREE", "", "dog"]) == {"tree", "Tree", "TREE"}

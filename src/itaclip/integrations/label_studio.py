@@ -126,15 +126,16 @@ def vocabulary_for_labels(base: Vocabulary, labels: Optional[Sequence[str]]) -> 
 
 
 def new_labels(base: Vocabulary, labels: Optional[Sequence[str]]) -> set[str]:
-    """The labels (case-folded) that :func:`vocabulary_for_labels` turns into classes of their own:
-    texts the class file does not have, which cost an encoding and a text-cache entry each."""
+    """The labels that :func:`vocabulary_for_labels` turns into classes of their own: texts the
+    class file does not have, which cost an encoding and a text-cache entry each (so ``Tree`` and
+    ``tree`` are two)."""
     if labels is None:
         return set()
     first = int(base.has_background)
     known = {names[0].casefold() for names in base.classes[first:]}
     if base.has_background:
         known.add(BACKGROUND_LABEL)
-    return {label.strip().casefold() for label in labels if label.strip()} - known
+    return {label.strip() for label in labels if label.strip() and label.strip().casefold() not in known}
 
 
 #: Default bounds of one image download.
