@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--allow-hosts", type=_name_list, action="append", default=[], metavar="HOST[,HOST...]",
                         help="hosts task images may be fetched from besides Label Studio's (LABEL_STUDIO_URL): "
                              "HOST (its scheme's default port) or HOST:PORT, or * for any host; repeatable "
-                             "(default: Label Studio's host only)")
+                             "(default: Label Studio's host and port only)")
     server.add_argument("--auth-user", default=None, metavar="USER",
                         help=f"require HTTP basic auth with this user (default: ${AUTH_USER_ENV}); set the same "
                              "user and password in Label Studio's model connection")
