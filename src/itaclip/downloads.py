@@ -21,6 +21,7 @@ import ssl
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Callable, Optional
 
@@ -143,10 +144,14 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         self._allow = allow
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if self._allow is not None and not self._allow(newurl):
+        if not _is_http(newurl) or (self._allow is not None and not self._allow(newurl)):
             fp.close()
             raise DownloadError(req.full_url, f"redirected to {newurl}, which is not allowed", code)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _is_http(url: str) -> bool:
+    return urllib.parse.urlsplit(url).scheme.lower() in ("http", "https")
 
 
 def download(url: str, *, max_bytes: int, timeout: float, headers: Optional[dict[str, str]] = None,
@@ -156,8 +161,11 @@ def download(url: str, *, max_bytes: int, timeout: float, headers: Optional[dict
 
     ``private_headers`` (credentials) go to ``url`` only, never to a URL it redirects to;
     ``allow_redirect(new_url)`` decides whether a redirect is followed (default: any, at most
-    :data:`MAX_REDIRECTS`). Raises :class:`DownloadError` for every failure.
+    :data:`MAX_REDIRECTS`). Raises :class:`DownloadError` for every failure. Only http(s) URLs
+    are fetched (urllib would also read ``file:`` and ``ftp:`` ones), redirects included.
     """
+    if not _is_http(url):
+        raise DownloadError(url, "not an http(s) URL")
     request = urllib.request.Request(url, headers=dict(headers or {}))
     for name, value in (private_headers or {}).items():
         request.add_unredirected_header(name, value)
