@@ -170,3 +170,82 @@ def test_python_api_and_demo_take_authors(mirror, tiny_ckpt, tmp_path):
     assert used and all(list(v.aux_texts) == _expected_texts() for v in used)
     with pytest.raises(ItaclipError, match="not for a custom vocabulary"):
         engine.segment(tmp_path / "photo.png", "cat, dog", aux_texts="authors", preset="voc21")
+
+
+# ------------------------------------------------------------------ hostile or broken mirrors
+
+
+class HostileMirror:
+    """A server whose one file is cut off, too large, or dripped out slowly (``mode``)."""
+
+    def __init__(self, mode: str):
+        import socketserver
+        import time
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.rfile.readline()
+                if mode == "truncated":  # promises 1000 bytes, sends 10 and closes
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+                elif mode == "large":  # no Content-Length: only counting the bytes can stop it
+                    self.wfile.write(b"HTTP/1.0 200 OK\r\n\r\n")
+                    try:
+                        for _ in range(64):
+                            self.wfile.write(b"y" * (1 << 20))
+                    except OSError:
+                        pass  # the client hung up, as it should
+                elif mode == "drip":  # one byte every 0.2 s: no single read ever times out
+                    self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    try:
+                        for _ in range(200):
+                            self.wfile.write(b"z")
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except OSError:
+                        pass
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mirror"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hostile(monkeypatch, tmp_path):
+    monkeypatch.setenv("ITACLIP_CACHE", str(tmp_path / "cache"))
+    servers = []
+
+    def start(mode):
+        servers.append(HostileMirror(mode))
+        monkeypatch.setenv(authors.URL_ENV, servers[-1].url)
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode, limits, message", [
+    ("truncated", {}, r"connection closed after 10 of 1000 bytes"),
+    ("large", {"MAX_BYTES": 2 << 20}, r"more than the limit of 2097152 bytes"),
+    ("drip", {"TIMEOUT_S": 1.5}, r"no complete answer within 1.5 s"),
+])
+def test_a_broken_mirror_is_one_line_bounded_in_time_and_size(hostile, monkeypatch, tmp_path, mode, limits,
+                                                              message):
+    import time
+
+    for name, value in limits.items():
+        monkeypatch.setattr(authors, name, value, raising=False)
+    hostile(mode)
+    start = time.monotonic()
+    with pytest.raises(ItaclipError, match=message) as info:
+        resolve_vocabulary("voc21", aux_texts="authors")
+    assert time.monotonic() - start < 10  # the drip alone would take 40 s
+    assert "\n" not in str(info.value) and "cannot download the authors' voc21_definitions.txt" in str(info.value)
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.rglob("*.txt"))

@@ -747,8 +747,8 @@ def test_banded_pamr_and_probabilities_equal_the_whole_computation(monkeypatch):
 
 def test_engine_with_bands_equals_engine_without(tiny_ckpt, monkeypatch):
     from itaclip.engine import postprocess
-    from itaclip.engine.refine import pamr
     from itaclip.engine.predictor import Segmenter
+    from itaclip.engine.refine import pamr
 
     image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     seg = Segmenter(weights=tiny_ckpt, device="cpu", text_cache=False, short_side=64, crop=64, stride=32,
@@ -808,3 +808,34 @@ def test_threads_of_one_segmenter_stay_consistent(tiny_ckpt):
     for t in threads:
         t.join()
     assert all(np.array_equal(a, b) for a, b in zip(results, expected))
+
+
+def test_names_cvat_and_file_systems_dislike_export_on_every_run(tmp_path, tiny_ckpt, capfd):
+    """A Latin-1 name, a newline in a name and a name near the file-name limit: every export of every
+    image is written on the first run (no traceback, no half-made cvat/), and a rerun has nothing to do."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    names = [os.fsdecode(b"caf\xe9.png"), "new\nline.png", "a" * 240 + ".png", "ok.png"]
+    for seed, name in enumerate(names):
+        write_rgb(inputs / name, 30, 40, seed)
+    out = tmp_path / "out"
+    args = ["segment", str(inputs), "--out", str(out), "--weights", str(tiny_ckpt), "--classes", "cat, dog",
+            "--no-overlay", "--export", "coco,labelstudio,cvat,masks", *FAST]
+    assert main(args) == 0
+    assert main(args) == 0
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "error" not in err and "0 done, 4 skipped, 0 failed" in err, err
+    stems = [Path(name).stem for name in names]
+    coco = json.loads((out / "coco.json").read_text(encoding="utf-8"))
+    assert len(coco["images"]) == 4 and len(json.loads((out / "tasks.json").read_text(encoding="utf-8"))) == 4
+    cvat = out / "cvat"
+    listed = (cvat / "ImageSets" / "Segmentation" / "default.txt").read_text(encoding="utf-8").split("\n")
+    assert listed[-1] == "" and sorted(listed[:-1]) == sorted(["caf%E9", "new%0Aline", "a" * 240, "ok"])
+    assert (cvat / "labelmap.txt").is_file()
+    for item in listed[:-1]:  # each listed item has its mask, equal to the run's label map
+        stem = stems[["caf%E9", "new%0Aline", "a" * 240, "ok"].index(item)]
+        np.testing.assert_array_equal(read_png(cvat / "SegmentationClass" / f"{item}.png"),
+                                      read_png(out / f"{stem}.png"))
+    long_exports = [p for p in out.iterdir() if p.name.startswith("a" * 100)]
+    assert len(long_exports) == 4  # label map, coco, labelstudio, masks folder
+    assert all(len(os.fsencode(p.name)) <= 255 for p in long_exports)

@@ -220,14 +220,19 @@ def test_coco_file_of_the_run_reads_back_with_pycocotools(exported):
         assert np.array_equal(labels, maps[image["file_name"]])
 
 
-def test_labelstudio_tasks_and_config_read_back_with_label_studio_converter(exported):
-    brush = pytest.importorskip("label_studio_converter.brush")
-    from label_studio_converter.utils import parse_config
+def test_labelstudio_tasks_and_config_read_back(exported):
+    """tasks.json and its config as Label Studio reads them (tests/test_label_studio_real.py imports
+    such a config and such masks into a real Label Studio)."""
+    from xml.etree import ElementTree
+
+    from test_exports import decode_labelstudio_rle
 
     folder, names, maps, _ = exported
-    config = parse_config((folder / "labelstudio_config.xml").read_text())
-    assert config["tag"]["type"] == "BrushLabels" and config["tag"]["labels"] == names
-    assert config["tag"]["inputs"] == [{"type": "Image", "value": "image"}]
+    config = ElementTree.fromstring((folder / "labelstudio_config.xml").read_text())
+    (image,) = config.iter("Image")
+    (brush,) = config.iter("BrushLabels")
+    assert image.attrib["name"] == brush.attrib["toName"] == "image" and image.attrib["value"] == "$image"
+    assert brush.attrib["name"] == "tag" and [label.attrib["value"] for label in brush.iter("Label")] == names
     tasks = json.loads((folder / "tasks.json").read_text())
     assert [t["data"]["image"] for t in tasks] == [
         "/data/local-files/?d=photos/a/x.jpg", "/data/local-files/?d=photos/b/x.png",
@@ -237,7 +242,7 @@ def test_labelstudio_tasks_and_config_read_back_with_label_studio_converter(expo
         assert [r["value"]["brushlabels"] for r in results] == [[names[c]] for c in np.unique(labels)]
         for result in results:
             assert (result["original_height"], result["original_width"]) == labels.shape
-            layer = brush.decode_rle(result["value"]["rle"]).reshape(*labels.shape, 4)[:, :, 3]
+            layer = decode_labelstudio_rle(result["value"]["rle"]).reshape(*labels.shape, 4)[:, :, 3]
             c = names.index(result["value"]["brushlabels"][0])
             assert np.array_equal(layer > 0, labels == c), rel
 

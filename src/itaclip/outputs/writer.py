@@ -31,7 +31,7 @@ import numpy as np
 
 from ..engine.errors import ItaclipError, one_line
 from ..engine.files import read_json, write_json, write_npz, write_png
-from .exports import export_paths, normalize_formats, write_exports
+from .exports import derived_name, export_paths, normalize_formats, write_exports
 
 MANIFEST_NAME = "itaclip-run.json"
 
@@ -82,11 +82,11 @@ def probability_arrays(probs: np.ndarray, probs_format: str) -> dict[str, np.nda
 def output_paths(out_dir: PathLike, stem: str, options: OutputOptions) -> dict[str, Path]:
     """Every file (or folder) written for one image, by kind; ``label`` is always there."""
     out_dir = Path(out_dir)
-    paths = {"label": out_dir / f"{stem}.png"}
+    paths = {"label": out_dir / derived_name(stem, ".png")}
     if options.overlay:
-        paths["overlay"] = out_dir / f"{stem}_overlay.png"
+        paths["overlay"] = out_dir / derived_name(stem, "_overlay.png")
     if options.save_probs:
-        paths["probs"] = out_dir / f"{stem}.npz"
+        paths["probs"] = out_dir / derived_name(stem, ".npz")
     exports = export_paths(stem, out_dir)
     paths.update({fmt: exports[fmt] for fmt in options.exports if fmt in exports})
     return paths
