@@ -459,6 +459,39 @@ def real_text():
     """Opt out of the 4-template text encoding (see ``_cheap_text_features``)."""
 
 
+LEAVE_GROUP = """
+import os, sys
+from itaclip.evaluation.distributed import all_gather_objects, distributed_session
+
+with distributed_session("cpu") as (info, device):
+    from itaclip.predictor import Segmenter  # imports open_clip inside the group, as the commands do
+
+    Segmenter(weights=sys.argv[1], device=device)
+    all_gather_objects(info.rank, info)
+threads = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+left = sorted(name for name in threads if "gloo" in name)
+print(f"rank {info.rank}: gloo threads left: {left}", flush=True)
+sys.exit(1 if left else 0)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the thread names from /proc")
+def test_leaving_the_group_joins_its_threads(tmp_path, tiny_ckpt):
+    """The cause of torchrun runs that aborted after their results were written (SIGABRT, 'terminate
+    called without an active exception'): torch.distributed.nn, imported by open_clip inside the
+    group, kept the group alive after destroy_process_group(), so gloo's threads outlived main()
+    and released a finished collective's tensors while Python shut down. After leaving the group
+    no gloo thread may be left."""
+    script = tmp_path / "leave_group.py"
+    script.write_text(LEAVE_GROUP)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script), str(tiny_ckpt)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert sorted(line for line in proc.stdout.splitlines() if "gloo threads left" in line) == [
+        "rank 0: gloo threads left: []", "rank 1: gloo threads left: []"]
+
+
 def test_torchrun_two_processes_bit_for_bit(tmp_path, tiny_ckpt, real_text):
     build_dataset("voc", tmp_path / "data", n=3)  # odd: uneven shards
     # One name per class keeps the text encoding short (21 × 80 prompts): 20 typed foreground classes

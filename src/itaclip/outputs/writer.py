@@ -87,9 +87,9 @@ def probability_arrays(probs: np.ndarray, probs_format: str) -> dict[str, np.nda
 
 def label_rule(config) -> dict[str, np.ndarray]:
     """What ``STEM.npz`` records of how a :class:`~itaclip.config.SegmenterConfig` turns its
-    probabilities into labels: ``prob_thd`` (float32: below it a pixel is labelled 0) and
+    probabilities into labels: ``prob_thd`` (float64: a pixel whose top probability is below it is labelled 0) and
     ``labels_closed`` (bool: the labels were 3×3-closed after the argmax)."""
-    return {"prob_thd": np.float32(config.prob_thd), "labels_closed": np.bool_(config.closing)}
+    return {"prob_thd": np.float64(config.prob_thd), "labels_closed": np.bool_(config.closing)}
 
 
 def output_paths(out_dir: PathLike, stem: str, options: OutputOptions) -> dict[str, Path]:
@@ -220,8 +220,7 @@ def check_manifest(out_dir: PathLike, manifest: dict, overwrite: bool) -> None:
         raise ItaclipError(f"{out_dir} holds outputs made with other settings ({shown}{more} {verb}; see {path}): "
                            "use --overwrite to redo them, or another --out")
     if changed_outputs:
-        verb = "differs" if len(changed_outputs) == 1 else "differ"
-        raise ItaclipError(f"{out_dir} was made with other output options ({', '.join(changed_outputs)} {verb}): "
+        raise ItaclipError(f"{out_dir} was made with other output options (other {', '.join(changed_outputs)}): "
                            f"resume it with the same ones ({output_flags(old_outputs)}), or use --overwrite to "
                            "redo every image, or another --out")
 
