@@ -310,6 +310,9 @@ def test_upload_segment_download_matches_cli(browser, server, checkpoint, photo,
         arg=before, timeout=30_000,
     )
 
+    # every control docs/DEMO.md's "The page" describes is on the page the screenshot shows
+    for control in ("#input-image", "#classes", "#preset", "#speed", "#method", "#segment"):
+        assert page.locator(control).is_visible(), control
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     page.screenshot(path=str(artifacts / "demo.png"), full_page=True)

@@ -120,3 +120,17 @@ def test_eval_help_shows_a_torchrun_line_that_works():
     add_arguments(parser)
     found = torchrun_commands("```\n" + parser.epilog + "\n```\n")
     assert found and all("-m itaclip.cli eval" in c and "--no-python" not in c for c in found), found
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[path.name for path in DOCS])
+def test_source_files_named_in_the_docs_exist(doc):
+    """A module the docs point at (`itaclip/outputs/exports.py`) is where they say."""
+    named = re.findall(r"`(?:src/)?(itaclip/[\w/]+\.py)`", doc.read_text(encoding="utf-8"))
+    missing = [path for path in named if not (ROOT / "src" / path).is_file()]
+    assert not missing, (doc.name, missing)
+
+
+def test_demo_page_section_names_the_method_selector():
+    text = (ROOT / "docs" / "DEMO.md").read_text(encoding="utf-8")
+    page = text[text.index("## The page"):text.index("Behaviour worth knowing")]
+    assert "**Method**" in page and all(name in page for name in ("clip", "maskclip", "sclip", "clearclip", "naclip"))
