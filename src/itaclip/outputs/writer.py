@@ -22,7 +22,7 @@ Per image ``STEM`` in its output folder (names are a public contract):
 * exports (``coco``, ``labelstudio``, ``masks``, ``cvat``): see :mod:`itaclip.outputs.exports`.
 
 Per output folder: ``itaclip-run.json``, the manifest (:func:`run_manifest`). A folder's images are
-only resumed when the manifest's settings equal the new run's.
+only resumed when the manifest's settings and output options equal the new run's.
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ def probability_arrays(probs: np.ndarray, probs_format: str) -> dict[str, np.nda
 
 def label_rule(config) -> dict[str, np.ndarray]:
     """What ``STEM.npz`` records of how a :class:`~itaclip.config.SegmenterConfig` turns its
-    probabilities into labels: ``prob_thd`` (float64: a pixel whose top probability is below it is labelled 0) and
-    ``labels_closed`` (bool: the labels were 3×3-closed after the argmax)."""
+    probabilities into labels: ``prob_thd`` (float64: a pixel whose top probability is below it is
+    labelled 0) and ``labels_closed`` (bool: the labels were 3×3-closed after the argmax)."""
     return {"prob_thd": np.float64(config.prob_thd), "labels_closed": np.bool_(config.closing)}
 
 
