@@ -134,3 +134,14 @@ def test_demo_page_section_names_the_method_selector():
     text = (ROOT / "docs" / "DEMO.md").read_text(encoding="utf-8")
     page = text[text.index("## The page"):text.index("Behaviour worth knowing")]
     assert "**Method**" in page and all(name in page for name in ("clip", "maskclip", "sclip", "clearclip", "naclip"))
+
+
+@pytest.mark.parametrize("doc", DOCS[1:], ids=[path.name for path in DOCS[1:]])
+def test_pages_with_bare_commands_say_how_to_run_them(doc):
+    """docs/ pages write `itaclip ...`: they say to activate the README's environment first (the
+    README itself writes `.venv/bin/itaclip`)."""
+    text = doc.read_text(encoding="utf-8")
+    bare = [c for block in code_blocks(text) for c in commands(block)
+            if re.match(r"(\w+=\S+ )*(itaclip|pip|python|torchrun) ", c)]
+    if bare:
+        assert ". .venv/bin/activate" in text, (doc.name, bare[:3])
