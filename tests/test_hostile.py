@@ -233,6 +233,7 @@ def test_hostile_images_report_one_line_each(tmp_path, tiny_ckpt, capfd):
     for path in inputs:
         line = next(e for e in errors if str(path) in e)
         assert HOSTILE_IMAGES[path.name][2] in line, line
+        assert line.count(str(path)) == 1, line  # the path once, then the reason
     assert (tmp_path / "out" / "good.png").is_file()
     assert any("1 done, 0 skipped, %d failed" % len(inputs) in line for line in lines)
 
@@ -293,8 +294,80 @@ def test_out_equal_to_input_folder_is_refused(tmp_path, tiny_ckpt, capfd):
     assert digests(files) == before and sorted(p.name for p in photos.iterdir()) == ["a.png", "b.jpg"]
     code, lines = run_cli(capfd, "segment", photos / "a.png", "--out", photos, "--weights", tiny_ckpt,
                           "--classes", "cat, dog", *FAST)
-    assert code == 2 and "is an input image and would be replaced" in lines[0]
+    assert code == 2 and "is the folder of the input image" in lines[0]
+    assert digests(files) == before and sorted(p.name for p in photos.iterdir()) == ["a.png", "b.jpg"]
+
+
+def test_an_output_that_would_replace_an_input_is_refused(tmp_path):
+    """The last guard, below the folder rules: no output path is ever an input image."""
+    from itaclip.outputs.folder import Job, refuse_overwriting_inputs
+    from itaclip.outputs.writer import OutputOptions
+
+    image = write_rgb(tmp_path / "a.png", 4, 4)
+    with pytest.raises(ItaclipError, match="is an input image and would be replaced"):
+        refuse_overwriting_inputs([Job(image, tmp_path, "a")], OutputOptions())
+
+
+def test_out_around_or_inside_the_inputs_is_refused(tmp_path, tiny_ckpt, capfd):
+    """An --out among the inputs would poison later runs (a recursive run would segment the outputs,
+    or skip the images beside a manifest): refused before anything is written."""
+    photos = tmp_path / "photos"
+    (photos / "animals").mkdir(parents=True)
+    (photos / "2019").mkdir()
+    files = [write_rgb(photos / "animals" / "lion.jpg", 20, 30), write_rgb(photos / "cat.png", 20, 30, seed=1),
+             write_rgb(photos / "2019" / "beach.jpg", 20, 30, seed=2)]
+    before = digests(files)
+    lion = photos / "animals" / "lion.jpg"
+    cases = [
+        ([lion], photos / "animals", "is the folder of the input image"),
+        ([lion], photos, "contains the folder of the input image"),
+        ([photos, "--recursive"], tmp_path, "contains the input folder"),
+        ([photos / "animals"], photos, "contains the input folder"),
+        ([photos, "--recursive"], photos / "2019", "holds images itaclip did not write"),
+        ([photos], photos / "2019", "holds images itaclip did not write"),
+    ]
+    for inputs, out, message in cases:
+        code, lines = run_cli(capfd, "segment", *inputs, "--out", out, "--weights", tiny_ckpt,
+                              "--classes", "cat, dog", *FAST)
+        assert code == 2 and len(lines) == 1 and message in lines[0], (inputs, out, lines)
     assert digests(files) == before
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "photos/2019/beach.jpg", "photos/animals/lion.jpg", "photos/cat.png"]
+    # a new sub-folder of the image's folder is fine, and a later recursive run leaves it out
+    code, lines = run_cli(capfd, "segment", lion, "--out", photos / "animals" / "labels", "--weights", tiny_ckpt,
+                          "--classes", "cat, dog", *FAST)
+    assert code == 0
+    code, lines = run_cli(capfd, "segment", photos, "--recursive", "--out", tmp_path / "all", "--weights",
+                          tiny_ckpt, "--classes", "cat, dog", *FAST)
+    assert code == 0 and any("3 done, 0 skipped, 0 failed" in line for line in lines), lines
+
+
+def test_a_manifest_among_input_images_never_hides_them(tmp_path, tiny_ckpt, capfd):
+    """A folder with an itaclip-run.json and images itaclip did not write (outputs written into an
+    input folder by an older version) is an error, not a folder silently left out."""
+    photos = tmp_path / "photos"
+    (photos / "animals").mkdir(parents=True)
+    lion = write_rgb(photos / "animals" / "lion.jpg", 20, 30)
+    write_rgb(photos / "cat.png", 20, 30, seed=1)
+    assert run_cli(capfd, "segment", lion, "--out", tmp_path / "made", "--weights", tiny_ckpt,
+                   "--classes", "cat, dog", *FAST)[0] == 0
+    for made in (tmp_path / "made").iterdir():  # as if written into the photo folder
+        made.rename(photos / "animals" / made.name)
+    args = ["--out", tmp_path / "out", "--weights", tiny_ckpt, "--classes", "cat, dog", *FAST]
+    for inputs in ([photos, "--recursive"], [photos / "animals"]):
+        code, lines = run_cli(capfd, "segment", *inputs, *args)
+        assert code == 2 and len(lines) == 1, lines
+        assert "itaclip-run.json and also images itaclip did not write" in lines[0] and "lion.jpg" in lines[0]
+    assert not (tmp_path / "out").exists()
+    # an RGB PNG photo is told apart from the palette label maps beside it
+    (photos / "animals" / "lion.jpg").rename(tmp_path / "lion.jpg")
+    write_rgb(photos / "animals" / "zebra.png", 20, 30, seed=3)
+    code, lines = run_cli(capfd, "segment", photos, "--recursive", *args)
+    assert code == 2 and "zebra.png" in lines[0]
+    # with the photos moved out, the folder holds only outputs: an earlier output folder, left out
+    (photos / "animals" / "zebra.png").unlink()
+    code, lines = run_cli(capfd, "segment", photos, "--recursive", *args)
+    assert code == 0 and any("1 done, 0 skipped, 0 failed" in line for line in lines), lines
 
 
 def test_outputs_inside_the_input_tree_are_not_segmented_again(tmp_path, tiny_ckpt, capfd):

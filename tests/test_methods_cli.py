@@ -98,6 +98,11 @@ def test_eval_compare_writes_one_table(tmp_path, tiny_ckpt, capsys):
                  "--weights", str(tiny_ckpt), "--out", str(out), *FAST]) == 0
     table = (out / "compare_voc21.md").read_text()
     assert "| SCLIP |" in table and "| 59.63 |" in table and "| NACLIP |" in table and "| 64.07 |" in table
+    shared = next(line for line in table.splitlines() if line.startswith("Settings of ours: "))
+    assert f"weights={tiny_ckpt}" in shared and "short_side=224" in shared and "device=cpu" in shared, shared
+    sclip = next(line for line in table.splitlines() if line.startswith("- SCLIP: "))
+    naclip = next(line for line in table.splitlines() if line.startswith("- NACLIP: "))
+    assert "method=sclip" in sclip and "method=naclip" in naclip and "gaussian_std=" in naclip, table
     assert table in capsys.readouterr().out
     record = json.loads((out / "compare_voc21.json").read_text())
     assert [r["method"] for r in record["rows"]] == ["sclip", "naclip"]

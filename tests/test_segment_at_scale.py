@@ -116,8 +116,14 @@ def test_single_folder_keeps_its_layout_and_outside_root_is_an_error(tmp_path, t
     base = ["--classes", "cat, dog", "--weights", tiny_ckpt, *FAST, "--no-overlay"]
     assert run_cli("segment", tree / "b", "--out", out, *base) == 0
     assert sorted(files_of(out)) == ["itaclip-run.json", "x.png", "y.png"]
-    assert run_cli("segment", tree / "a" / "x.png", "--input-root", tree / "b", "--out", tmp_path / "o2", *base) == 1
-    assert "not under the input root" in capsys.readouterr().err
+    capsys.readouterr()
+    # nothing usable: exit 2; one image outside the root beside a good one: that one fails (exit 1)
+    assert run_cli("segment", tree / "a" / "x.png", "--input-root", tree / "b", "--out", tmp_path / "o2", *base) == 2
+    assert "not under the input root" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+    assert run_cli("segment", tree / "a" / "x.png", tree / "b" / "y.png", "--input-root", tree / "b",
+                   "--out", tmp_path / "o3", *base) == 1
+    err = capsys.readouterr().err
+    assert "not under the input root" in err and "1 done, 0 skipped, 1 failed" in err
 
 
 def _result(labels: np.ndarray, num_classes: int, seed: int = 0) -> SegmentationResult:

@@ -568,7 +568,8 @@ def launch(engine: DemoEngine, host: str = "127.0.0.1", port: Optional[int] = No
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web-font download
     _, url, _ = app.launch(
-        server_name=host, server_port=port, prevent_thread_lock=True, show_error=True, quiet=False,
+        server_name=host, server_port=port, prevent_thread_lock=True, show_error=True,
+        quiet=True,  # `itaclip demo` says where it serves; Gradio's own lines speak of launch() and share=True
         inbrowser=False, share=False, ssr_mode=False, mcp_server=False, theme=theme,
         footer_links=[], max_file_size="50mb",  # results and examples are served from Gradio's cache
     )
