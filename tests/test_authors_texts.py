@@ -3,72 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import threading
 
 import pytest
 
+from helpers.servers import paper_like_texts
 from itaclip import ItaclipError
 from itaclip.auxtexts import authors
-from itaclip.engine.vocabulary import builtin_path, resolve_vocabulary
-
-
-class FileServer:
-    """A plain HTTP server on 127.0.0.1 serving ``files`` (name → bytes) and counting requests."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                server.requests.append(self.path)
-                data = server.files.get(self.path.rsplit("/", 1)[-1])
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/mirror"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _paper_like_texts() -> bytes:
-    """A stand-in for the authors' voc21 file: our file's class names with other texts."""
-    lines = builtin_path("texts", "voc21_definitions").read_text(encoding="utf-8").splitlines()
-    return "".join(f"{line.split('>=')[0]}>=LLaMA says {i}: {line.split('>=')[0].strip()}\n"
-                   for i, line in enumerate(lines) if line.strip()).encode()
-
-
-@pytest.fixture
-def mirror(monkeypatch, tmp_path):
-    """A local mirror holding the stand-in file, pinned by its SHA-256, and an empty cache."""
-    server = FileServer()
-    data = _paper_like_texts()
-    server.files["voc21_definitions.txt"] = data
-    monkeypatch.setitem(authors.FILES, "voc21",
-                        authors.AuthorsFile("voc21_definitions.txt", hashlib.sha256(data).hexdigest()))
-    monkeypatch.setenv(authors.URL_ENV, server.url)
-    monkeypatch.setenv("ITACLIP_CACHE", str(tmp_path / "cache"))
-    yield server
-    server.close()
+from itaclip.engine.vocabulary import resolve_vocabulary
 
 
 def _expected_texts() -> list[str]:
-    return [line.split(">=", 1)[1] for line in _paper_like_texts().decode().splitlines()]
+    return [line.split(">=", 1)[1] for line in paper_like_texts().decode().splitlines()]
 
 
 def test_good_file_is_fetched_once_and_cached(mirror, tmp_path):
@@ -123,7 +69,7 @@ def test_lists_without_authors_texts_are_refused(mirror, classes, preset):
 def test_cli_checksum_error_is_the_last_line(mirror, tiny_ckpt, tmp_path, capsys):
     from PIL import Image
 
-    from conftest import make_smooth_image
+    from helpers.images import make_smooth_image
     from itaclip.cli import main
 
     Image.fromarray(make_smooth_image(40, 48)).save(tmp_path / "photo.png")
@@ -153,7 +99,7 @@ def test_texts_for_paper_says_which_texts(mirror, monkeypatch):
 def test_python_api_and_demo_take_authors(mirror, tiny_ckpt, tmp_path):
     from PIL import Image
 
-    from conftest import make_smooth_image
+    from helpers.images import make_smooth_image
     from itaclip import Segmenter
     from itaclip.demo import DemoEngine
 

@@ -280,7 +280,8 @@ def test_special_images_greyscale_rgba_16bit_exif(tmp_path, tiny_ckpt, smooth_im
     folder = tmp_path / "special"
     folder.mkdir()
     cv2.imwrite(str(folder / "grey.png"), smooth_image[:, :, 0])
-    Image.fromarray(np.dstack([smooth_image, np.full(smooth_image.shape[:2], 128, np.uint8)]), "RGBA").save(folder / "rgba.png")
+    rgba = np.dstack([smooth_image, np.full(smooth_image.shape[:2], 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
     cv2.imwrite(str(folder / "deep.png"), smooth_image[:, :, ::-1].astype(np.uint16) * 257)
     rotated = Image.fromarray(smooth_image)
     exif = rotated.getexif()
@@ -313,7 +314,8 @@ def test_bad_options_are_one_line_errors(tmp_path, images, tiny_ckpt, capsys, ex
     ("", "empty"), ("cat,,dog", "empty name"), ("nofile.txt", "does not exist"),
 ])
 def test_bad_class_lists(tmp_path, images, tiny_ckpt, capsys, classes, message):
-    rc = run_cli("segment", images / "smooth.png", "--classes", classes, "--out", tmp_path, "--weights", tiny_ckpt, *FAST)
+    rc = run_cli("segment", images / "smooth.png", "--classes", classes, "--out", tmp_path, "--weights", tiny_ckpt,
+                 *FAST)
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
 
@@ -344,7 +346,8 @@ def test_aux_texts_change_the_result_by_alpha(tmp_path, images, tiny_ckpt):
 
 def test_console_script_runs_without_traceback(tmp_path):
     exe = Path(sys.executable).with_name("itaclip")
-    proc = subprocess.run([str(exe), "segment", str(tmp_path / "x.png"), "--classes", "cat, dog", "--out", str(tmp_path),
+    proc = subprocess.run([str(exe), "segment", str(tmp_path / "x.png"), "--classes", "cat, dog",
+                           "--out", str(tmp_path),
                            "--stride", "-1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "stride must be > 0" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -386,7 +389,8 @@ def test_every_flag_maps_onto_the_config():
     cfg = build_config(args.preset, **config_overrides(args))
     assert (cfg.alpha, cfg.lam, cfg.logit_scale, cfg.prob_thd, cfg.area_thd) == (0.3, 0.6, 70, 0.2, 0.05)
     assert (cfg.stride, cfg.crop, cfg.short_side, cfg.pamr_steps, cfg.pamr_dilations) == (56, 192, 280, 3, (4, 8))
-    assert (cfg.image_engineering, cfg.views, cfg.attention, cfg.remove_ffn) == (False, ("grey", "hflip"), "q-q+v-v", False)
+    assert (cfg.image_engineering, cfg.views, cfg.attention, cfg.remove_ffn) \
+        == (False, ("grey", "hflip"), "q-q+v-v", False)
     assert (cfg.intermediate_layers, cfg.closing, cfg.batch_size, cfg.precision) == ((), False, 7, "int8")
     defaults = build_config("voc21", **config_overrides(parse_args(["segment", "x", "--classes", "c", "--out", "o"])))
     assert defaults == build_config("voc21")  # flags not given keep the preset's values

@@ -13,49 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from itaclip.cli import main
+from helpers.datasets import LABELME_VOC, build_dataset, build_for, expected_labels, write_label
+from helpers.eval_cli import FAST, confusion_of, only_result, results_of, run_eval
 from itaclip.datasets import DATASETS, load_dataset
-from test_datasets import LABELME_VOC, build_dataset, build_for, expected_labels, write_label
 
-FAST = ["--short-side", "224", "--stride", "112", "--pamr-steps", "1", "--device", "cpu", "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def _cheap_text_features(request, tmp_path_factory, monkeypatch):
-    """Text encoding with 4 of the 80 prompt templates (the harness, not the text side, is under
-    test here), cached in this session's own folder; tests marked ``real_text`` (the torchrun test,
-    whose worker processes cannot be patched) use all templates and another cache folder."""
-    base = tmp_path_factory.getbasetemp()
-    if "real_text" in request.fixturenames:
-        monkeypatch.setenv("ITACLIP_CACHE", str(base / "text-cache"))
-        return
-    monkeypatch.setenv("ITACLIP_CACHE", str(base / "text-cache-4-templates"))
-    import itaclip.engine.predictor as predictor
-    from itaclip.engine.text import TEMPLATES, template_features
-
-    def four_templates(model, tokenizer, names, templates=TEMPLATES, progress=None):
-        return template_features(model, tokenizer, names, templates=templates[:4], progress=progress)
-
-    monkeypatch.setattr(predictor, "template_features", four_templates)
-
-
-def run_eval(*args) -> int:
-    return main(["eval", *map(str, args)])
-
-
-def results_of(out: Path, dataset: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(out.glob(f"{dataset}-*/results.json"))]
-
-
-def only_result(out: Path, dataset: str) -> dict:
-    found = results_of(out, dataset)
-    assert len(found) == 1, [r["run_dir"] for r in found]
-    return found[0]
-
-
-def confusion_of(result: dict) -> np.ndarray:
-    return np.load(Path(result["run_dir"]) / "confusion.npy")
-
+#: 4 of the 80 prompt templates: the harness, not the text side, is under test here.
+pytestmark = pytest.mark.usefixtures("cheap_text_features")
 
 # ------------------------------------------------------------------------------ every dataset
 
@@ -279,7 +242,8 @@ def test_ranks_must_agree_on_run_settings(tmp_path, tiny_ckpt, monkeypatch):
         overrides={"short_side": 224, "stride": 112, "pamr_steps": 1}, progress=False,
         info=distributed.DistInfo(rank=0, world_size=2),
     )
-    with pytest.raises(ItaclipError, match=r"disagree on cpu_threads \(rank 0: (\d+), rank 1: (\d+)\).*OMP_NUM_THREADS"):
+    disagree = r"disagree on cpu_threads \(rank 0: (\d+), rank 1: (\d+)\).*OMP_NUM_THREADS"
+    with pytest.raises(ItaclipError, match=disagree):
         run_evaluation(request)
     assert not (tmp_path / "out").exists()  # refused before anything is written
 
@@ -494,7 +458,7 @@ def test_convert_coco_object_command(tmp_path, capsys):
 
 @pytest.fixture
 def real_text():
-    """Opt out of the 4-template text encoding (see ``_cheap_text_features``)."""
+    """Opt out of the 4-template text encoding (conftest's ``cheap_text_features``)."""
 
 
 LEAVE_GROUP = """

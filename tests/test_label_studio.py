@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import make_blocks_image, make_random_image, make_smooth_image
-from test_exports import decode_labelstudio_rle
+from helpers.exports import decode_labelstudio_rle
+from helpers.images import make_blocks_image, make_random_image, make_smooth_image
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -435,7 +435,8 @@ def test_fetch_failures_read_alike_to_the_client_and_apart_in_the_log(backend, s
         status, body = predicting.result()
     assert time.monotonic() - start < 15  # the drip alone would take 20 s
     assert [r["error"] for r in body["results"]] == [FETCH_FAILED] * len(urls)
-    for reason in ("Connection refused", "HTTP 404", "not an image", "claims 400.0 megapixels", "more than the limit of",
+    for reason in ("Connection refused", "HTTP 404", "not an image", "claims 400.0 megapixels",
+                   "more than the limit of",
                    "no complete answer within 2 s"):
         assert backend.logged(reason), reason
 

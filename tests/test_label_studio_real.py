@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import make_blocks_image, make_smooth_image
+from helpers.images import make_blocks_image, make_smooth_image
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -143,7 +143,8 @@ def work(tmp_path_factory, tiny_ckpt):
     root = tmp_path_factory.mktemp("real-ls")
     images = root / "images"
     images.mkdir()
-    for name, image in (("street.png", make_smooth_image(64, 80, seed=7)), ("upload.png", make_blocks_image(48, 64, 8))):
+    pictures = (("street.png", make_smooth_image(64, 80, seed=7)), ("upload.png", make_blocks_image(48, 64, 8)))
+    for name, image in pictures:
         cv2.imwrite(str(images / name), image[:, :, ::-1])
     (root / "classes.txt").write_text("cat\ndog, puppy\ngrass\n")
     env = dict(os.environ, ITACLIP_CACHE=str(root / "cache"), OMP_NUM_THREADS="1",
@@ -222,7 +223,8 @@ def test_label_studio_stores_the_masks_segment_writes(venv, work, label_studio, 
     for task in tasks:
         full = api("GET", f"/api/tasks/{task['id']}")
         (prediction,) = full["predictions"]
-        assert prediction["model_version"] == ml["model_version"] and prediction["result"], (full, backend_log.read_text())
+        assert prediction["model_version"] == ml["model_version"] and prediction["result"], \
+            (full, backend_log.read_text())
         image = full["data"]["image"]
         stem = "street" if image.endswith("street.png") else "upload"
         assert stem == "street" or image.startswith("/data/upload/"), image

@@ -216,7 +216,8 @@ def test_coco_file_of_the_run_reads_back_with_pycocotools(exported):
     coco = COCO(str(folder / "coco.json"))
     assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == names
     images = coco.loadImgs(coco.getImgIds())
-    assert sorted((i["id"], i["file_name"]) for i in images) == [(10, "a/x.jpg"), (20, "b/x.png"), (30, "b/deep/z w.jpg")]
+    assert sorted((i["id"], i["file_name"]) for i in images) \
+        == [(10, "a/x.jpg"), (20, "b/x.png"), (30, "b/deep/z w.jpg")]
     ids = [a["id"] for a in coco.dataset["annotations"]]
     assert sorted(ids) == list(range(1, len(ids) + 1))  # unique over the run
     for image in images:
@@ -231,7 +232,7 @@ def test_labelstudio_tasks_and_config_read_back(exported):
     such a config and such masks into a real Label Studio)."""
     from xml.etree import ElementTree
 
-    from test_exports import decode_labelstudio_rle
+    from helpers.exports import decode_labelstudio_rle
 
     folder, names, maps, _ = exported
     config = ElementTree.fromstring((folder / "labelstudio_config.xml").read_text())

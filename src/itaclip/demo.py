@@ -298,7 +298,8 @@ class DemoEngine:
             if progress:
                 progress(0.0, "encoding class names")
             text_progress = (lambda d, t: progress(0.05 * d / max(t, 1), "encoding class names")) if progress else None
-            window_progress = (lambda d, t: progress(0.05 + 0.9 * d / max(t, 1), f"windows {d}/{t}")) if progress else None
+            window_progress = ((lambda d, t: progress(0.05 + 0.9 * d / max(t, 1), f"windows {d}/{t}"))
+                               if progress else None)
             segmenter.set_vocabulary(vocab, progress=text_progress)
             result = segmenter.segment(image, progress=window_progress)
         seconds = time.perf_counter() - start

@@ -77,7 +77,8 @@ def check_pixels(path: Union[str, os.PathLike, bytes], limit: Optional[int] = No
     if claimed is not None and claimed[0] > limit:
         pixels, shape = claimed
         raise ItaclipError(
-            f"image {source or path} claims {shape + ' = ' if shape else ''}{pixels / 1e6:.1f} megapixels, more than the "
+            f"image {source or path} claims {shape + ' = ' if shape else ''}{pixels / 1e6:.1f} megapixels, "
+            "more than the "
             f"limit of {limit / 1e6:g} (a decompression bomb, or a very large image: raise the limit with "
             f"--max-pixels or ${MAX_PIXELS_ENV} if you trust it)"
         )

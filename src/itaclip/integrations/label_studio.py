@@ -97,7 +97,8 @@ def vocabulary_for_labels(base: Vocabulary, labels: Optional[Sequence[str]]) -> 
     """The vocabulary for a config's labels, the label of each class, and the classes to report.
 
     A label equal (ignoring case) to a class's first name takes that class's names; a new label is
-    a class named by itself; a label repeated in another case is dropped. The background set of ``base`` stays class 0 (the model needs it for
+    a class named by itself; a label repeated in another case is dropped. The background set of ``base`` stays
+    class 0 (the model needs it for
     the pixels no label covers) and is reported only when ``background`` is a label. Auxiliary
     texts are kept when every class has one.
     """
@@ -364,6 +365,7 @@ class LabelStudioPredictor:
             return labelstudio_prediction(result.labels, names, str(data[target.value]), result.probs,
                                           target.from_name, target.to_name, self.model_version, classes=report)
         except Exception as exc:  # one task's failure is reported with it; the others go on
-            message = str(exc) if isinstance(exc, ItaclipError) else "internal error (the backend's log has the details)"
+            message = (str(exc) if isinstance(exc, ItaclipError)
+                       else "internal error (the backend's log has the details)")
             logger.error("task %r: %s", task_id, exc, exc_info=not isinstance(exc, ItaclipError))
             return {"result": [], "score": 0.0, "model_version": self.model_version, "error": message}

@@ -181,7 +181,8 @@ def _output_differences(old: dict, new: dict) -> list[str]:
         changed.append("exports")
     if old.get("save_probs") and new["save_probs"] and old.get("probs_format", "float32") != new["probs_format"]:
         changed.append("probs_format")
-    if "image_url_prefix" in old and "labelstudio" in new["exports"] and old["image_url_prefix"] != new["image_url_prefix"]:
+    if "image_url_prefix" in old and "labelstudio" in new["exports"] \
+            and old["image_url_prefix"] != new["image_url_prefix"]:
         changed.append("image_url_prefix")
     return changed
 
