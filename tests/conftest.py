@@ -4,7 +4,8 @@ Everything here is cheap (session-scoped, built once) and needs no network. Sect
 
 * checkpoints — ``tiny_ckpt`` (1 head, 12 vision layers, the default test model),
   ``two_head_ckpt`` (width 128: 2 heads in both towers), ``six_layer_ckpt`` (6 vision layers);
-  each has a ``*_state`` twin: the fp32 state dict as the naive reference loads it.
+  each has a ``*_state`` twin: the fp32 state dict as the naive reference loads it. ``dino_ckpt``
+  / ``dino_state``: a random DINO guide model (ProxyCLIP, CorrCLIP) in DINO's released layout.
 * ``single_thread`` — use with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
 * images — (H, W, 3) uint8 RGB arrays: ``random_image``, ``smooth_image``, ``blocks_image``.
 
@@ -100,6 +101,29 @@ def two_head_state(two_head_ckpt) -> dict:
 @pytest.fixture(scope="session")
 def six_layer_state(six_layer_ckpt) -> dict:
     return _reference_state(six_layer_ckpt)
+
+
+#: Shape of the test guide model (kwargs of ``random_models.random_dino_state_dict``): DINO's layout
+#: with patch 8 and a 28×28 table, width 64 (1 head), 3 blocks.
+DINO_SHAPE = dict(embed_dim=64, depth=3, patch_size=8, grid=28, seed=5)
+
+
+@pytest.fixture(scope="session")
+def dino_ckpt(checkpoint_dir) -> Path:
+    """A random DINO ViT saved as DINO's releases are (a plain state dict in a .pth file)."""
+    from random_models import random_dino_state_dict
+
+    path = checkpoint_dir / "dino.pth"
+    torch.save(random_dino_state_dict(**DINO_SHAPE), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def dino_state(dino_ckpt) -> dict:
+    """``dino_ckpt``'s tensors as the guided reference loads them."""
+    from naive_guided import load_guide_state
+
+    return load_guide_state(dino_ckpt)
 
 
 # ----------------------------------------------------------------------------------------- images

@@ -188,9 +188,10 @@ class Segmenter:
 
     def for_method(self, method: str, preset: Optional[str] = None, **overrides) -> "Segmenter":
         """A segmenter running ``method`` (its authors' defaults, then that method's ``preset``, then
-        ``overrides``) that shares this one's loaded model and text features; no vocabulary is set
-        (each method's presets bring their own class lists)."""
+        ``overrides``) that shares this one's loaded model, guide model choice (``guide_weights``)
+        and text features; no vocabulary is set (each method's presets bring their own class lists)."""
         other = object.__new__(Segmenter)
+        overrides.setdefault("guide_weights", self.config.guide_weights)
         other.config = build_config(preset, method=method, **overrides)
         other.preset = get_preset(preset, method) if preset else None
         other._loaded = self._loaded

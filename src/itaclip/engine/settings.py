@@ -55,6 +55,8 @@ def prediction_settings(config: SegmenterConfig, vocabulary: Vocabulary, weights
         options.pop(name, None)
     if config.method == "itaclip":  # ITACLIP's identity stays what it was before there were other methods
         options.pop("method")
+    if "guide_weights" in options:  # a guide model file counts by its bytes, as CLIP's weights do
+        options["guide_weights"] = weights_identity(options["guide_weights"])
     settings = {
         "weights": weights_identity(weights),
         "config": options,
