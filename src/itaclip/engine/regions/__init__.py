@@ -40,8 +40,9 @@ from .folder import RegionFolder, read_region_file
 from .generator import DEFAULT_REGION_WEIGHTS, GENERATOR_KINDS, RegionGenerator
 
 __all__ = [
-    "DEFAULT_REGION_WEIGHTS", "GENERATOR_KINDS", "RESERVED_ID", "GeneratedRegions", "RegionCache", "RegionFolder",
-    "RegionGenerator", "RegionSource", "default_regions_cache_dir", "read_region_file", "region_source",
+    "DEFAULT_REGION_WEIGHTS", "GENERATOR_KINDS", "RESERVED_ID", "GeneratedRegions", "RegionCache",
+    "RegionFolder", "RegionGenerator", "RegionSource", "default_regions_cache_dir", "read_region_file",
+    "region_source",
 ]
 
 
@@ -73,8 +74,9 @@ def region_source(
         ItaclipError: neither or both sources, weights or settings that cannot be used.
     """
     if (regions_dir is None) == (generator is None):
-        raise ItaclipError("CorrCLIP needs region maps: give either a folder of region files (--regions DIR) or "
-                           "a generator (--region-generator sam2|sam), not " + ("both" if generator else "neither"))
+        raise ItaclipError("CorrCLIP needs region maps: give either a folder of region files (--regions DIR) "
+                           "or a generator (--region-generator sam2|sam), not "
+                           + ("both" if generator else "neither"))
     if regions_dir is not None:
         if weights is not None or settings:
             raise ItaclipError("--region-weights and generator settings apply to --region-generator, not to "

@@ -27,12 +27,16 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
+import cv2
 import numpy as np
+import torch
 
 from ..feature_cache import FeatureCache, cache_root
+from ..files import encode_png
 from ..images import ImageInput, to_rgb_array
 from .base import RegionSource
 
@@ -56,20 +60,68 @@ class RegionCache:
         max_bytes: the folder's size limit (least recently used entries go first).
     """
 
-    def __init__(self, directory: Union[str, os.PathLike, None] = None, *, max_bytes: int = DEFAULT_MAX_BYTES):
-        raise NotImplementedError
+    def __init__(self, directory: Union[str, os.PathLike, None] = None, *,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        folder = default_regions_cache_dir() if directory is None else directory
+        self.store = FeatureCache(folder, sharded=True)
+        self.directory = self.store.directory
+        self.max_bytes = int(max_bytes)
+        self._writes = 0
+
+    def __repr__(self) -> str:
+        return f"RegionCache({str(self.directory)!r})"
 
     def key(self, image: np.ndarray, generator_identity: dict) -> str:
         """The entry of the (H, W, 3) uint8 ``image`` made by the generator of ``generator_identity``."""
-        raise NotImplementedError
+        pixels = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+        return self.store.key(kind="regions", shape=list(image.shape), dtype=str(image.dtype), pixels=pixels,
+                              generator=generator_identity)
 
     def get(self, key: str) -> Optional[np.ndarray]:
         """The stored (H, W) int32 map, or ``None`` (absent, damaged: one warning)."""
-        raise NotImplementedError
+        entry = self.store.get(key)
+        if entry is None:
+            return None
+        region_map = cv2.imdecode(entry.numpy(), cv2.IMREAD_UNCHANGED) if entry.dtype == torch.uint8 else None
+        if region_map is None or region_map.ndim != 2 or region_map.dtype != np.uint16:
+            warnings.warn(f"itaclip: cache entry {self.store.path(key)} is not a region map; making it again",
+                          stacklevel=2)
+            return None
+        try:
+            os.utime(self.store.path(key))  # recently used: evicted last
+        except OSError:
+            pass
+        return region_map.astype(np.int32)
 
     def put(self, key: str, region_map: np.ndarray) -> None:
         """Store a map (ids 0…9999); then keep the folder under its limit."""
-        raise NotImplementedError
+        png = np.frombuffer(encode_png(np.ascontiguousarray(region_map, dtype=np.uint16)), dtype=np.uint8)
+        if self.store.put(key, torch.from_numpy(png.copy())):
+            if self._writes % CHECK_EVERY == 0:
+                self.evict()
+            self._writes += 1
+
+    def evict(self) -> int:
+        """Delete the least recently used entries while the folder holds more than ``max_bytes``
+        (down to 80 % of it); the number of entries deleted."""
+        entries = []
+        for path in self.directory.glob("*/*.pt"):
+            try:
+                stat = path.stat()
+            except OSError:  # deleted meanwhile by another process
+                continue
+            entries.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        if total <= self.max_bytes:
+            return 0
+        deleted = 0
+        for _, size, path in sorted(entries):
+            if total <= 0.8 * self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+            deleted += 1
+        return deleted
 
 
 class GeneratedRegions(RegionSource):
@@ -82,7 +134,20 @@ class GeneratedRegions(RegionSource):
         self.cache = cache
 
     def region_map(self, image: ImageInput, name: Optional[str]) -> np.ndarray:
-        raise NotImplementedError
+        image = to_rgb_array(image)
+        key = self.cache.key(image, self.generator.identity) if self.cache is not None else None
+        if key is not None:
+            region_map = self.cache.get(key)
+            if region_map is not None and region_map.shape == image.shape[:2]:
+                self.stats["cached"] += 1
+                return region_map
+        start = time.perf_counter()
+        region_map = self.generator.generate(image)
+        self.stats["seconds"] += time.perf_counter() - start
+        self.stats["generated"] += 1
+        if key is not None:
+            self.cache.put(key, region_map)
+        return region_map
 
     @property
     def identity(self) -> dict:

@@ -40,7 +40,8 @@ class RegionFolder(RegionSource):
         super().__init__()
         self.folder = Path(folder).expanduser()
         if not self.folder.is_dir():
-            raise ItaclipError(f"region folder {self.folder} does not exist or is not a folder (--regions DIR)")
+            raise ItaclipError(f"region folder {self.folder} does not exist or is not a folder "
+                               "(--regions DIR)")
 
     def region_map(self, image: ImageInput, name: Optional[str]) -> np.ndarray:
         if name is None and isinstance(image, (str, os.PathLike)):
@@ -55,7 +56,8 @@ class RegionFolder(RegionSource):
                 self.stats["read"] += 1
                 return region_map
         tried = " or ".join(str(path) for path in candidates[::len(REGION_SUFFIXES)])
-        raise ItaclipError(f"no region map for {name}: expected {tried} (.npz with key {NPZ_KEY}, or a label .png)")
+        raise ItaclipError(f"no region map for {name}: expected {tried} (.npz with key {NPZ_KEY}, or a "
+                           "label .png)")
 
     @property
     def identity(self) -> dict:
@@ -102,8 +104,8 @@ def read_region_file(path: Union[str, os.PathLike], shape: Optional[tuple[int, i
         elif suffix == ".png":
             array = _read_png(path, shape)
         else:
-            raise ItaclipError(f"region map {path}: unknown format {suffix or '(no suffix)'}; use .npz (array "
-                               f"{NPZ_KEY}) or a label .png")
+            raise ItaclipError(f"region map {path}: unknown format {suffix or '(no suffix)'}; use .npz "
+                               f"(array {NPZ_KEY}) or a label .png")
     except ItaclipError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, SyntaxError) as exc:
@@ -126,8 +128,8 @@ def _check_size(path: Path, found: tuple[int, ...], expected: Optional[tuple[int
                            f"{expected[0]}: region maps must have the image's original size")
     limit = pixel_limit()
     if height * width > limit:
-        raise ItaclipError(f"region map {path} claims {width}×{height} = {height * width / 1e6:.1f} megapixels, "
-                           f"more than the limit of {limit / 1e6:g}")
+        raise ItaclipError(f"region map {path} claims {width}×{height} = {height * width / 1e6:.1f} "
+                           f"megapixels, more than the limit of {limit / 1e6:g}")
 
 
 def _read_npz(path: Path, shape: Optional[tuple[int, int]]) -> np.ndarray:
@@ -163,8 +165,8 @@ def _read_png(path: Path, shape: Optional[tuple[int, int]]) -> np.ndarray:
                 width, height = png.size
                 _check_size(path, (height, width), shape)
                 if png.mode not in PNG_MODES:
-                    raise ItaclipError(f"region map {path} is a {png.mode} PNG: region maps are single-channel "
-                                       "8- or 16-bit label images")
+                    raise ItaclipError(f"region map {path} is a {png.mode} PNG: region maps are "
+                                       "single-channel 8- or 16-bit label images")
                 return np.asarray(png)
         except Image.DecompressionBombError:
             raise ItaclipError(f"region map {path} is too large for Pillow's PNG decoder: store it as .npz") \
@@ -178,6 +180,6 @@ def _checked_ids(array: np.ndarray, path: Path) -> np.ndarray:
         raise ItaclipError(f"region map {path} has negative ids ({int(array.min())}): ids must be 0…"
                            f"{RESERVED_ID - 1}")
     if array.size and int(array.max()) >= RESERVED_ID:
-        raise ItaclipError(f"region map {path} has id {int(array.max())}: ids must be below {RESERVED_ID} (CorrCLIP "
-                           "reserves them for padding and merged regions); renumber the regions")
+        raise ItaclipError(f"region map {path} has id {int(array.max())}: ids must be below {RESERVED_ID} "
+                           "(CorrCLIP reserves them for padding and merged regions); renumber the regions")
     return np.ascontiguousarray(array, dtype=np.int32)

@@ -51,7 +51,8 @@ def resolve_weights(kind: str, weights: Union[str, os.PathLike]) -> ResolvedWeig
         raise ItaclipError(f"{text} is a file: region weights are a transformers folder (config.json + "
                            f"model.safetensors) or a Hugging Face id such as {_example(kind)}")
     if text.count("/") != 1 or text.startswith(("/", ".", "~")) or text.endswith("/"):
-        raise ItaclipError(f"region weights {text} are neither a folder nor a Hugging Face id such as {_example(kind)}")
+        raise ItaclipError(f"region weights {text} are neither a folder nor a Hugging Face id such as "
+                           f"{_example(kind)}")
     return _resolve_hub(kind, text)
 
 
@@ -91,10 +92,11 @@ def _weight_paths(folder: Path, source: str) -> list[Path]:
         return [folder / WEIGHT_FILE]
     if (folder / WEIGHT_INDEX).is_file():
         return [folder / name for name in _shards(folder / WEIGHT_INDEX)]
-    pickled = [name for name in ("pytorch_model.bin", "pytorch_model.bin.index.json") if (folder / name).is_file()]
+    pickled = [name for name in ("pytorch_model.bin", "pytorch_model.bin.index.json")
+               if (folder / name).is_file()]
     if pickled:
-        raise ItaclipError(f"{source} has only {pickled[0]} (a pickle, which can run code when loaded): save the "
-                           "model with safetensors (model.save_pretrained(folder))")
+        raise ItaclipError(f"{source} has only {pickled[0]} (a pickle, which can run code when loaded): "
+                           "save the model with safetensors (model.save_pretrained(folder))")
     raise ItaclipError(f"{source} has no {WEIGHT_FILE}")
 
 
@@ -124,8 +126,8 @@ def _resolve_hub(kind: str, repo_id: str) -> ResolvedWeights:
     try:
         config_path = _hub_file(repo_id, "config.json")
     except _Absent:
-        raise ItaclipError(f"{repo_id} has no config.json: it is not a transformers {kind.upper()} repository") \
-            from None
+        raise ItaclipError(f"{repo_id} has no config.json: it is not a transformers {kind.upper()} "
+                           "repository") from None
     check_config(kind, _read_config(config_path, repo_id), repo_id)
     try:
         _hub_file(repo_id, WEIGHT_FILE)
@@ -133,8 +135,8 @@ def _resolve_hub(kind: str, repo_id: str) -> ResolvedWeights:
         try:
             index = _hub_file(repo_id, WEIGHT_INDEX)
         except _Absent:
-            raise ItaclipError(f"{repo_id} has no {WEIGHT_FILE} (only safetensors are loaded: pickled weights can "
-                               "run code)") from None
+            raise ItaclipError(f"{repo_id} has no {WEIGHT_FILE} (only safetensors are loaded: pickled "
+                               "weights can run code)") from None
         for name in _shards(index):
             _hub_file(repo_id, name)
     folder = config_path.parent  # snapshots/<commit>/: the files above, as from_pretrained wants them
@@ -155,17 +157,17 @@ def _hub_file(repo_id: str, filename: str) -> Path:
     try:
         return Path(hf_hub_download(repo_id, filename))
     except LocalEntryNotFoundError:  # offline (or unreachable) and not in the cache
-        raise ItaclipError(f"{repo_id}: {filename} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-                           "the Hub cannot be reached; connect once to download it, or pass a local folder") \
-            from None
+        raise ItaclipError(f"{repo_id}: {filename} is not in the Hugging Face cache "
+                           f"({constants.HF_HUB_CACHE}) and the Hub cannot be reached; connect once to "
+                           "download it, or pass a local folder") from None
     except RepositoryNotFoundError:
-        raise ItaclipError(f"{repo_id} is no local folder and no Hugging Face repository (a private or gated one "
-                           "needs `hf auth login`)") from None
+        raise ItaclipError(f"{repo_id} is no local folder and no Hugging Face repository (a private or "
+                           "gated one needs `hf auth login`)") from None
     except EntryNotFoundError:
         raise _Absent(filename) from None
     except Exception as exc:  # noqa: BLE001 - HTTP and file-system errors alike
-        raise ItaclipError(f"could not get {filename} of {repo_id} from the Hugging Face Hub ({one_line(exc)})") \
-            from None
+        raise ItaclipError(f"could not get {filename} of {repo_id} from the Hugging Face Hub "
+                           f"({one_line(exc)})") from None
 
 
 def load_model(kind: str, resolved: ResolvedWeights, device) -> "torch.nn.Module":  # noqa: F821
