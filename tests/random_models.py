@@ -62,3 +62,61 @@ def random_dino_state_dict(*, embed_dim: int = 64, depth: int = 3, patch_size: i
         state.update(linear(block + ".mlp.fc2", embed_dim, hidden))
     state.update(layer_norm("norm"))
     return {key: value.contiguous() for key, value in state.items()}
+
+
+def random_sam_model(kind: str, *, image_size: int = 256, seed: int = 0) -> torch.nn.Module:
+    """A small transformers ``Sam2Model`` (``kind="sam2"``: Hiera backbone, FPN neck, high-resolution
+    features in the decoder) or ``SamModel`` (``"sam"``: ViT with windowed and global attention) in
+    eval mode: the real architectures at width 16–32, input ``image_size`` (1024 in the releases).
+
+    transformers' initialisation plus N(0, 0.02²) on every tensor (no constants), then the mask
+    hypernetworks' output layers scaled up so that mask logits are O(1) like a trained model's (at
+    transformers' init they are ~1e-4, all stability scores 0, and no mask survives any filter).
+    """
+    from transformers import Sam2Config, Sam2Model, SamConfig, SamModel
+    from transformers.models.sam.configuration_sam import (
+        SamMaskDecoderConfig,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+    from transformers.models.sam2.configuration_sam2 import (
+        Sam2HieraDetConfig,
+        Sam2MaskDecoderConfig,
+        Sam2PromptEncoderConfig,
+        Sam2VisionConfig,
+    )
+
+    size = image_size
+    small_decoder = dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
+    if kind == "sam2":
+        backbone = Sam2HieraDetConfig(
+            hidden_size=16, num_attention_heads=1, blocks_per_stage=[1, 1, 2, 1],
+            embed_dim_per_stage=[16, 32, 64, 128], num_attention_heads_per_stage=[1, 1, 2, 2],
+            global_attention_blocks=[3], window_positional_embedding_background_size=[4, 4],
+            window_size_per_stage=[8, 4, 4, 4], image_size=[size, size])
+        vision = Sam2VisionConfig(
+            backbone_config=backbone, backbone_channel_list=[128, 64, 32, 16], fpn_hidden_size=32,
+            backbone_feature_sizes=[[size // 4] * 2, [size // 8] * 2, [size // 16] * 2])
+        decoder = Sam2MaskDecoderConfig(**small_decoder)
+        config = Sam2Config(vision_config=vision, mask_decoder_config=decoder,
+                            prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32, image_size=size))
+        model_class = Sam2Model
+    elif kind == "sam":
+        vision = SamVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 global_attn_indexes=[1], mlp_dim=64, output_channels=32, image_size=size,
+                                 window_size=4, num_pos_feats=16)
+        prompts = SamPromptEncoderConfig(hidden_size=32, image_size=size, image_embedding_size=size // 16)
+        decoder = SamMaskDecoderConfig(**small_decoder)
+        config = SamConfig(vision_config=vision, prompt_encoder_config=prompts, mask_decoder_config=decoder)
+        model_class = SamModel
+    else:
+        raise ValueError(f"kind must be sam or sam2, got {kind!r}")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = model_class(config).eval()
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.02)
+            for mlp in model.mask_decoder.output_hypernetworks_mlps:
+                mlp.proj_out.weight.mul_(1e5)
+    return model
