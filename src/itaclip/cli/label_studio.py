@@ -13,8 +13,11 @@ import sys
 from .options import (
     add_engine_arguments,
     add_model_arguments,
+    add_region_arguments,
     add_vocabulary_arguments,
     config_and_vocabulary,
+    region_plan,
+    resolved_weights,
 )
 
 
@@ -28,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="time to fetch one task image (default: %(default)s)")
     add_model_arguments(parser, default_preset="default")
+    add_region_arguments(parser, folders=False)  # task images come by URL: their maps are generated
     add_engine_arguments(parser)
 
 
@@ -40,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Everything a user can get wrong is checked before the model loads (as `segment` does).
     config, vocabulary = config_and_vocabulary(args)
+    regions = region_plan(args, [config.method])
     if not 0 <= args.port < 65536:
         raise ItaclipError(f"--port must be in 0..65535, got {args.port}")
     try:
@@ -55,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="itaclip label-studio: %(message)s", stream=sys.stderr)
     for name in ("itaclip", "werkzeug"):
         logging.getLogger(name).setLevel(logging.INFO)
-    segmenter = Segmenter(weights=args.weights, preset=args.preset, device=args.device, config=config)
+    segmenter = Segmenter(weights=resolved_weights(args, config.method), preset=args.preset, device=args.device,
+                          config=config)
+    if regions is not None:  # generated once per image, cached on disk: a task sent again costs nothing
+        segmenter.region_source = regions.build(args.device)
+        _say(segmenter.region_source.description)
     predictor = LabelStudioPredictor(segmenter, vocabulary, model_version=f"itaclip-{__version__}",
                                      timeout=args.timeout)
     _say(f"text features of {vocabulary.num_classes} classes: {segmenter.text_source}")

@@ -245,8 +245,8 @@ class Segmenter:
             regions: the image's region map for methods that read one (CorrCLIP): (H, W) integer
                 segment ids 0 … 9999 at the image's size, the smallest present = unsegmented.
                 Without it the segmenter's ``region_source`` is asked; other methods ignore it.
-            image_key: the name ``region_source`` knows the image by (default: ``image`` when it
-                is a path).
+            image_key: the name ``region_source`` knows the image by: its path relative to the
+                run's input folder (default: the file name when ``image`` is a path).
             progress: called with (windows done, windows total).
             on_similarity_maps: called once with the image's (Q, H, W) query similarity maps (after
                 PAMR, before the logit scale), for measurements such as ``itaclip bench``'s
@@ -263,8 +263,9 @@ class Segmenter:
         rgb = to_rgb_array(image)
         region_map = None
         if self.method.regions:
-            key = image_key if image_key is not None else (os.fspath(image) if isinstance(image, (str, os.PathLike))
-                                                           else None)
+            key = image_key
+            if key is None and isinstance(image, (str, os.PathLike)):
+                key = os.path.basename(os.fspath(image))
             region_map = self.region_map(rgb, regions, key)
         with torch.inference_mode():
             logits = self.similarity_maps(rgb, text, progress, regions=region_map)
