@@ -169,6 +169,14 @@ class Segmenter:
     def model(self) -> torch.nn.Module:
         return self._loaded.model
 
+    def guide_loaded(self, weights: str) -> bool:
+        """Whether the guide model ``weights`` is loaded (once per loaded model, shared by its segmenters)."""
+        return weights in self._loaded._guides
+
+    def load_guide(self, weights: str):
+        """The guide model ``weights`` (:class:`itaclip.engine.weights.dino.Guide`), loaded now if it is not yet."""
+        return self._loaded.guide(weights)
+
     @property
     def text_source(self) -> str:
         """Where the current vocabulary's text features came from (for logs)."""

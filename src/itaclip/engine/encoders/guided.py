@@ -73,6 +73,33 @@ def values_on_grid(trunk: VisionTrunk, x: torch.Tensor, clip_grid: tuple[int, in
     return v.flatten(2).transpose(1, 2)
 
 
+def _block_flops(tokens: int, width: int, hidden: int) -> int:
+    """A pre-norm block on ``tokens`` tokens: projections (qkv, out, MLP) and the attention matmuls."""
+    return 2 * tokens * (4 * width * width + 2 * width * hidden) + 4 * tokens * tokens * width
+
+
+def guided_flops(trunk: VisionTrunk, dino: DinoTrunk, height: int, width: int, *, dino_blocks: int,
+                 value_paths: int) -> int:
+    """FLOPs of one (height, width) window (multiply-add = 2): CLIP's patch embedding and blocks
+    1 … L-1, the last block's qkv on ``value_paths`` token sets and their F×F mixing, out projection
+    and head; DINO's patch embedding, ``dino_blocks`` full blocks (a partial last one counted as its
+    qkv) and the F×F similarity. LayerNorms, softmaxes, resampling and region tokens are not counted."""
+    grid_h, grid_w = height // trunk.patch_size, width // trunk.patch_size
+    tokens, cells = 1 + grid_h * grid_w, (height // dino.patch_size) * (width // dino.patch_size)
+    clip_width, dino_width = trunk.width, dino.width
+    flops = 2 * (tokens - 1) * 3 * trunk.patch_size ** 2 * clip_width
+    flops += (trunk.depth - 1) * _block_flops(tokens, clip_width, 4 * clip_width)
+    flops += value_paths * (2 * tokens * 3 * clip_width ** 2 + 2 * cells * cells * clip_width
+                            + 2 * cells * clip_width ** 2)
+    flops += 2 * cells * clip_width * trunk.out_dim
+    hidden = dino.blocks[0].mlp.fc1.out_features
+    flops += 2 * cells * 3 * dino.patch_size ** 2 * dino_width
+    flops += dino_blocks * _block_flops(1 + cells, dino_width, hidden)
+    if dino_blocks < dino.depth:
+        flops += 2 * cells * 3 * dino_width ** 2  # the last block's qkv only
+    return flops + 2 * cells * cells * dino_width
+
+
 def attend_values(trunk: VisionTrunk, attention: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """``out_proj(A v)`` of the last block: one (F, F) map shared by every head; no residual, no MLP."""
     return trunk.linears[trunk.depth - 1]["out"](torch.matmul(attention.to(values.dtype), values))
@@ -88,6 +115,10 @@ class ProxyEncoder(nn.Module):
         self.dino = DinoTrunk(guide, int8=int8, autocast_dtype=autocast_dtype)
         self.beta, self.gamma = beta, gamma
         self.patch_size = self.trunk.patch_size
+
+    def flops_at(self, height: int, width: int) -> int:
+        """FLOPs of one padded window of height × width pixels (:func:`guided_flops`)."""
+        return guided_flops(self.trunk, self.dino, height, width, dino_blocks=self.dino.depth, value_paths=1)
 
     def forward(self, images: torch.Tensor, context: Optional[WindowContext] = None
                 ) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -187,6 +218,11 @@ class CorrEncoder(nn.Module):
         self.dino = DinoTrunk(guide, int8=int8, autocast_dtype=autocast_dtype)
         self.spatial = spatial_blocks(self.trunk.depth)
         self.patch_size = self.trunk.patch_size
+
+    def flops_at(self, height: int, width: int) -> int:
+        """FLOPs of one padded window (:func:`guided_flops`; the region tokens, a few dozen queries per
+        block, are not counted)."""
+        return guided_flops(self.trunk, self.dino, height, width, dino_blocks=self.dino.depth - 1, value_paths=2)
 
     def region_tokens(self, index: int, tokens: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       allowed: torch.Tensor) -> torch.Tensor:
