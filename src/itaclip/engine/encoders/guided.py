@@ -12,8 +12,9 @@ DINO's features instead of CLIP's own q/k — so their output grid is DINO's (fh
   and three branches are summed: the main values, the mean of mid-level blocks' values, and
   "region tokens" (copies of CLIP's class token that attend to one region each).
 
-Windows of a batch are independent: the DINO and CLIP passes run batched, the per-window steps
-that depend on the region layout (merging, masks) run window by window on small tensors.
+Windows of a batch are independent: the DINO and CLIP passes run batched; the steps on F × F
+similarity maps (F = 1764 DINO cells in a 336-pixel window: 12 MB per map) and those that depend on
+a window's region layout run window by window, so memory does not grow with the batch size.
 """
 
 from __future__ import annotations
@@ -105,6 +106,18 @@ def attend_values(trunk: VisionTrunk, attention: torch.Tensor, values: torch.Ten
     return trunk.linears[trunk.depth - 1]["out"](torch.matmul(attention.to(values.dtype), values))
 
 
+def per_window(attention, *values: torch.Tensor, trunk: VisionTrunk) -> list[torch.Tensor]:
+    """``attend_values`` for each window b with ``attention(b)`` (F, F), built and dropped window by
+    window: [(B, F, D) outputs, one per ``values`` tensor]."""
+    outputs: list[list[torch.Tensor]] = [[] for _ in values]
+    for b in range(values[0].shape[0]):
+        mixing = attention(b)
+        for out, v in zip(outputs, values):
+            out.append(attend_values(trunk, mixing, v[b]))
+        del mixing
+    return [torch.stack(out) for out in outputs]
+
+
 class ProxyEncoder(nn.Module):
     """ProxyCLIP: (B, 3, h, w) windows → (B, fh·fw, E) unit features on DINO's grid."""
 
@@ -123,11 +136,13 @@ class ProxyEncoder(nn.Module):
     def forward(self, images: torch.Tensor, context: Optional[WindowContext] = None
                 ) -> tuple[torch.Tensor, tuple[int, int]]:
         dino_grid = self.dino.grid(images)
-        attention = proxy_attention(self.dino.final_features(images).float(), self.beta, self.gamma)
+        guide = self.dino.final_features(images).float()
         trunk = self.trunk
         x, clip_grid = trunk.embed(images)
         x = trunk.run(x, range(trunk.depth - 1))
-        z = attend_values(trunk, attention, values_on_grid(trunk, x, clip_grid, dino_grid))
+        values = values_on_grid(trunk, x, clip_grid, dino_grid)
+        del x
+        (z,) = per_window(lambda b: proxy_attention(guide[b:b + 1], self.beta, self.gamma)[0], values, trunk=trunk)
         return trunk.head(z), dino_grid
 
 
@@ -247,7 +262,6 @@ class CorrEncoder(nn.Module):
         regions = pad_regions(context.regions.float(), images.shape[-2:])
         cells = F.interpolate(regions[:, None], size=dino_grid, mode="nearest").flatten(1)  # (B, F)
         merged = torch.stack([merge_regions(cells[b], guide[b]) for b in range(batch)])
-        attention = torch.stack([scope_attention(guide[b], merged[b]) for b in range(batch)])
 
         x, clip_grid = trunk.embed(images)
         # Region j of a window: its j-th smallest merged id on the CLIP grid (every id, the
@@ -274,8 +288,9 @@ class CorrEncoder(nn.Module):
         last = trunk.depth - 1
         _, k, v = trunk.qkv(last, x)
         semantic = self.region_tokens(last, tokens, k, v, allowed)  # the full last block
-        z_main = attend_values(trunk, attention, values_on_grid(trunk, x, clip_grid, dino_grid))
-        z_spatial = attend_values(trunk, attention, values_on_grid(trunk, spatial, clip_grid, dino_grid))
+        z_main, z_spatial = per_window(lambda b: scope_attention(guide[b], merged[b]),
+                                       values_on_grid(trunk, x, clip_grid, dino_grid),
+                                       values_on_grid(trunk, spatial, clip_grid, dino_grid), trunk=trunk)
         cell_region = F.interpolate(region_of_patch.view(batch, 1, *clip_grid).float(), size=dino_grid,
                                     mode="nearest").flatten(1).long()
         z_semantic = torch.gather(semantic, 1, cell_region[..., None].expand(-1, -1, semantic.shape[-1]))
