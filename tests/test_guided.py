@@ -47,9 +47,8 @@ def test_merge_regions_and_scope_attention_match_the_reference(seed):
     if seed == 3:
         cells[:, -3:] = engine.REGION_PAD_VALUE  # a padded border, merged like a region
     base = torch.from_numpy(rng.normal(size=(4, 16)).astype(np.float32))
-    qk = torch.nn.functional.normalize(base[rng.integers(0, 4, cells.numel())]
-                                       + 0.3 * torch.randn(cells.numel(), 16, generator=torch.Generator().manual_seed(seed)),
-                                       dim=-1)
+    noise = torch.randn(cells.numel(), 16, generator=torch.Generator().manual_seed(seed))
+    qk = torch.nn.functional.normalize(base[rng.integers(0, 4, cells.numel())] + 0.3 * noise, dim=-1)
     merged = engine.merge_regions(cells.reshape(-1).float(), qk)
     expected = guided.reference_merge_regions(cells, qk)
     assert torch.equal(merged.long().reshape(grid), expected)
@@ -216,7 +215,8 @@ def test_presets_are_the_authors_configs(method, preset):
     c = build_config(preset, method=method)
     p = get_preset(preset, method)
     vocab = load_classes(p.classes, has_background=p.has_background)
-    assert (c.short_side, c.crop, c.stride, c.prob_thd, vocab.num_classes, len(vocab.queries)) == PRESETS[method, preset]
+    got = (c.short_side, c.crop, c.stride, c.prob_thd, vocab.num_classes, len(vocab.queries))
+    assert got == PRESETS[method, preset]
     assert (c.logit_scale, c.pamr_steps, c.area_thd, c.closing, c.image_engineering) == (40.0, 0, None, False, False)
     assert (c.proxy_beta, c.proxy_gamma, c.guide_weights) == (1.2, 3.0, "dino_vitb8")
 

@@ -144,7 +144,7 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
         base.set_vocabulary()
         height, width = request.size or scenario.size
         image = input_image(request.image, (height, width))
-        reference_labels = reference_queries = None
+        references: dict = {}  # (method, authors) → the labels and query argmax of its first exact mode
         for mode in modes:
             try:
                 seg = _mode_segmenter(request, base, scenario, mode)
@@ -172,14 +172,14 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
                 meter.close()
             agreement = query_agreement = None
             reference = False
-            if "method" in mode.overrides:
-                pass  # another method's labels are not an approximation of these
-            elif reference_labels is None and mode.precision == "fp32" and "stride" not in mode.overrides:
-                # the first exact mode is the reference
-                reference_labels, reference_queries, reference = result.labels, queries.value, True
-            elif reference_labels is not None:
-                agreement = float((result.labels == reference_labels).mean())
-                query_agreement = float((queries.value == reference_queries).mean())
+            # Each method is compared with its own first exact mode (another method's labels are not
+            # an approximation of these): bf16 ProxyCLIP against fp32 ProxyCLIP.
+            key = (mode.overrides.get("method"), mode.authors)
+            if key not in references and mode.precision == "fp32" and "stride" not in mode.overrides:
+                references[key], reference = (result.labels, queries.value), True
+            elif key in references:
+                agreement = float((result.labels == references[key][0]).mean())
+                query_agreement = float((queries.value == references[key][1]).mean())
             records.append(dict(
                 input=scenario.name, preset=scenario.preset, image_size=[height, width], resized=list(resized),
                 windows=windows, views=len(seg.views), mode=mode.name, precision=cfg.precision,

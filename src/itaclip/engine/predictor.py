@@ -70,7 +70,6 @@ class LoadedModel:
         self.model = self.backbone.model.to(device)
         self.tokenizer = self.backbone.tokenizer
         self.texts = TextFeatureStore(self._encode_texts, self._text_identity, text_cache)
-        self.cache_dir = cache_dir
         self._guides: dict = {}
 
     def guide(self, weights: str):
