@@ -175,7 +175,12 @@ def model(kind):
 def naive_region_map(model, kind, image, *, points_per_side=8, pred_iou_thresh=0.4,
                      stability_score_thresh=0.4, box_nms_thresh=0.7):
     """CorrCLIP's regions, one point prompt at a time, written out plainly."""
-    from transformers import Sam2ImageProcessor, SamImageProcessor
+    from transformers import SamImageProcessor
+
+    try:
+        from transformers import Sam2ImageProcessor
+    except ImportError:  # transformers 4.x
+        from transformers import Sam2ImageProcessorFast as Sam2ImageProcessor
 
     size = model.config.prompt_encoder_config.image_size
     height, width = image.shape[:2]

@@ -270,8 +270,12 @@ def _transformers_classes(kind: str) -> tuple[type, type]:
     """(model class, image processor class) of ``kind``; a one-line error when transformers lacks them."""
     try:
         if kind == "sam2":
-            from transformers import Sam2ImageProcessor, Sam2Model
+            from transformers import Sam2Model
 
+            try:
+                from transformers import Sam2ImageProcessor
+            except ImportError:  # transformers 4.x names its only SAM2 image processor "…Fast"
+                from transformers import Sam2ImageProcessorFast as Sam2ImageProcessor
             return Sam2Model, Sam2ImageProcessor
         from transformers import SamImageProcessor, SamModel
 
