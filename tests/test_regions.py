@@ -360,6 +360,24 @@ def test_from_a_folder(model, kind, model_folder):
     np.testing.assert_array_equal(loaded.generate(IMAGE), RegionGenerator(model, **LOW[kind]).generate(IMAGE))
 
 
+def test_sam2_video_checkpoint_loads_as_the_image_model(tmp_path):
+    """SAM2's hub checkpoints are Sam2VideoModel folders (model_type sam2_video); the image part is used."""
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    model = random_sam_model("sam2")
+    parts = {name: getattr(model.config, name).to_dict()
+             for name in ("vision_config", "prompt_encoder_config", "mask_decoder_config")}
+    memory = dict(memory_attention_hidden_size=32, memory_encoder_hidden_size=32, memory_fuser_embed_dim=32,
+                  memory_encoder_output_channels=16, mask_downsampler_embed_dim=32)
+    video = Sam2VideoModel(Sam2VideoConfig(**parts, **memory))
+    video.load_state_dict(model.state_dict(), strict=False)  # every image-model tensor; memory parts random
+    video.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "sam2_video"
+    loaded = RegionGenerator.from_pretrained("sam2", tmp_path, **LOW["sam2"])
+    expected = RegionGenerator(model, **LOW["sam2"]).generate(IMAGE)
+    np.testing.assert_array_equal(loaded.generate(IMAGE), expected)
+
+
 def test_the_other_kinds_folder_is_refused(kind, model_folder):
     other = "sam" if kind == "sam2" else "sam2"
     message = f"is a {kind.upper()} model: use --region-generator {kind}"

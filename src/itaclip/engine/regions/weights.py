@@ -177,12 +177,15 @@ def load_model(kind: str, resolved: ResolvedWeights, device) -> "torch.nn.Module
     model_class = _transformers_classes(kind)[0]
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # a sam2_video config loaded as Sam2Model is expected, not news
+    hf_logging.disable_progress_bar()  # the caller reports loading in its own words
     try:
         model = model_class.from_pretrained(resolved.folder, use_safetensors=True, local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise ItaclipError(f"cannot load region weights {resolved.label}: {one_line(exc, 300)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     return model.float().eval().to(device)
