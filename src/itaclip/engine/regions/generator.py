@@ -34,15 +34,18 @@ from ..devices import resolve_device
 from ..errors import ItaclipError
 from ..images import ImageInput, to_rgb_array
 from .base import RESERVED_ID
+from .weights import (
+    DEFAULT_REGION_WEIGHTS,
+    GENERATOR_KINDS,
+    load_model,
+    resolve_weights,
+    transformers_classes,
+)
 
-#: The generator kinds and their default weights (Hugging Face ids, transformers format).
-DEFAULT_REGION_WEIGHTS = {"sam2": "facebook/sam2.1-hiera-large", "sam": "facebook/sam-vit-base"}
-GENERATOR_KINDS = tuple(DEFAULT_REGION_WEIGHTS)
 #: Bump when the generation rule changes: part of every cache key.
 GENERATOR_VERSION = 1
 #: Upsampled mask logits held at once while filtering (a batch of point prompts is cut to fit).
 MASK_BATCH_BYTES = 512 * 2**20
-MIN_TRANSFORMERS = {"sam": "4.29", "sam2": "4.56"}
 #: Point prompts per decoder call by default (SAM's generators use 64; on the CPU small batches are
 #: faster: SAM2's decoder took 16–19 s for 64 prompts in batches of 1–4, 25–30 s in one batch).
 CPU_POINTS_PER_BATCH, GPU_POINTS_PER_BATCH = 4, 64
@@ -123,11 +126,9 @@ class RegionGenerator:
     ) -> "RegionGenerator":
         """Load ``kind``'s weights (a transformers folder or a Hugging Face id; ``None`` →
         :data:`DEFAULT_REGION_WEIGHTS`) and make a generator with ``settings``."""
-        from .weights import load_model, resolve_weights
-
         if kind not in DEFAULT_REGION_WEIGHTS:
             raise ItaclipError(f"unknown region generator {kind!r}: choose {' or '.join(GENERATOR_KINDS)}")
-        _transformers_classes(kind)  # a missing extra is reported before any download
+        transformers_classes(kind)  # a missing extra is reported before any download
         resolved = resolve_weights(kind, DEFAULT_REGION_WEIGHTS[kind] if weights is None else weights)
         model = load_model(kind, resolved, resolve_device(device))
         return cls(model, weights_identity=resolved.identity, label=resolved.label, **settings)
@@ -272,29 +273,10 @@ def _number(value, what: str) -> float:
     return number
 
 
-def _transformers_classes(kind: str) -> tuple[type, type]:
-    """(model class, image processor class) of ``kind``; a one-line error when transformers lacks them."""
-    try:
-        if kind == "sam2":
-            from transformers import Sam2Model
-
-            try:
-                from transformers import Sam2ImageProcessor
-            except ImportError:  # transformers 4.x names its only SAM2 image processor "…Fast"
-                from transformers import Sam2ImageProcessorFast as Sam2ImageProcessor
-            return Sam2Model, Sam2ImageProcessor
-        from transformers import SamImageProcessor, SamModel
-
-        return SamModel, SamImageProcessor
-    except ImportError:
-        raise ItaclipError(f"--region-generator {kind} needs transformers {MIN_TRANSFORMERS[kind]} or newer "
-                           "(pip install 'itaclip[hf]')") from None
-
-
 def _model_kind(model) -> str:
     for kind in GENERATOR_KINDS:
         try:
-            model_class = _transformers_classes(kind)[0]
+            model_class = transformers_classes(kind)[0]
         except ItaclipError:
             continue
         if isinstance(model, model_class):
@@ -305,7 +287,7 @@ def _model_kind(model) -> str:
 
 def _processor(kind: str, size: int):
     """The model's image processor at its input size (its defaults otherwise: ImageNet mean and std)."""
-    processor_class = _transformers_classes(kind)[1]
+    processor_class = transformers_classes(kind)[1]
     if kind == "sam2":
         return processor_class(size={"height": size, "width": size})
     return processor_class(size={"longest_edge": size}, pad_size={"height": size, "width": size})
