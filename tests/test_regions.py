@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import make_smooth_image
+from conftest import fill_hub_cache, make_smooth_image
 from itaclip.engine.errors import ItaclipError
 from itaclip.engine.regions import (
     GeneratedRegions,
@@ -393,32 +393,6 @@ def test_pickled_weights_are_refused(tmp_path, model_folder):
     with pytest.raises(ItaclipError, match="only pytorch_model.bin .a pickle") as info:
         RegionGenerator.from_pretrained(kind, tmp_path)
     one_line(info)
-
-
-def fill_hub_cache(cache, repo_id, folder, files=None):
-    """huggingface_hub's cache layout: refs/main → snapshots/<commit>/<files>."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    for item in folder.iterdir():
-        if files is None or item.name in files:
-            (repo / "snapshots" / commit / item.name).write_bytes(item.read_bytes())
-    return commit
-
-
-@pytest.fixture
-def offline_hub(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 def test_hub_id_from_the_cache_offline(offline_hub, model, kind, model_folder):
