@@ -338,10 +338,13 @@ def test_no_masks_is_all_unsegmented(model):
 
 @pytest.mark.parametrize("bad", [dict(points_per_side=0), dict(points_per_side=100), dict(points_per_batch=0),
                                  dict(pred_iou_thresh="high"), dict(box_nms_thresh=float("nan"))])
-def test_bad_settings_are_one_line(model, bad):
+def test_bad_settings_are_one_line(model, bad, kind, offline_hub):
     with pytest.raises(ItaclipError) as info:
         RegionGenerator(model, **bad)
     one_line(info)
+    with pytest.raises(ItaclipError) as before_any_download:  # the weights are not in the (empty) cache
+        RegionGenerator.from_pretrained(kind, **bad)
+    assert str(before_any_download.value) == str(info.value)
 
 
 # -------------------------------------------------------------------------------------- weights

@@ -24,6 +24,7 @@ round trips; the pixels' preprocessing and the mask upsampling are the processor
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from typing import Optional, Union
 
@@ -90,19 +91,10 @@ class RegionGenerator:
         device: Union[str, torch.device, None] = None,
     ) -> None:
         self.kind = _model_kind(model)
-        if not (isinstance(points_per_side, int) and 1 <= points_per_side <= 99):
-            raise ItaclipError(f"points per side must be an integer in 1…99 (ids stay below {RESERVED_ID}), "
-                               f"got {points_per_side!r}")
-        if points_per_batch is not None and not (isinstance(points_per_batch, int) and points_per_batch >= 1):
-            raise ItaclipError(f"points per batch must be a positive integer, got {points_per_batch!r}")
-        self.settings = {
-            "points_per_side": points_per_side,
-            "pred_iou_thresh": _number(pred_iou_thresh, "predicted IoU threshold"),
-            "stability_score_thresh": _number(stability_score_thresh, "stability score threshold"),
-            "stability_score_offset": _number(stability_score_offset, "stability score offset"),
-            "mask_threshold": _number(mask_threshold, "mask threshold"),
-            "box_nms_thresh": _number(box_nms_thresh, "box NMS threshold"),
-        }
+        self.settings = _checked_settings(points_per_side, pred_iou_thresh, stability_score_thresh,
+                                          stability_score_offset, mask_threshold, box_nms_thresh,
+                                          points_per_batch)
+        """What decides the maps besides the weights (``points_per_batch`` does not)."""
         self.device = resolve_device(device) if device is not None else next(model.parameters()).device
         if points_per_batch is None:
             points_per_batch = CPU_POINTS_PER_BATCH if self.device.type == "cpu" else GPU_POINTS_PER_BATCH
@@ -128,7 +120,10 @@ class RegionGenerator:
         :data:`DEFAULT_REGION_WEIGHTS`) and make a generator with ``settings``."""
         if kind not in DEFAULT_REGION_WEIGHTS:
             raise ItaclipError(f"unknown region generator {kind!r}: choose {' or '.join(GENERATOR_KINDS)}")
-        transformers_classes(kind)  # a missing extra is reported before any download
+        bound = inspect.signature(cls.__init__).bind(None, None, **settings)  # unknown names: TypeError
+        bound.apply_defaults()
+        _checked_settings(*(bound.arguments[name] for name in SETTING_NAMES))  # before any download
+        transformers_classes(kind)
         resolved = resolve_weights(kind, DEFAULT_REGION_WEIGHTS[kind] if weights is None else weights)
         model = load_model(kind, resolved, resolve_device(device))
         return cls(model, weights_identity=resolved.identity, label=resolved.label, **settings)
@@ -261,6 +256,29 @@ def _mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     (x0, x1), (y0, y1) = boxes
     out = torch.stack([x0, y0, x1, y1], dim=1)
     return torch.where(masks.flatten(1).any(1)[:, None], out, torch.zeros_like(out))
+
+
+#: The settings of :class:`RegionGenerator`, in the order :func:`_checked_settings` takes them.
+SETTING_NAMES = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
+                 "mask_threshold", "box_nms_thresh", "points_per_batch")
+
+
+def _checked_settings(points_per_side, pred_iou_thresh, stability_score_thresh, stability_score_offset,
+                      mask_threshold, box_nms_thresh, points_per_batch) -> dict:
+    """The settings that decide the maps, as plain numbers; a one-line error for a bad one."""
+    if not (isinstance(points_per_side, int) and 1 <= points_per_side <= 99):
+        raise ItaclipError(f"points per side must be an integer in 1…99 (ids stay below {RESERVED_ID}), "
+                           f"got {points_per_side!r}")
+    if points_per_batch is not None and not (isinstance(points_per_batch, int) and points_per_batch >= 1):
+        raise ItaclipError(f"points per batch must be a positive integer, got {points_per_batch!r}")
+    return {
+        "points_per_side": points_per_side,
+        "pred_iou_thresh": _number(pred_iou_thresh, "predicted IoU threshold"),
+        "stability_score_thresh": _number(stability_score_thresh, "stability score threshold"),
+        "stability_score_offset": _number(stability_score_offset, "stability score offset"),
+        "mask_threshold": _number(mask_threshold, "mask threshold"),
+        "box_nms_thresh": _number(box_nms_thresh, "box NMS threshold"),
+    }
 
 
 def _number(value, what: str) -> float:
