@@ -135,10 +135,16 @@ def test_bad_region_files_are_one_line(tmp_path, case):
 
 def test_pixel_limit_before_decoding(tmp_path, monkeypatch):
     monkeypatch.setenv("ITACLIP_MAX_PIXELS", "1000")
-    _npz_with_header(tmp_path / "a.npz", (120, 160))  # right size, no data: refused by the limit, not read
+    _npz_with_header(tmp_path / "a.npz", (120, 160))  # no data: refused by the limit, not read
     with pytest.raises(ItaclipError, match="more than the limit of 0.001") as info:
-        read_region_file(tmp_path / "a.npz", (120, 160))
+        read_region_file(tmp_path / "a.npz")  # no image size to compare with: the engine's limit
     one_line(info)
+    Image.fromarray(label_map().astype(np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(ItaclipError, match="more than the limit of 0.001") as info:
+        read_region_file(tmp_path / "a.png")
+    one_line(info)
+    # with the image's size given, the size decides (the image's own limit bounded it)
+    np.testing.assert_array_equal(read_region_file(tmp_path / "a.png", (120, 160)), label_map())
 
 
 def test_names_never_leave_the_folder(tmp_path):

@@ -130,6 +130,7 @@ class RegionGenerator:
 
     # ------------------------------------------------------------------------------ public
 
+    @torch.inference_mode()
     def generate(self, image: ImageInput) -> np.ndarray:
         """The (H, W) int32 region map of ``image``: ids 1…n by ascending area, 0 = unsegmented."""
         image = to_rgb_array(image)
@@ -139,6 +140,7 @@ class RegionGenerator:
             region_map[self._upsample(logits[None], context)[0] > self.settings["mask_threshold"]] = region_id
         return region_map.cpu().numpy()
 
+    @torch.inference_mode()
     def generate_masks(self, image: ImageInput) -> tuple[np.ndarray, np.ndarray]:
         """The kept masks in the order they are written: (n, H, W) bool and their predicted IoUs (n,)."""
         image = to_rgb_array(image)
