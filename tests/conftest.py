@@ -8,6 +8,7 @@ Everything here is cheap (session-scoped, built once) and needs no network. Sect
   / ``dino_state``: a random DINO guide model (ProxyCLIP, CorrCLIP) in DINO's released layout.
 * ``single_thread`` — use with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
 * images — (H, W, 3) uint8 RGB arrays: ``random_image``, ``smooth_image``, ``blocks_image``.
+* Hugging Face hub — ``offline_hub`` (an empty offline cache) and ``fill_hub_cache`` (a repository in it).
 
 Other test modules may add fixtures below, in the matching section.
 """
@@ -201,3 +202,37 @@ def isolated_text_cache(tmp_path_factory):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+# ------------------------------------------------------------------------------------ hugging face
+
+
+def fill_hub_cache(cache: Path, repo_id: str, folder: Path, files=None) -> str:
+    """Put ``folder``'s files (or those named in ``files``) into ``cache`` as huggingface_hub lays out
+    a download: refs/main → snapshots/<commit>/<files>. Returns the commit."""
+    import hashlib
+
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for item in folder.iterdir():
+        if files is None or item.name in files:
+            (snapshot / item.name).write_bytes(item.read_bytes())
+    return commit
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty, offline Hugging Face cache in tmp_path (env for subprocesses, constants for this one)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import make_smooth_image
+from conftest import fill_hub_cache, make_smooth_image
 from itaclip.engine.errors import ItaclipError
 from itaclip.engine.regions import (
     GeneratedRegions,
@@ -135,10 +135,16 @@ def test_bad_region_files_are_one_line(tmp_path, case):
 
 def test_pixel_limit_before_decoding(tmp_path, monkeypatch):
     monkeypatch.setenv("ITACLIP_MAX_PIXELS", "1000")
-    _npz_with_header(tmp_path / "a.npz", (120, 160))  # right size, no data: refused by the limit, not read
+    _npz_with_header(tmp_path / "a.npz", (120, 160))  # no data: refused by the limit, not read
     with pytest.raises(ItaclipError, match="more than the limit of 0.001") as info:
-        read_region_file(tmp_path / "a.npz", (120, 160))
+        read_region_file(tmp_path / "a.npz")  # no image size to compare with: the engine's limit
     one_line(info)
+    Image.fromarray(label_map().astype(np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(ItaclipError, match="more than the limit of 0.001") as info:
+        read_region_file(tmp_path / "a.png")
+    one_line(info)
+    # with the image's size given, the size decides (the image's own limit bounded it)
+    np.testing.assert_array_equal(read_region_file(tmp_path / "a.png", (120, 160)), label_map())
 
 
 def test_names_never_leave_the_folder(tmp_path):
@@ -175,7 +181,12 @@ def model(kind):
 def naive_region_map(model, kind, image, *, points_per_side=8, pred_iou_thresh=0.4,
                      stability_score_thresh=0.4, box_nms_thresh=0.7):
     """CorrCLIP's regions, one point prompt at a time, written out plainly."""
-    from transformers import Sam2ImageProcessor, SamImageProcessor
+    from transformers import SamImageProcessor
+
+    try:
+        from transformers import Sam2ImageProcessor
+    except ImportError:  # transformers 4.x
+        from transformers import Sam2ImageProcessorFast as Sam2ImageProcessor
 
     size = model.config.prompt_encoder_config.image_size
     height, width = image.shape[:2]
@@ -333,10 +344,13 @@ def test_no_masks_is_all_unsegmented(model):
 
 @pytest.mark.parametrize("bad", [dict(points_per_side=0), dict(points_per_side=100), dict(points_per_batch=0),
                                  dict(pred_iou_thresh="high"), dict(box_nms_thresh=float("nan"))])
-def test_bad_settings_are_one_line(model, bad):
+def test_bad_settings_are_one_line(model, bad, kind, offline_hub):
     with pytest.raises(ItaclipError) as info:
         RegionGenerator(model, **bad)
     one_line(info)
+    with pytest.raises(ItaclipError) as before_any_download:  # the weights are not in the (empty) cache
+        RegionGenerator.from_pretrained(kind, **bad)
+    assert str(before_any_download.value) == str(info.value)
 
 
 # -------------------------------------------------------------------------------------- weights
@@ -355,6 +369,24 @@ def test_from_a_folder(model, kind, model_folder):
     np.testing.assert_array_equal(loaded.generate(IMAGE), RegionGenerator(model, **LOW[kind]).generate(IMAGE))
 
 
+def test_sam2_video_checkpoint_loads_as_the_image_model(tmp_path):
+    """SAM2's hub checkpoints are Sam2VideoModel folders (model_type sam2_video); the image part is used."""
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    model = random_sam_model("sam2")
+    parts = {name: getattr(model.config, name).to_dict()
+             for name in ("vision_config", "prompt_encoder_config", "mask_decoder_config")}
+    memory = dict(memory_attention_hidden_size=32, memory_encoder_hidden_size=32, memory_fuser_embed_dim=32,
+                  memory_encoder_output_channels=16, mask_downsampler_embed_dim=32)
+    video = Sam2VideoModel(Sam2VideoConfig(**parts, **memory))
+    video.load_state_dict(model.state_dict(), strict=False)  # every image-model tensor; memory parts random
+    video.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "sam2_video"
+    loaded = RegionGenerator.from_pretrained("sam2", tmp_path, **LOW["sam2"])
+    expected = RegionGenerator(model, **LOW["sam2"]).generate(IMAGE)
+    np.testing.assert_array_equal(loaded.generate(IMAGE), expected)
+
+
 def test_the_other_kinds_folder_is_refused(kind, model_folder):
     other = "sam" if kind == "sam2" else "sam2"
     message = f"is a {kind.upper()} model: use --region-generator {kind}"
@@ -370,32 +402,6 @@ def test_pickled_weights_are_refused(tmp_path, model_folder):
     with pytest.raises(ItaclipError, match="only pytorch_model.bin .a pickle") as info:
         RegionGenerator.from_pretrained(kind, tmp_path)
     one_line(info)
-
-
-def fill_hub_cache(cache, repo_id, folder, files=None):
-    """huggingface_hub's cache layout: refs/main → snapshots/<commit>/<files>."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    for item in folder.iterdir():
-        if files is None or item.name in files:
-            (repo / "snapshots" / commit / item.name).write_bytes(item.read_bytes())
-    return commit
-
-
-@pytest.fixture
-def offline_hub(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 def test_hub_id_from_the_cache_offline(offline_hub, model, kind, model_folder):

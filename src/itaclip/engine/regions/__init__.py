@@ -37,7 +37,8 @@ from ..errors import ItaclipError
 from .base import RESERVED_ID, RegionSource
 from .cache import GeneratedRegions, RegionCache, default_regions_cache_dir
 from .folder import RegionFolder, read_region_file
-from .generator import DEFAULT_REGION_WEIGHTS, GENERATOR_KINDS, RegionGenerator
+from .generator import RegionGenerator
+from .weights import DEFAULT_REGION_WEIGHTS, GENERATOR_KINDS
 
 __all__ = [
     "DEFAULT_REGION_WEIGHTS", "GENERATOR_KINDS", "RESERVED_ID", "GeneratedRegions", "RegionCache",

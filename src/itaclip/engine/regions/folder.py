@@ -7,8 +7,9 @@ Per image, the first file that exists of ``DIR/<relative path>.npz``, ``DIR/<rel
 image (greyscale or palette: the stored values are the ids).
 
 Sizes are checked from the file's header before anything is decoded (an ``.npz`` member's ``.npy``
-header, a PNG's IHDR), against the image's size and the engine's pixel limit, so a small file that
-claims a huge array is refused without filling memory.
+header, a PNG's IHDR) against the image's size (which its own pixel limit bounded), or against the
+engine's pixel limit when no size is given, so a small file that claims a huge array is refused
+without filling memory.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def read_region_file(path: Union[str, os.PathLike], shape: Optional[tuple[int, i
 
     Args:
         path: an ``.npz`` (array ``instance_mask``) or a single-channel 8/16-bit ``.png``.
-        shape: the image's (H, W): the map must have it (checked before decoding).
+        shape: the image's (H, W): the map must have it (checked before decoding); ``None``: any
+            size within the engine's pixel limit (:func:`~itaclip.engine.images.pixel_limit`).
 
     Raises:
         ItaclipError: one line: unknown format, unreadable, no ``instance_mask``, not a 2-D integer
@@ -123,9 +125,11 @@ def _check_size(path: Path, found: tuple[int, ...], expected: Optional[tuple[int
     if len(found) != 2:
         raise ItaclipError(f"region map {path} has shape {found}: it must be a 2-D (H, W) array")
     height, width = found
-    if expected is not None and (height, width) != tuple(expected):
-        raise ItaclipError(f"region map {path} is {width}×{height} pixels but its image is {expected[1]}×"
-                           f"{expected[0]}: region maps must have the image's original size")
+    if expected is not None:
+        if (height, width) != tuple(expected):
+            raise ItaclipError(f"region map {path} is {width}×{height} pixels but its image is {expected[1]}×"
+                               f"{expected[0]}: region maps must have the image's original size")
+        return
     limit = pixel_limit()
     if height * width > limit:
         raise ItaclipError(f"region map {path} claims {width}×{height} = {height * width / 1e6:.1f} "

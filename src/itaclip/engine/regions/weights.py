@@ -21,6 +21,11 @@ from typing import Union
 from ..errors import ItaclipError, one_line
 from ..settings import weights_identity
 
+#: The generator kinds and their default weights (Hugging Face ids, transformers format).
+DEFAULT_REGION_WEIGHTS = {"sam2": "facebook/sam2.1-hiera-large", "sam": "facebook/sam-vit-base"}
+GENERATOR_KINDS = tuple(DEFAULT_REGION_WEIGHTS)
+#: The oldest transformers that has each kind's model.
+MIN_TRANSFORMERS = {"sam": "4.29", "sam2": "4.56"}
 #: transformers ``model_type`` values each generator kind loads (SAM2 hub checkpoints are ``sam2_video``
 #: configs; ``Sam2Model`` loads their image part, as transformers' mask-generation mapping does).
 MODEL_TYPES = {"sam": ("sam",), "sam2": ("sam2", "sam2_video")}
@@ -69,8 +74,6 @@ def check_config(kind: str, config: dict, source: str) -> None:
 
 
 def _example(kind: str) -> str:
-    from .generator import DEFAULT_REGION_WEIGHTS
-
     return DEFAULT_REGION_WEIGHTS[kind]
 
 
@@ -172,17 +175,37 @@ def _hub_file(repo_id: str, filename: str) -> Path:
 
 def load_model(kind: str, resolved: ResolvedWeights, device) -> "torch.nn.Module":  # noqa: F821
     """The fp32 transformers model of ``resolved`` on ``device``, in eval mode (safetensors only)."""
-    from .generator import _transformers_classes
-
-    model_class = _transformers_classes(kind)[0]
+    model_class = transformers_classes(kind)[0]
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # a sam2_video config loaded as Sam2Model is expected, not news
+    hf_logging.disable_progress_bar()  # the caller reports loading in its own words
     try:
         model = model_class.from_pretrained(resolved.folder, use_safetensors=True, local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise ItaclipError(f"cannot load region weights {resolved.label}: {one_line(exc, 300)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     return model.float().eval().to(device)
+
+
+def transformers_classes(kind: str) -> tuple[type, type]:
+    """(model class, image processor class) of ``kind``; a one-line error when transformers lacks them."""
+    try:
+        if kind == "sam2":
+            from transformers import Sam2Model
+
+            try:
+                from transformers import Sam2ImageProcessor
+            except ImportError:  # transformers 4.x names its only SAM2 image processor "…Fast"
+                from transformers import Sam2ImageProcessorFast as Sam2ImageProcessor
+            return Sam2Model, Sam2ImageProcessor
+        from transformers import SamImageProcessor, SamModel
+
+        return SamModel, SamImageProcessor
+    except ImportError:
+        raise ItaclipError(f"--region-generator {kind} needs transformers {MIN_TRANSFORMERS[kind]} or newer "
+                           f"({HF_EXTRA_HINT})") from None
