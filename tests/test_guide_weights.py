@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import DINO_SHAPE
+from conftest import DINO_SHAPE, fill_hub_cache
 from random_models import random_dino_state_dict
 from test_authors_texts import FileServer
 
@@ -139,32 +138,20 @@ def test_names_refused_before_any_download(monkeypatch, weights, message):
 # -------------------------------------------------------------------------- timm's copies on the hub
 
 
-def _hub_cache(root: Path, repo: str, data: bytes) -> None:
-    """Files laid out as huggingface_hub caches a download of ``repo``'s model.safetensors."""
-    folder = root / f"models--{repo.replace('/', '--')}"
-    commit = "0" * 40
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text(commit)
-    snapshot = folder / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (snapshot / "model.safetensors").write_bytes(data)
-
-
 @pytest.mark.parametrize("form", ["timm:vit_small_patch8_224.dino", "hf-hub:timm/vit_small_patch8_224.dino"])
-def test_timm_names_through_huggingface_hubs_cache(tmp_path, monkeypatch, state, form):
+def test_timm_names_through_huggingface_hubs_cache(tmp_path, offline_hub, state, form):
     """Offline, a name resolves from huggingface_hub's own cache (what an earlier download left)."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
-    _hub_cache(tmp_path / "hub", "timm/vit_small_patch8_224.dino", save(state))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    guide = dino.load_guide(form, device="cpu", cache_dir=tmp_path / "hub")
+    files = tmp_path / "files"
+    files.mkdir()
+    save_file(state, str(files / "model.safetensors"))
+    fill_hub_cache(offline_hub, "timm/vit_small_patch8_224.dino", files)
+    guide = dino.load_guide(form, device="cpu")
     assert_same_model(guide, state)
     assert form in guide.description
     with pytest.raises(ItaclipError, match="could not get timm/vit_base_patch8_224.dino"):
-        dino.load_guide("timm:vit_base_patch8_224.dino", cache_dir=tmp_path / "hub")
+        dino.load_guide("timm:vit_base_patch8_224.dino")
 
 
 # ------------------------------------------------------------------------------- DINO's releases
