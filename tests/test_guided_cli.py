@@ -202,3 +202,14 @@ def test_eval_corrclip_with_the_authors_mask_folder(tmp_path, tiny_ckpt, dino_ck
     settings = result["settings"]
     assert settings["regions"] == {"source": "files", "folder": str(masks.resolve())}
     assert settings["config"]["method"] == "corrclip" and settings["config"]["guide_weights"].startswith("sha256:")
+
+
+def test_presets_command_names_corrclips_weights(capsys):
+    assert main(["presets", "voc21", "--method", "corrclip"]) == 0
+    text = capsys.readouterr().out
+    assert "weights              ViT-B-16-quickgelu:metaclip_fullcc (when --weights is not given)" in text
+    assert "guide_weights        dino_vitb8" in text and "proxy_beta" not in text
+    assert "corrclip_voc21: 21 classes, 46 names, class 0 = background set of 26 words" in text
+    assert main(["presets", "voc21", "--method", "proxyclip"]) == 0
+    text = capsys.readouterr().out
+    assert "  weights " not in text and "proxy_beta           1.2" in text
