@@ -27,13 +27,11 @@ def prepare(work: Path, images: int) -> tuple[Path, Path, Path, Path]:
     """Random CLIP (ViT-B/16 shapes) and DINO (ViT-B/8) files, VOC-size pictures and region maps."""
     import cv2
 
-    from itaclip.benchmark.inputs import RANDOM_VIT_B16, random_guide, random_weights, synthetic_image
-    from itaclip.benchmark.inputs import synthetic_regions
+    from itaclip.benchmark.inputs import random_guide, random_weights, synthetic_image, synthetic_regions
 
     work.mkdir(parents=True, exist_ok=True)
     clip = Path(random_weights(work / "random_vit_b16.pt", print))
     dino = Path(random_guide(work / "random_dino_vitb8.pth", print))
-    del RANDOM_VIT_B16
     photos, regions = work / "photos", work / "regions"
     photos.mkdir(exist_ok=True)
     regions.mkdir(exist_ok=True)
