@@ -158,7 +158,7 @@ class SegmenterConfig:
         )
         _check(self.proxy_beta >= 0, f"proxy beta must be >= 0, got {self.proxy_beta}")
         _check(self.proxy_gamma > 0, f"proxy gamma must be > 0, got {self.proxy_gamma}")
-        _check(bool(self.guide_weights.strip()), "guide weights must name a DINO model or file")
+        _check(bool(str(self.guide_weights).strip()), "guide weights must name a DINO model or file")
         _check(
             all(layer >= 1 for layer in self.intermediate_layers),
             f"intermediate layers are 1-indexed, got {self.intermediate_layers}",
