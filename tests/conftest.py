@@ -4,12 +4,15 @@ Everything here is cheap (session-scoped, built once) and needs no network. Sect
 
 * checkpoints — ``tiny_ckpt`` (1 head, 12 vision layers, the default test model),
   ``two_head_ckpt`` (width 128: 2 heads in both towers), ``six_layer_ckpt`` (6 vision layers);
-  each has a ``*_state`` twin: the fp32 state dict as the naive reference loads it.
+  each has a ``*_state`` twin: the fp32 state dict as the naive reference loads it. ``dino_ckpt``
+  / ``dino_state``: a random DINO guide model (ProxyCLIP, CorrCLIP) in DINO's released layout.
 * ``single_thread`` — use with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
 * images — (H, W, 3) uint8 RGB arrays: ``random_image``, ``smooth_image``, ``blocks_image``.
 * text — ``cheap_text_features`` (4 of the 80 prompt templates, for tests of the harness around
   the text side: ``pytestmark = pytest.mark.usefixtures("cheap_text_features")``).
 * downloads — ``mirror``: a local mirror of the authors' texts (a stand-in file, pinned).
+* Hugging Face hub — ``offline_hub`` (an empty offline cache; ``helpers.hub.fill_hub_cache`` puts a
+  repository in it).
 
 Shared helpers that are not fixtures live in ``tests/helpers/``.
 
@@ -31,6 +34,7 @@ if str(TESTS_DIR) not in sys.path:  # lets test modules `import naive_reference`
     sys.path.insert(0, str(TESTS_DIR))
 
 from helpers.images import make_blocks_image, make_random_image, make_smooth_image  # noqa: E402
+from helpers.models import DINO_SHAPE, SIX_LAYER_SHAPE, TINY_SHAPE, TWO_HEAD_SHAPE  # noqa: E402
 from helpers.servers import FileServer, paper_like_texts  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- threads
@@ -57,13 +61,6 @@ def _save_random_checkpoint(directory: Path, name: str, **shape) -> Path:
     return path
 
 
-#: Shapes of the test checkpoints (kwargs of ``itaclip.engine.weights.random.random_openai_state_dict``).
-TINY_SHAPE = dict(vision_width=64, vision_layers=12, patch_size=16, grid=14, text_width=64,
-                  text_layers=2, embed_dim=32, seed=0)
-TWO_HEAD_SHAPE = dict(vision_width=128, vision_layers=12, patch_size=16, grid=14, text_width=128,
-                      text_layers=2, embed_dim=32, seed=1)
-SIX_LAYER_SHAPE = dict(vision_width=64, vision_layers=6, patch_size=16, grid=14, text_width=64,
-                       text_layers=2, embed_dim=32, seed=2)
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +105,26 @@ def two_head_state(two_head_ckpt) -> dict:
 @pytest.fixture(scope="session")
 def six_layer_state(six_layer_ckpt) -> dict:
     return _reference_state(six_layer_ckpt)
+
+
+
+
+@pytest.fixture(scope="session")
+def dino_ckpt(checkpoint_dir) -> Path:
+    """A random DINO ViT saved as DINO's releases are (a plain state dict in a .pth file)."""
+    from helpers.models import random_dino_state_dict
+
+    path = checkpoint_dir / "dino.pth"
+    torch.save(random_dino_state_dict(**DINO_SHAPE), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def dino_state(dino_ckpt) -> dict:
+    """``dino_ckpt``'s tensors as the guided reference loads them."""
+    from naive_guided import load_guide_state
+
+    return load_guide_state(dino_ckpt)
 
 
 # ----------------------------------------------------------------------------------------- images
@@ -192,3 +209,20 @@ def mirror(monkeypatch, tmp_path):
     monkeypatch.setenv("ITACLIP_CACHE", str(tmp_path / "cache"))
     yield server
     server.close()
+
+
+# ------------------------------------------------------------------------------------ hugging face
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty, offline Hugging Face cache in tmp_path (env for subprocesses, constants for this one)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache

@@ -69,6 +69,8 @@ SPATIAL_WEIGHT = 1.0  # ALPHA
 SEMANTIC_WEIGHT = 0.5  # BETA
 
 GUIDED_METHODS = ("proxyclip", "corrclip")
+#: The methods this module implements (test_methods_exact checks that every registered method has a reference).
+REFERENCE_METHODS = GUIDED_METHODS
 
 # --------------------------------------------------------------------------------------------
 # DINO (SPEC-guided §1)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import naive_guided as guided
 import naive_reference as ref
 from helpers.exactness import (
     OPEN,
@@ -36,16 +37,21 @@ itaclip = pytest.importorskip("itaclip")
 from itaclip.engine.methods import METHODS, build_config, encoder_options, get_preset, list_methods  # noqa: E402
 from itaclip.engine.vocabulary import load_classes  # noqa: E402
 
-#: Every registered method but ITACLIP (test_engine_exact covers ITACLIP's options one by one).
-ZOO = [name for name in list_methods() if name != "itaclip"]
+#: The methods naive_reference implements besides ITACLIP (test_engine_exact covers ITACLIP's options one
+#: by one; methods of the other naive modules have their own exactness tests).
+ZOO = [name for name in list_methods() if name in ref.LAST_BLOCKS]
+#: Every naive module and the methods it implements (each lists its own in ``REFERENCE_METHODS``).
+REFERENCE_MODULES = (ref, guided)
 
 
 def test_every_method_has_a_naive_reference():
-    """A method added to the registry is compared with the reference only once the reference
-    implements it: say which are missing."""
-    missing = [name for name in list_methods() if name not in ref.REFERENCE_METHODS]
+    """A method added to the registry is compared with a reference only once one implements it:
+    say which are missing."""
+    implemented = {name for module in REFERENCE_MODULES for name in module.REFERENCE_METHODS}
+    missing = [name for name in list_methods() if name not in implemented]
     assert not missing, (f"methods without a naive reference: {', '.join(missing)} — write each plainly in "
-                         "tests/naive_reference.py (LAST_BLOCKS or its own function) and list it in REFERENCE_METHODS")
+                         "tests/naive_reference.py (LAST_BLOCKS or its own function) or a naive module of its own, "
+                         "listed in its REFERENCE_METHODS and in REFERENCE_MODULES here")
 
 _MAX_PROB_ERR: dict = defaultdict(float)
 

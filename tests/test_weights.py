@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.hub import fill_hub_cache
 from helpers.weights import StateModule, openai_to_transformers
 from itaclip import ItaclipError, Segmenter
 from itaclip.engine.encoders.last_block import DenseEncoder
@@ -110,35 +111,8 @@ def test_transformers_folder_gives_the_openai_checkpoint_outputs(hf_folder, imag
     _assert_same_outputs(_segment(hf_folder, image), openai_result)
 
 
-def _fill_hub_cache(cache, repo_id: str, folder, files=None) -> None:
-    """The layout huggingface_hub writes: refs/main → snapshots/<commit>/<files>."""
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    for item in folder.iterdir():
-        if files is None or item.name in files:
-            (snapshot / item.name).write_bytes(item.read_bytes())
-
-
-@pytest.fixture
-def offline_hub(tmp_path, monkeypatch):
-    """An offline Hugging Face cache in tmp_path (env for subprocesses, constants for this one)."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
 def test_hub_id_from_the_cache_offline(offline_hub, hf_folder, image, openai_result):
-    _fill_hub_cache(offline_hub, "tinyorg/tiny-clip", hf_folder)
+    fill_hub_cache(offline_hub, "tinyorg/tiny-clip", hf_folder)
     _assert_same_outputs(_segment("tinyorg/tiny-clip", image), openai_result)
 
 
@@ -146,7 +120,7 @@ def test_hub_id_offline_without_cache_is_one_line(offline_hub, hf_folder):
     with pytest.raises(ItaclipError, match="not in the Hugging Face cache.*cannot be reached") as info:
         load_backbone("tinyorg/absent-clip", "cpu")
     assert "\n" not in str(info.value)
-    _fill_hub_cache(offline_hub, "tinyorg/config-only", hf_folder, files={"config.json"})
+    fill_hub_cache(offline_hub, "tinyorg/config-only", hf_folder, files={"config.json"})
     with pytest.raises(ItaclipError, match="weights are not in the Hugging Face cache") as info:
         load_backbone("tinyorg/config-only", "cpu")
     assert "\n" not in str(info.value)
@@ -156,7 +130,7 @@ def test_siglip_hub_id_is_refused_from_its_config(offline_hub, tmp_path):
     folder = tmp_path / "siglip"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "siglip", "architectures": ["SiglipModel"]}))
-    _fill_hub_cache(offline_hub, "google/tiny-siglip", folder)  # config only: weights never needed
+    fill_hub_cache(offline_hub, "google/tiny-siglip", folder)  # config only: weights never needed
     with pytest.raises(ItaclipError, match="SigLIP.*attention head") as info:
         load_backbone("google/tiny-siglip", "cpu")
     assert "\n" not in str(info.value)
@@ -389,7 +363,7 @@ def test_open_clip_hub_repo_and_folder(offline_hub, tmp_path):
     files as a local folder: the repo's GELU config and its normalisation are used."""
     reference = _random_open_clip_from_cfg(TINY_OPEN_CLIP, seed=11)
     _open_clip_repo(tmp_path / "repo", reference)
-    _fill_hub_cache(offline_hub, "tinyorg/open-clip-tiny", tmp_path / "repo")
+    fill_hub_cache(offline_hub, "tinyorg/open-clip-tiny", tmp_path / "repo")
     pixels = torch.randn(1, 3, 224, 224)
     for weights in ("hf-hub:tinyorg/open-clip-tiny", "tinyorg/open-clip-tiny", tmp_path / "repo"):
         backbone = load_backbone(weights, "cpu")
@@ -403,7 +377,7 @@ def test_open_clip_hub_repo_refused_from_its_config(offline_hub, tmp_path):
     cfg = json.loads(json.dumps(TINY_OPEN_CLIP))
     cfg["vision_cfg"] = {"timm_model_name": "vit_base_patch16_siglip_224", "image_size": 224}
     _open_clip_repo(tmp_path / "repo", None, model_cfg=cfg)  # config only: weights never needed
-    _fill_hub_cache(offline_hub, "tinyorg/siglip-like", tmp_path / "repo")
+    fill_hub_cache(offline_hub, "tinyorg/siglip-like", tmp_path / "repo")
     with pytest.raises(ItaclipError, match="SigLIP model") as info:
         load_backbone("hf-hub:tinyorg/siglip-like", "cpu")
     assert "\n" not in str(info.value)

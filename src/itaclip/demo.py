@@ -147,12 +147,14 @@ class DemoEngine:
         work_dir: where request outputs are written (default: a temporary folder removed at exit).
         segmenter: an already built Segmenter to use instead of loading one; its settings that
             differ from ``preset``'s are kept as overrides (as if given by flags).
+        regions: makes the region source of methods that read region maps (CorrCLIP), called once,
+            on the first request that needs it (a generator loads its model then); None: none.
     """
 
     def __init__(self, weights: Any = None, device: Optional[str] = None, preset: str = "default",
                  overrides: Optional[dict] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  work_dir: Optional[os.PathLike] = None, segmenter: Any = None,
-                 text_cache: Any = True) -> None:
+                 text_cache: Any = True, regions: Optional[Callable[[], Any]] = None) -> None:
         from .engine.predictor import Segmenter
 
         self.overrides = dict(overrides or {})
@@ -173,6 +175,7 @@ class DemoEngine:
                    if getattr(segmenter.config, f.name) != getattr(preset_config, f.name)}
             self.overrides = {**own, **self.overrides}
         self.base = segmenter
+        self._make_regions = regions
         self._segmenters: dict[Any, Any] = {}
         self._lock = threading.Lock()
         if work_dir is None:
@@ -294,7 +297,9 @@ class DemoEngine:
 
         start = time.perf_counter()
         with self._lock:
+            self._load_for(method, progress)
             segmenter = self.segmenter_for(preset.name, speed, method, **overrides)
+            segmenter.region_source = self.base.region_source
             if progress:
                 progress(0.0, "encoding class names")
             text_progress = (lambda d, t: progress(0.05 * d / max(t, 1), "encoding class names")) if progress else None
@@ -306,6 +311,23 @@ class DemoEngine:
         if progress:
             progress(0.97, "writing files")
         return self._finish(stem, Path(os.fspath(image_path)).name, image, result, notes, seconds)
+
+    def _load_for(self, method: str, progress: Optional[Progress]) -> None:
+        """Load, once, what ``method`` needs beyond CLIP: the guide model and the region source."""
+        from .engine.methods import get_method
+
+        record = get_method(method)
+        guide = self.config_for(self.preset, None, method).guide_weights if record.guide else None
+        if guide is not None and not self.base.guide_loaded(guide):
+            if progress:
+                progress(0.0, f"loading the guide model {guide} (once)")
+            self.base.load_guide(guide)
+        if record.regions and self.base.region_source is None:
+            if self._make_regions is None:
+                raise ItaclipError(f"method {method!r} needs region maps and this demo has no region generator")
+            if progress:
+                progress(0.0, "loading the region generator (once)")
+            self.base.region_source = self._make_regions()
 
     def _finish(self, stem: str, source_name: str, image: np.ndarray, result, notes: list[str],
                 seconds: float) -> DemoResult:

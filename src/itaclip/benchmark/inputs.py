@@ -18,6 +18,11 @@ if TYPE_CHECKING:  # numpy is imported where a picture is made: `itaclip bench -
 #: Shapes of the random stand-in for ViT-B/16 (kwargs of itaclip.engine.weights.random.random_openai_state_dict).
 RANDOM_VIT_B16 = dict(vision_width=768, vision_layers=12, text_width=512, text_layers=12, embed_dim=512)
 DEFAULT_MODEL_CACHE = Path("~/.cache/itaclip/bench/random_vit_b16.pt")
+#: The random stand-in for DINO ViT-B/8 (the guided methods' guide) is saved beside it under this name.
+RANDOM_GUIDE_NAME = "random_dino_vitb8.pth"
+#: Side of the square regions of the bench's synthetic region maps (SAM's 8×8-point maps of a VOC
+#: image hold a few dozen regions).
+REGION_TILE = 48
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +137,37 @@ def input_image(photo: Optional[Union[str, Path]], size: tuple[int, int]) -> np.
     from ..engine.images import read_image
 
     return cv2.resize(read_image(photo), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def random_guide(path: Union[str, Path], log: Callable[[str], None]) -> str:
+    """A DINO checkpoint of random weights with ViT-B/8's shapes at ``path`` (timm's initialisation, in
+    DINO's released layout), created on first use."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        import timm
+        import torch
+
+        from ..engine.files import atomic_write_bytes, writing
+
+        log(f"itaclip bench: saving random DINO ViT-B/8-shaped weights to {path} (once)")
+        model = timm.create_model("vit_base_patch8_224", pretrained=False, num_classes=0)
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        with writing(path):
+            atomic_write_bytes(path, buffer.getvalue())
+    return str(path)
+
+
+def synthetic_regions(image: "np.ndarray", name: Optional[str] = None) -> "np.ndarray":
+    """A region source for the bench (no generator needed): square regions of :data:`REGION_TILE`
+    pixels with an unsegmented border of one tile."""
+    import numpy as np
+
+    height, width = np.asarray(image).shape[:2]
+    rows, cols = np.arange(height)[:, None] // REGION_TILE, np.arange(width)[None, :] // REGION_TILE
+    tiles = 1 + rows * (width // REGION_TILE + 1) + cols
+    border = (rows == 0) | (cols == 0)
+    return np.where(border, 0, tiles)
 
 
 def random_weights(path: Union[str, Path], log: Callable[[str], None]) -> str:

@@ -35,7 +35,10 @@ class EncoderMeter:
         images = args[0]
         patch = self.encoder.patch_size
         self.passes += images.shape[0]
-        self.flops += images.shape[0] * self.encoder.flops(images.shape[-2] // patch, images.shape[-1] // patch)
+        if hasattr(self.encoder, "flops_at"):  # encoders with two grids (CLIP's and DINO's) count from pixels
+            self.flops += images.shape[0] * self.encoder.flops_at(*images.shape[-2:])
+        else:
+            self.flops += images.shape[0] * self.encoder.flops(images.shape[-2] // patch, images.shape[-1] // patch)
 
     def close(self) -> None:
         for handle in self._handles:

@@ -4,6 +4,7 @@ the text side (first encoding of the VOC vocabulary, and a second run served by 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sys
 import tempfile
@@ -16,7 +17,18 @@ import numpy as np
 
 from ..engine.errors import ItaclipError
 from ..engine.files import write_json, writing
-from .inputs import DEFAULT_MODEL_CACHE, SCENARIOS, Mode, Scenario, input_image, random_weights, scenarios
+from .inputs import (
+    DEFAULT_MODEL_CACHE,
+    RANDOM_GUIDE_NAME,
+    SCENARIOS,
+    Mode,
+    Scenario,
+    input_image,
+    random_guide,
+    random_weights,
+    scenarios,
+    synthetic_regions,
+)
 from .meters import EncoderMeter, PeakMemory, QueryArgmax
 from .report import BenchReport, load_average, machine_info
 
@@ -127,11 +139,12 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
     records = []
     for scenario in inputs:
         base = _segmenter(request, weights, scenario.preset, text_cache)
+        base.region_source = synthetic_regions  # methods that read region maps get tiles (no generator)
         log(f"itaclip bench: {scenario.name}: encoding the {scenario.preset} vocabulary")
         base.set_vocabulary()
         height, width = request.size or scenario.size
         image = input_image(request.image, (height, width))
-        reference_labels = reference_queries = None
+        references: dict = {}  # (method, authors) → the labels and query argmax of its first exact mode
         for mode in modes:
             try:
                 seg = _mode_segmenter(request, base, scenario, mode)
@@ -159,14 +172,14 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
                 meter.close()
             agreement = query_agreement = None
             reference = False
-            if "method" in mode.overrides:
-                pass  # another method's labels are not an approximation of these
-            elif reference_labels is None and mode.precision == "fp32" and "stride" not in mode.overrides:
-                # the first exact mode is the reference
-                reference_labels, reference_queries, reference = result.labels, queries.value, True
-            elif reference_labels is not None:
-                agreement = float((result.labels == reference_labels).mean())
-                query_agreement = float((queries.value == reference_queries).mean())
+            # Each method is compared with its own first exact mode (another method's labels are not
+            # an approximation of these): bf16 ProxyCLIP against fp32 ProxyCLIP.
+            key = (mode.overrides.get("method"), mode.authors)
+            if key not in references and mode.precision == "fp32" and "stride" not in mode.overrides:
+                references[key], reference = (result.labels, queries.value), True
+            elif key in references:
+                agreement = float((result.labels == references[key][0]).mean())
+                query_agreement = float((queries.value == references[key][1]).mean())
             records.append(dict(
                 input=scenario.name, preset=scenario.preset, image_size=[height, width], resized=list(resized),
                 windows=windows, views=len(seg.views), mode=mode.name, precision=cfg.precision,
@@ -196,7 +209,7 @@ def run_bench(request: BenchRequest, log: Log = _stderr) -> BenchReport:
     import torch
 
     from ..engine.devices import resolve_device
-    from ..engine.methods import build_config
+    from ..engine.methods import build_config, get_method
     from .inputs import default_modes, parse_modes
 
     if request.repeat < 1:
@@ -212,6 +225,11 @@ def run_bench(request: BenchRequest, log: Log = _stderr) -> BenchReport:
         for mode in modes:
             build_config(scenario.preset, **{**request.overrides, **mode.overrides})
     weights = request.weights if request.weights is not None else random_weights(request.model_cache, log)
+    guided = [m for m in modes if "method" in m.overrides and get_method(m.overrides["method"]).guide]
+    if guided and request.weights is None and "guide_weights" not in request.overrides:
+        # random CLIP, random guide: DINO ViT-B/8's shapes beside the CLIP stand-in
+        guide = random_guide(Path(request.model_cache).expanduser().with_name(RANDOM_GUIDE_NAME), log)
+        request = dataclasses.replace(request, overrides={**request.overrides, "guide_weights": guide})
 
     machine = machine_info(device)
     machine["weights"] = "random weights with ViT-B/16's shapes" if request.weights is None else request.weights

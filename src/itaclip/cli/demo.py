@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_engine_arguments, add_model_arguments, config_overrides, max_pixels_arg
+from .options import (
+    add_engine_arguments,
+    add_model_arguments,
+    add_region_arguments,
+    config_overrides,
+    max_pixels_arg,
+    region_plan,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--max-pixels", type=max_pixels_arg, default=None, metavar="N",
                         help="downscale larger images to N pixels before segmenting (default: 4e6)")
     add_model_arguments(parser, default_preset="default")
+    add_region_arguments(parser, folders=False)  # uploads have no region files: corrclip's maps are generated
     add_engine_arguments(parser)
 
 
@@ -61,14 +69,26 @@ def _check_address(host: str, port: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import DEFAULT_MAX_PIXELS, DemoEngine, _require_gradio, find_examples, launch
+    from ..engine.methods import get_method, list_methods
 
     port = _check_address(args.host, args.port)
+    regions = region_plan(args, list_methods())  # the page offers every method; maps made on first use
     _require_gradio()  # fail before loading the model
     examples = find_examples(args.examples)
-    print("itaclip demo: loading the model ...", file=sys.stderr, flush=True)
-    engine = DemoEngine(weights=args.weights, device=args.device, preset=args.preset,
-                        overrides=config_overrides(args),
-                        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    overrides = config_overrides(args)
+    method = get_method(overrides.get("method") or "itaclip")
+    print("itaclip demo: loading the model" + (" and its guide model" if method.guide else "") + " ...",
+          file=sys.stderr, flush=True)
+
+    def make_regions():
+        print(f"itaclip demo: loading the region generator {regions.generator} ...", file=sys.stderr, flush=True)
+        return regions.build(args.device)
+
+    engine = DemoEngine(weights=args.weights, device=args.device, preset=args.preset, overrides=overrides,
+                        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+                        regions=make_regions if regions is not None else None)
+    if method.regions:  # the page opens on a method that reads region maps: load the generator now
+        engine.base.region_source = make_regions()
     print(f"itaclip demo: serving on http://{args.host}:{port} (Ctrl+C to stop)", file=sys.stderr, flush=True)
     launch(engine, host=args.host, port=port, examples=examples, block=True)
     return 0

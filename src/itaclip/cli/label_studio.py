@@ -17,9 +17,12 @@ from .options import (
     _name_list,
     add_engine_arguments,
     add_model_arguments,
+    add_region_arguments,
     add_vocabulary_arguments,
     config_and_vocabulary,
     max_pixels_arg,
+    region_plan,
+    resolved_weights,
 )
 
 #: The environment variables Label Studio's own ML backends read for their basic-auth credentials.
@@ -79,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="labels outside the class file the backend takes over its life (each costs a text "
                              "encoding and a cache entry; default: %(default)s)")
     add_model_arguments(parser, default_preset="default")
+    add_region_arguments(parser, folders=False)  # task images come by URL: their maps are generated
     add_engine_arguments(parser)
 
 
@@ -91,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Everything a user can get wrong is checked before the model loads (as `segment` does).
     config, vocabulary = config_and_vocabulary(args)
+    regions = region_plan(args, [config.method])
     if not 0 <= args.port < 65536:
         raise ItaclipError(f"--port must be in 0..65535, got {args.port}")
     user = args.auth_user if args.auth_user is not None else os.environ.get(AUTH_USER_ENV, "")
@@ -115,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="itaclip label-studio: %(message)s", stream=sys.stderr)
     for name in ("itaclip", "uvicorn.access"):
         logging.getLogger(name).setLevel(logging.INFO)
-    segmenter = Segmenter(weights=args.weights, preset=args.preset, device=args.device, config=config)
+    segmenter = Segmenter(weights=resolved_weights(args, config.method), preset=args.preset, device=args.device,
+                          config=config)
+    if regions is not None:  # generated once per image, cached on disk: a task sent again costs nothing
+        segmenter.region_source = regions.build(args.device)
+        _say(segmenter.region_source.description)
     predictor = LabelStudioPredictor(segmenter, vocabulary, model_version=f"itaclip-{__version__}", fetcher=fetcher,
                                      max_new_labels=args.max_new_labels)
     _say(f"text features of {vocabulary.num_classes} classes: {segmenter.text_source}")

@@ -28,6 +28,8 @@ def describe(name: str, method: str = "itaclip") -> dict:
     info = {"preset": preset.name, "description": preset.description,
             "method": {"name": record.name, "title": record.title, "paper": record.paper, "changes": record.changes},
             "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in unused_fields(config)}}
+    if record.default_weights:  # only methods whose authors use another CLIP than the library's default
+        info["weights"] = record.default_weights
     if preset.classes:
         vocab = resolve_vocabulary(preset=preset)
         info["vocabulary"] = {"list": preset.classes, "classes": vocab.num_classes, "queries": len(vocab.queries),
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     method = info["method"]
     print(f"{info['preset']}: {info['description']}")
     print(f"  {'method':<20} {method['name']} ({method['title']}: {method['changes']})")
+    if "weights" in info:
+        print(f"  {'weights':<20} {info['weights']} (when --weights is not given)")
     for key, value in info["config"].items():
         if key != "method":  # printed above, with what it changes
             print(f"  {key:<20} {value}")

@@ -18,9 +18,12 @@ from pathlib import Path
 from .options import (
     add_engine_arguments,
     add_model_arguments,
+    add_region_arguments,
     add_vocabulary_arguments,
     config_and_vocabulary,
     max_pixels_arg,
+    region_plan,
+    resolved_weights,
 )
 
 
@@ -56,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="refuse image files whose header claims more pixels, before decoding them "
                             "(default: $ITACLIP_MAX_PIXELS or 100e6)")
     add_model_arguments(parser, default_preset="default")
+    add_region_arguments(parser)
     add_engine_arguments(parser)
 
 
@@ -65,6 +69,7 @@ def _say(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.images import pixel_limit
+    from ..engine.methods import get_method
     from ..engine.settings import prediction_settings
     from ..evaluation.distributed import dist_env
     from ..outputs.folder import FolderRun, run_folder
@@ -72,11 +77,15 @@ def run(args: argparse.Namespace) -> int:
 
     # Everything a user can get wrong is checked before the model loads.
     config, vocabulary = config_and_vocabulary(args)
+    weights = resolved_weights(args, config.method)
+    regions = region_plan(args, [config.method])
     options = OutputOptions(overlay=not args.no_overlay, save_probs=args.save_probs or bool(args.probs_format),
                             exports=tuple(args.export), probs_format=args.probs_format or "float32")
     folder_run = FolderRun(
         inputs=args.images, out_dir=Path(args.out), options=options,
-        manifest=run_manifest(prediction_settings(config, vocabulary, args.weights), options, args.image_url_prefix),
+        manifest=run_manifest(prediction_settings(config, vocabulary, weights,
+                                                  regions.identity if regions else None),
+                              options, args.image_url_prefix),
         class_names=vocabulary.names, files_from=args.files_from, input_root=args.input_root,
         recursive=args.recursive, overwrite=args.overwrite, image_url_prefix=args.image_url_prefix,
         max_pixels=args.max_pixels or pixel_limit())
@@ -84,7 +93,16 @@ def run(args: argparse.Namespace) -> int:
     def load_segmenter(device: str):
         from ..engine.predictor import Segmenter
 
-        segmenter = Segmenter(weights=args.weights, preset=args.preset, device=device, config=config)
+        main = dist_env().is_main
+        if main and get_method(config.method).guide:
+            _say(f"loading the guide model {config.guide_weights} ...")
+        segmenter = Segmenter(weights=weights, preset=args.preset, device=device, config=config)
+        if regions is not None:
+            if main and regions.generator:
+                _say(f"loading the region generator {regions.generator} ...")
+            segmenter.region_source = regions.build(device)
+            if main:
+                _say(segmenter.region_source.description)
         segmenter.set_vocabulary(vocabulary)
         return segmenter  # run_folder says where its text features came from
 

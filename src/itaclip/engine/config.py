@@ -26,6 +26,8 @@ Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 #: Weights used when none are named: OpenAI's CLIP ViT-B/16, as in the paper.
 DEFAULT_WEIGHTS = "ViT-B/16"
+#: The guide model of the methods steered by one (ProxyCLIP, CorrCLIP): DINO's ViT-B/8 release.
+DEFAULT_GUIDE = "dino_vitb8"
 
 
 def option(default, help: str, *, flag: Optional[str] = None, kind: Optional[str] = None,
@@ -93,6 +95,15 @@ class SegmenterConfig:
     closing: bool = option(True, "skip the authors' 3x3 morphological closing of the label map",
                            flag="--no-closing", kind="off")
     """3×3 grey-level morphological closing of the label map (authors' code, not in the paper)."""
+    # --- the guide model (ProxyCLIP, CorrCLIP) ---
+    guide_weights: str = option(DEFAULT_GUIDE, "the DINO guide model of proxyclip and corrclip: dino_vitb8 (default), "
+                                "dino_vits8, dino_vitb16, dino_vits16 (DINO's releases, downloaded once), timm:NAME, "
+                                "hf-hub:timm/NAME or a DINO checkpoint file", metavar="NAME_OR_PATH")
+    """DINO ViT steering ProxyCLIP's and CorrCLIP's attention (``itaclip.engine.weights.dino.load_guide``)."""
+    proxy_beta: float = option(1.2, "ProxyCLIP's shift β: DINO similarities below β × their mean are masked "
+                               "(proxyclip; 1.2)", metavar="B")
+    proxy_gamma: float = option(3.0, "ProxyCLIP's scale γ of the shifted DINO similarities (proxyclip; 3.0)",
+                                metavar="G")
     # --- execution (never changes fp32 results) ---
     batch_size: Optional[int] = option(None, "crops x views per encoder pass (default: 10 on CPU, 64 on GPU)",
                                        kind="int", metavar="N")
@@ -145,6 +156,9 @@ class SegmenterConfig:
             self.precision in ("fp32", "fp16", "bf16", "int8"),
             f"precision must be fp32, fp16, bf16 or int8, got {self.precision!r}",
         )
+        _check(self.proxy_beta >= 0, f"proxy beta must be >= 0, got {self.proxy_beta}")
+        _check(self.proxy_gamma > 0, f"proxy gamma must be > 0, got {self.proxy_gamma}")
+        _check(bool(str(self.guide_weights).strip()), "guide weights must name a DINO model or file")
         _check(
             all(layer >= 1 for layer in self.intermediate_layers),
             f"intermediate layers are 1-indexed, got {self.intermediate_layers}",

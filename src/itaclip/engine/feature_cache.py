@@ -50,7 +50,8 @@ _SUFFIX = ".pt"
 
 def cache_root() -> Path:
     """itaclip's cache folder: ``$ITACLIP_CACHE`` if set, else ``~/.cache/itaclip`` (text features
-    in ``text/``, the authors' auxiliary texts in ``authors-texts/``)."""
+    in ``text/``, the authors' auxiliary texts in ``authors-texts/``, generated region maps in
+    ``regions/``)."""
     env = os.environ.get("ITACLIP_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "itaclip"
 

@@ -10,6 +10,7 @@ view fusion → canvas → resize to the image → PAMR → class probabilities 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
@@ -23,15 +24,16 @@ from .devices import resolve_device
 from .encoders import WindowContext
 from .errors import ItaclipError
 from .images import ImageInput, to_rgb_array
-from .methods import build_config, check_config, get_method, get_preset
+from .methods import build_config, check_config, default_weights, get_method, get_preset
 from .postprocess import apply_area_threshold, class_probabilities, label_map
 from .preprocess import image_windows, normalize, resize_image, window_padding
 from .refine import refinements
+from .refine.region_vote import check_region_map, region_vote
 from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
 from .text_store import TextFeatureStore
-from .views import add_upsampled, fuse_patch_logits, make_views, view_names
+from .views import add_upsampled, fuse_patch_logits, make_region_views, make_views, view_names
 from .vocabulary import Vocabulary, resolve_vocabulary
-from .weights import DEFAULT_WEIGHTS, load_backbone, text_tower_fingerprint
+from .weights import load_backbone, text_tower_fingerprint
 
 #: Crops × views per encoder pass when the config leaves it open (docs/BENCHMARKS.md: 10 is the
 #: fastest on the CPU, where larger batches fall out of the caches; GPUs want large batches).
@@ -39,6 +41,10 @@ CPU_BATCH_SIZE, GPU_BATCH_SIZE = 10, 64
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) windows while an image is processed."""
+
+RegionSource = Callable[[np.ndarray, Optional[str]], np.ndarray]
+"""``source(rgb (H, W, 3) uint8, key)`` → the image's (H, W) region map, for methods that read one;
+``key`` names the image (its path, or the path relative to a run's input folder) when known."""
 
 
 @dataclass
@@ -64,6 +70,16 @@ class LoadedModel:
         self.model = self.backbone.model.to(device)
         self.tokenizer = self.backbone.tokenizer
         self.texts = TextFeatureStore(self._encode_texts, self._text_identity, text_cache)
+        self._guides: dict = {}
+
+    def guide(self, weights: str):
+        """The guide model ``weights`` (:func:`itaclip.engine.weights.dino.load_guide`), loaded once on
+        first use and shared by every segmenter of this model."""
+        if weights not in self._guides:
+            from .weights.dino import load_guide
+
+            self._guides[weights] = load_guide(weights, device=self.device)
+        return self._guides[weights]
 
     def _encode_texts(self, texts: list[str], progress: Optional[Progress]) -> torch.Tensor:
         return template_features(self.model, self.tokenizer, texts, progress=progress)
@@ -91,24 +107,31 @@ class Segmenter:
     Args:
         weights: an OpenAI model name (``"ViT-B/16"``, downloaded once into ~/.cache/clip), an
             open_clip ``NAME:TAG`` / ``NAME:PATH`` / ``hf-hub:ORG/REPO``, a transformers CLIPModel
-            folder or hub id, or an OpenAI checkpoint file (README "Weights").
+            folder or hub id, or an OpenAI checkpoint file (README "Weights"). ``None``: the
+            method's authors' weights where they differ (CorrCLIP: MetaCLIP ViT-B/16), else
+            OpenAI's ViT-B/16.
         preset: a name from :func:`itaclip.list_presets` (``"voc21"``, ``"coco_stuff"``, …);
             its values come first, explicit ``overrides`` win. With ``method=`` (an override) the
             preset is that method's (its authors' setting for the dataset).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``None`` picks CUDA when available.
         config: a full :class:`SegmenterConfig` instead of preset + overrides.
         text_cache: ``True`` (default directory), a directory, or ``False`` to never touch disk.
+        region_source: where a method that reads region maps (CorrCLIP) gets an image's map when
+            :meth:`segment` is not given one (a :data:`RegionSource`: a folder of files, a generator).
         **overrides: any :class:`SegmenterConfig` field, e.g. ``stride=56, pamr_steps=0``, or
             ``method="naclip"`` for one of the baselines of :mod:`itaclip.engine.methods`.
     """
 
-    def __init__(self, weights: Union[str, os.PathLike] = DEFAULT_WEIGHTS, preset: Optional[str] = None,
+    def __init__(self, weights: Union[None, str, os.PathLike] = None, preset: Optional[str] = None,
                  device: Optional[Union[str, torch.device]] = None, config: Optional[SegmenterConfig] = None,
                  cache_dir: Optional[str] = None, text_cache: Union[bool, str, os.PathLike] = True,
-                 **overrides):
+                 region_source: Optional[RegionSource] = None, **overrides):
         self.config = config.replace(**overrides) if config else build_config(preset, **overrides)
         self.preset = get_preset(preset, self.config.method) if preset else None
+        check_config(self.config)  # before loading anything
+        weights = default_weights(self.config.method) if weights is None else weights
         self._loaded = LoadedModel(weights, resolve_device(device), cache_dir, text_cache)
+        self.region_source = region_source
         self._setup()
 
     def _setup(self) -> None:
@@ -122,8 +145,10 @@ class Segmenter:
         self._autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.precision)
         check_config(cfg)
         self.method = get_method(cfg.method)
-        self.encoder = self.method.encoder.build(visual, cfg, int8=cfg.precision == "int8",
-                                                 autocast_dtype=self._autocast)
+        execution = dict(int8=cfg.precision == "int8", autocast_dtype=self._autocast)
+        if self.method.guide:
+            execution["guide"] = self._loaded.guide(cfg.guide_weights).model
+        self.encoder = self.method.encoder.build(visual, cfg, **execution)
         self.encoder.eval()
         self.refinements = refinements(cfg)
         self.views = view_names(cfg.image_engineering, cfg.views)
@@ -143,6 +168,14 @@ class Segmenter:
     def model(self) -> torch.nn.Module:
         return self._loaded.model
 
+    def guide_loaded(self, weights: str) -> bool:
+        """Whether the guide model ``weights`` is loaded (once per loaded model, shared by its segmenters)."""
+        return weights in self._loaded._guides
+
+    def load_guide(self, weights: str):
+        """The guide model ``weights`` (:class:`itaclip.engine.weights.dino.Guide`), loaded now if it is not yet."""
+        return self._loaded.guide(weights)
+
     @property
     def text_source(self) -> str:
         """Where the current vocabulary's text features came from (for logs)."""
@@ -154,6 +187,7 @@ class Segmenter:
         other.preset = self.preset
         other.config = self.config.replace(**overrides)
         other._loaded = self._loaded
+        other.region_source = self.region_source
         other._setup()
         if self.vocabulary is not None:
             other.set_vocabulary(self.vocabulary)
@@ -161,12 +195,14 @@ class Segmenter:
 
     def for_method(self, method: str, preset: Optional[str] = None, **overrides) -> "Segmenter":
         """A segmenter running ``method`` (its authors' defaults, then that method's ``preset``, then
-        ``overrides``) that shares this one's loaded model and text features; no vocabulary is set
-        (each method's presets bring their own class lists)."""
+        ``overrides``) that shares this one's loaded model, guide model choice (``guide_weights``)
+        and text features; no vocabulary is set (each method's presets bring their own class lists)."""
         other = object.__new__(Segmenter)
+        overrides.setdefault("guide_weights", self.config.guide_weights)
         other.config = build_config(preset, method=method, **overrides)
         other.preset = get_preset(preset, method) if preset else None
         other._loaded = self._loaded
+        other.region_source = self.region_source
         other._setup()
         return other
 
@@ -204,7 +240,8 @@ class Segmenter:
         return vocab
 
     # ------------------------------------------------------------------ images
-    def segment(self, image: ImageInput, classes=None, *, progress: Optional[Progress] = None,
+    def segment(self, image: ImageInput, classes=None, *, regions: Optional[np.ndarray] = None,
+                image_key: Optional[str] = None, progress: Optional[Progress] = None,
                 on_similarity_maps: Optional[Callable[[torch.Tensor], None]] = None) -> SegmentationResult:
         """Segment one image.
 
@@ -212,6 +249,11 @@ class Segmenter:
             image: a path, a PIL image or an (H, W, 3) uint8 RGB array (greyscale, RGBA and
                 16-bit inputs are converted).
             classes: if given, :meth:`set_vocabulary` is called with it first.
+            regions: the image's region map for methods that read one (CorrCLIP): (H, W) integer
+                segment ids 0 … 9999 at the image's size, the smallest present = unsegmented.
+                Without it the segmenter's ``region_source`` is asked; other methods ignore it.
+            image_key: the name ``region_source`` knows the image by: its path relative to the
+                run's input folder (default: the file name when ``image`` is a path).
             progress: called with (windows done, windows total).
             on_similarity_maps: called once with the image's (Q, H, W) query similarity maps (after
                 PAMR, before the logit scale), for measurements such as ``itaclip bench``'s
@@ -226,19 +268,38 @@ class Segmenter:
             raise ItaclipError("no vocabulary: call set_vocabulary(classes) before segment(image)")
         vocab, text = self.vocabulary, self.text_features
         rgb = to_rgb_array(image)
+        region_map = None
+        if self.method.regions:
+            key = image_key
+            if key is None and isinstance(image, (str, os.PathLike)):
+                key = os.path.basename(os.fspath(image))
+            region_map = self.region_map(rgb, regions, key)
         with torch.inference_mode():
-            logits = self.similarity_maps(rgb, text, progress)
+            logits = self.similarity_maps(rgb, text, progress, regions=region_map)
             if on_similarity_maps is not None:
                 on_similarity_maps(logits)
             probs = class_probabilities(logits, vocab.query_class, self.config.logit_scale)
             del logits
             probs = apply_area_threshold(probs, self.config.area_thd, inplace=True)
             labels = label_map(probs, self.config.prob_thd, self.config.closing)
+        if self.method.region_vote:
+            labels = region_vote(labels, region_map)
         return SegmentationResult(labels, probs.float().cpu().numpy(), vocab.names)
 
-    def similarity_maps(self, rgb: np.ndarray, text: torch.Tensor,
-                        progress: Optional[Progress] = None) -> torch.Tensor:
-        """(Q, H, W) query similarities at the image's size, after PAMR (before the logit scale)."""
+    def region_map(self, rgb: np.ndarray, regions: Optional[np.ndarray] = None,
+                   key: Optional[str] = None) -> np.ndarray:
+        """The image's (H, W) int64 region map: ``regions`` checked, else the region source's."""
+        if regions is None:
+            if self.region_source is None:
+                raise ItaclipError(f"method {self.method.name!r} needs a region map per image: pass regions=(H, W) "
+                                   "ids, or give --regions DIR (files per image) or --region-generator sam2")
+            regions = self.region_source(rgb, key)
+        return check_region_map(regions, *rgb.shape[:2])
+
+    def similarity_maps(self, rgb: np.ndarray, text: torch.Tensor, progress: Optional[Progress] = None,
+                        regions: Optional[np.ndarray] = None) -> torch.Tensor:
+        """(Q, H, W) query similarities at the image's size, after PAMR (before the logit scale).
+        ``regions``: the (H, W) region map of methods that read one (checked by :meth:`region_map`)."""
         cfg = self.config
         height, width = rgb.shape[:2]
         backbone = self._loaded.backbone
@@ -248,9 +309,17 @@ class Segmenter:
                                f"{resized.shape[1]}×{resized.shape[0]} a side is shorter than one "
                                f"{self.encoder.patch_size}-pixel patch")
         image = normalize(resized, self.device, backbone.mean, backbone.std)
-        canvas = self._slide(image, text, progress)
-        logits = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        del canvas
+        context = WindowContext(text=text)
+        if regions is not None:  # nearest to the working size, as float32 (ids below 10000 stay exact)
+            region_tensor = torch.from_numpy(regions).to(self.device, torch.float32)[None, None]
+            context = dataclasses.replace(context, regions=F.interpolate(
+                region_tensor, size=resized.shape[:2], mode="nearest")[0, 0])
+        if cfg.crop == 0 and self.method.whole_image == "original":
+            logits = self._whole_image(image, context, (height, width))
+        else:
+            canvas = self._slide(image, context, progress)
+            logits = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+            del canvas
 
         def guide() -> torch.Tensor:
             return F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
@@ -259,9 +328,28 @@ class Segmenter:
             logits = refine(logits, guide, text)
         return logits
 
-    def _slide(self, image: torch.Tensor, text: torch.Tensor, progress: Optional[Progress]) -> torch.Tensor:
+    def _encode(self, crops: torch.Tensor, context: WindowContext,
+                region_crops: Optional[torch.Tensor]) -> torch.Tensor:
+        """Fused logits (B, Q, gh, gw) of (B, 3, h, w) crops on the encoder's output grid, views included;
+        ``region_crops`` (B, h', w'): the crops' region maps before padding, or None."""
+        if region_crops is not None:
+            context = dataclasses.replace(context, regions=make_region_views(region_crops, self.views))
+        with torch.autocast(self.device.type, dtype=self._autocast, enabled=self._autocast is not None):
+            features, grid = self.encoder(make_views(crops, self.views), context)
+        return fuse_patch_logits(features.float(), self.views, context.text, grid, self.config.lam)
+
+    def _whole_image(self, image: torch.Tensor, context: WindowContext, size: tuple[int, int]) -> torch.Tensor:
+        """One unpadded pass over the resized image, logits resized straight to ``size`` (Q, H, W)."""
+        regions = None if context.regions is None else context.regions[None]
+        logits = self._encode(image[None], context, regions)[0]
+        out = torch.zeros(logits.shape[0], *size, device=self.device)
+        add_upsampled(out, logits)
+        return out
+
+    def _slide(self, image: torch.Tensor, context: WindowContext, progress: Optional[Progress]) -> torch.Tensor:
         """Average of the windows' fused logits over the resized image: (Q, h, w)."""
         cfg = self.config
+        text = context.text
         _, height, width = image.shape
         windows = image_windows(height, width, cfg.crop, cfg.stride)
         # Every window has the same size (a side shorter than the crop spans the image), so one
@@ -269,7 +357,6 @@ class Segmenter:
         multiple = self.method.pad_to if self.method.pad_to != "patch" else self.encoder.patch_size
         padding = (window_padding(windows[0].y2 - windows[0].y1, windows[0].x2 - windows[0].x1, multiple)
                    if multiple else None)
-        context = WindowContext(text=text)
         canvas = torch.zeros(text.shape[0], height, width, device=self.device)
         count = torch.zeros(1, height, width, device=self.device)
         per_batch = max(1, self.batch_size // len(self.views))
@@ -278,9 +365,9 @@ class Segmenter:
             crops = torch.stack([image[:, w.y1:w.y2, w.x1:w.x2] for w in chunk])
             if padding:
                 crops = F.pad(crops, padding)
-            with torch.autocast(self.device.type, dtype=self._autocast, enabled=self._autocast is not None):
-                features, grid = self.encoder(make_views(crops, self.views), context)
-            logits = fuse_patch_logits(features.float(), self.views, text, grid, cfg.lam)
+            region_crops = None if context.regions is None else \
+                torch.stack([context.regions[w.y1:w.y2, w.x1:w.x2] for w in chunk])
+            logits = self._encode(crops, context, region_crops)
             for w, window_logits in zip(chunk, logits):
                 add_upsampled(canvas[:, w.y1:w.y2, w.x1:w.x2], window_logits, padding)
                 count[:, w.y1:w.y2, w.x1:w.x2] += 1

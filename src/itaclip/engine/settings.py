@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from .config import SegmenterConfig
 from .methods import unused_fields
@@ -48,13 +48,17 @@ def weights_identity(weights: Union[str, os.PathLike]) -> str:
     return text
 
 
-def prediction_settings(config: SegmenterConfig, vocabulary: Vocabulary, weights: Union[str, os.PathLike]) -> dict:
-    """Weights, every option that changes outputs, the vocabulary and the text-feature version."""
+def prediction_settings(config: SegmenterConfig, vocabulary: Vocabulary, weights: Union[str, os.PathLike],
+                        regions: Optional[dict] = None) -> dict:
+    """Weights, every option that changes outputs, the vocabulary and the text-feature version;
+    ``regions``: where the region maps come from (methods that read them), as JSON data."""
     options = dataclasses.asdict(config)
     for name in (*EXECUTION_ONLY, *unused_fields(config)):
         options.pop(name, None)
     if config.method == "itaclip":  # ITACLIP's identity stays what it was before there were other methods
         options.pop("method")
+    if "guide_weights" in options:  # a guide model file counts by its bytes, as CLIP's weights do
+        options["guide_weights"] = weights_identity(options["guide_weights"])
     settings = {
         "weights": weights_identity(weights),
         "config": options,
@@ -65,6 +69,8 @@ def prediction_settings(config: SegmenterConfig, vocabulary: Vocabulary, weights
         },
         "text_feature_version": TEXT_FEATURE_VERSION,
     }
+    if regions is not None:
+        settings["regions"] = regions
     return plain(settings)
 
 

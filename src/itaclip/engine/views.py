@@ -43,6 +43,13 @@ def make_views(crops: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
     return torch.stack(out, dim=1).flatten(0, 1)
 
 
+def make_region_views(regions: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
+    """(B, h, w) region maps of crops → (B·V, h, w) in ``make_views`` order: flipped with flip views,
+    unchanged by the others (greyscale and blur keep the layout)."""
+    out = [regions.flip(FLIP_DIMS[name]) if name in FLIP_DIMS else regions for name in names]
+    return torch.stack(out, dim=1).flatten(0, 1)
+
+
 def fuse_patch_logits(features: torch.Tensor, names: Sequence[str], text: torch.Tensor,
                       grid: tuple[int, int], lam: float) -> torch.Tensor:
     """Per-crop logits L at patch resolution, (B, Q, gh, gw).

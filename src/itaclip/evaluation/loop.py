@@ -65,7 +65,7 @@ def run_settings(dataset: Dataset, segmenter, weights: str, extra: Optional[dict
         "dataset": dataset.name,
         "data_root": str(dataset.root.resolve()),
         "device_type": segmenter.device.type,
-        **prediction_settings(segmenter.config, vocab, weights),
+        **prediction_settings(segmenter.config, vocab, weights, _regions_identity(segmenter)),
     }
     if segmenter.device.type == "cpu":
         import torch
@@ -76,6 +76,14 @@ def run_settings(dataset: Dataset, segmenter, weights: str, extra: Optional[dict
     if extra:
         settings["extra"] = extra
     return plain(settings)
+
+
+def _regions_identity(segmenter) -> Optional[dict]:
+    """What decides the region maps of a segmenter whose method reads them, else None."""
+    source = getattr(segmenter, "region_source", None)
+    if source is None or not getattr(getattr(segmenter, "method", None), "regions", False):
+        return None
+    return getattr(source, "identity", {"source": type(source).__name__})
 
 
 def sample_filename(key: str) -> str:
@@ -140,7 +148,13 @@ def evaluate_sample(segmenter, dataset: Dataset, sample: Sample) -> np.ndarray:
             f"label map {sample.label} is {labels.shape[1]}x{labels.shape[0]} but its image "
             f"{sample.image} is {image.shape[1]}x{image.shape[0]} (width x height): wrong or mismatched files"
         )
-    result = segmenter.segment(image)
+    regions = None
+    if getattr(getattr(segmenter, "method", None), "regions", False):
+        try:  # the authors' per-dataset mask folders name each map by its image's stem
+            regions = segmenter.region_map(image, key=sample.image.name)
+        except ItaclipError as exc:  # this image's map is missing or unusable: skipped and counted
+            raise SampleError(f"{sample.image}: {exc}") from None
+    result = segmenter.segment(image, regions=regions)
     return confusion_matrix(result.labels, labels, dataset.num_classes)
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from ..datasets import Dataset, DatasetSpec
 from ..engine.errors import ItaclipError
@@ -61,6 +61,9 @@ class EvalRequest:
     restart: bool = False
     progress: bool = True
     info: DistInfo = DistInfo()
+    region_source: Any = None
+    """Where methods that read region maps (CorrCLIP) get each image's map
+    (:class:`itaclip.engine.regions.RegionSource`; found by the image's file name)."""
 
     def vocabulary(self, background: Union[None, str, Sequence[str]] = None):
         """The dataset's vocabulary, with ``background`` (else the request's) as class 0."""
@@ -75,6 +78,7 @@ class EvalRequest:
             weights=weights or self.weights,
             preset=self.preset or self.dataset.spec.preset,
             device=self.device,
+            region_source=self.region_source,
             **self.overrides,
         )
 

@@ -246,7 +246,7 @@ def segment_jobs(segmenter, jobs: Sequence[Job], options: OutputOptions, *,
         bar.set_postfix_str(job.source.name)
         try:
             image = read_image(job.source, max_pixels)
-            result = segmenter.segment(image)
+            result = segmenter.segment(image, image_key=job.rel or job.source.name)
             write_outputs(job.out_dir, job.stem, image, result, options, image_file=job.rel or job.source.name,
                           config=segmenter.config)
             summary.done += 1

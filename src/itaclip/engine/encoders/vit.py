@@ -47,6 +47,29 @@ def int8_engine() -> str:
     return torch.backends.quantized.engine
 
 
+def execution_linears(linears: nn.Module, int8: bool = False, autocast_dtype: Optional[torch.dtype] = None
+                      ) -> nn.Module:
+    """The arithmetic of a model's projections: ``linears`` (modules sharing the model's parameters)
+    as they are (fp32), as a copy in ``autocast_dtype``, or as an int8 dynamically quantised copy."""
+    if autocast_dtype is not None:
+        # For use under torch.autocast(dtype=autocast_dtype): a copy of the projections in that
+        # dtype, so autocast does not convert every weight again on every call (it caches
+        # conversions only for weights that require gradients). Same rounding, same results.
+        linears = copy.deepcopy(linears).to(autocast_dtype)
+    if int8:
+        from torch.ao.quantization import quantize_dynamic
+
+        previous = torch.backends.quantized.engine
+        torch.backends.quantized.engine = int8_engine()  # the engine that packs the weights runs them
+        try:
+            with warnings.catch_warnings():  # torch announces a future move of quantised tensors
+                warnings.simplefilter("ignore")
+                linears = quantize_dynamic(copy.deepcopy(linears), {nn.Linear}, dtype=torch.qint8)
+        finally:
+            torch.backends.quantized.engine = previous
+    return linears
+
+
 class VisionTrunk(nn.Module):
     """The steps of open_clip's ``VisionTransformer`` (OpenAI layout) on batches of crops.
 
@@ -66,23 +89,8 @@ class VisionTrunk(nn.Module):
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
         # The projections of every block as plain Linear modules sharing the model's parameters,
         # so that one place decides their arithmetic (fp32, or int8 dynamic quantisation).
-        self.linears = nn.ModuleList(_block_linears(block) for block in self.blocks)
-        if autocast_dtype is not None:
-            # For use under torch.autocast(dtype=autocast_dtype): a copy of the projections in that
-            # dtype, so autocast does not convert every weight again on every call (it caches
-            # conversions only for weights that require gradients). Same rounding, same results.
-            self.linears = copy.deepcopy(self.linears).to(autocast_dtype)
-        if int8:
-            from torch.ao.quantization import quantize_dynamic
-
-            previous = torch.backends.quantized.engine
-            torch.backends.quantized.engine = int8_engine()  # the engine that packs the weights runs them
-            try:
-                with warnings.catch_warnings():  # torch announces a future move of quantised tensors
-                    warnings.simplefilter("ignore")
-                    self.linears = quantize_dynamic(copy.deepcopy(self.linears), {nn.Linear}, dtype=torch.qint8)
-            finally:
-                torch.backends.quantized.engine = previous
+        self.linears = execution_linears(nn.ModuleList(_block_linears(block) for block in self.blocks),
+                                         int8, autocast_dtype)
 
     def grid(self, images: torch.Tensor) -> tuple[int, int]:
         """(gh, gw) patch grid of (…, H, W) crops; leftover pixels beyond whole patches are dropped."""

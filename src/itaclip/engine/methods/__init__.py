@@ -12,14 +12,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from ..config import NONE, SegmenterConfig
+from ..config import DEFAULT_WEIGHTS, NONE, SegmenterConfig
 from ..errors import ItaclipError
-from . import clearclip, clip, itaclip, maskclip, naclip, sclip
+from . import clearclip, clip, corrclip, itaclip, maskclip, naclip, proxyclip, sclip
 from .base import Method, Preset
 
 #: name → record, in the order users see them (ITACLIP first, then by publication).
 METHODS: dict[str, Method] = {m.name: m for m in (
     itaclip.METHOD, clip.METHOD, maskclip.METHOD, sclip.METHOD, clearclip.METHOD, naclip.METHOD,
+    proxyclip.METHOD, corrclip.METHOD,
 )}
 #: The method a config runs when none is named.
 DEFAULT_METHOD = "itaclip"
@@ -52,6 +53,12 @@ def get_preset(name: str, method: Optional[str] = None) -> Preset:
     except KeyError:
         owner = "" if method in (None, DEFAULT_METHOD) else f" for method {method!r}"
         raise ItaclipError(f"unknown preset {name!r}{owner}; choose from {', '.join(sorted(presets))}") from None
+
+
+def default_weights(method: str) -> str:
+    """The CLIP weights a method runs when the user names none: its authors' (CorrCLIP: MetaCLIP
+    ViT-B/16), else the library's default (OpenAI ViT-B/16)."""
+    return get_method(method).default_weights or DEFAULT_WEIGHTS
 
 
 def encoder_options(config: SegmenterConfig) -> dict:
@@ -88,9 +95,17 @@ def check_config(config: SegmenterConfig) -> None:
     (away from their defaults): a config built with ``replace`` is held to the factory's rules."""
     method = get_method(config.method)
     changed = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != f.default]
-    message = _refused(method, changed)
+    message = _refused(method, changed) or _unsupported(method, config)
     if message:
         raise ItaclipError(message)
+
+
+def _unsupported(method: Method, config: SegmenterConfig) -> Optional[str]:
+    """One line for a setting the method's pipeline has no form for, or None."""
+    if config.crop == 0 and method.whole_image is None:
+        return (f"crop 0 (--crop 0: the whole image in one pass) does not apply to method {method.name!r}: "
+                "its authors' pipeline runs on sliding windows only; give a window size such as --crop 336")
+    return None
 
 
 def build_config(preset: Optional[str] = None, **overrides) -> SegmenterConfig:

@@ -93,6 +93,47 @@ class LastBlock:
 
 
 @dataclass(frozen=True)
+class ProxyAttention:
+    """Window encoder of ProxyCLIP: CLIP's blocks 1 … L-1 unchanged, then only the last block's
+    values, resampled to the guide model's (DINO's) grid and mixed by an attention map made of
+    DINO's final-feature cosines (shifted by ``proxy_beta`` × their mean, scaled by ``proxy_gamma``,
+    negatives masked); no residual, no MLP. Output grid: DINO's."""
+
+    def options(self, config: SegmenterConfig) -> dict:
+        """Keyword arguments of :class:`itaclip.engine.encoders.guided.ProxyEncoder`."""
+        return dict(beta=config.proxy_beta, gamma=config.proxy_gamma)
+
+    def build(self, visual, config: SegmenterConfig, *, guide, **execution):
+        """The encoder module for ``config``; ``guide``: the DINO model (``Method.guide``)."""
+        from ..encoders.guided import ProxyEncoder
+
+        return ProxyEncoder(visual, guide, **self.options(config), **execution)
+
+
+@dataclass(frozen=True)
+class RegionScoped:
+    """Window encoder of CorrCLIP: the window's region map merged on DINO's grid by DINO's q + k,
+    attention restricted to the merged regions (cosines of q + k, temperature 4), applied to the
+    last block's values of the main tokens and of the mean of mid-level blocks, plus one region
+    token per region (a class-token copy attending to its region through every block). Output
+    grid: DINO's."""
+
+    def options(self, config: SegmenterConfig) -> dict:
+        """Keyword arguments of :class:`itaclip.engine.encoders.guided.CorrEncoder` (its constants are
+        its authors' code's)."""
+        return {}
+
+    def build(self, visual, config: SegmenterConfig, *, guide, **execution):
+        from ..encoders.guided import CorrEncoder
+
+        return CorrEncoder(visual, guide, **self.options(config), **execution)
+
+
+#: Every kind of window encoder a record may name.
+Encoder = Union[LastBlock, ProxyAttention, RegionScoped]
+
+
+@dataclass(frozen=True)
 class Method:
     """One segmenter: the stages it changes and what its authors published."""
 
@@ -103,7 +144,7 @@ class Method:
     """The authors' code base our defaults and presets come from."""
     changes: str
     """What it changes in CLIP, in one sentence."""
-    encoder: LastBlock
+    encoder: Encoder
     """How a batch of windows becomes L2-normalised patch features."""
     pad_to: Union[None, Literal["patch"], int] = None
     """Pad windows (centred, with normalised zeros) to a multiple of the patch size (``"patch"``) or
@@ -114,6 +155,21 @@ class Method:
     """Fields of ``reads`` meaningless for any other method: setting them with another is an error."""
     exclusive_scope: str = ""
     """What the exclusive fields configure, for that error (``"ITACLIP's last block"``)."""
+    guide: bool = False
+    """Its encoder is steered by the guide model (``config.guide_weights``, a DINO ViT), loaded once per
+    loaded model and passed to the encoder's ``build`` as ``guide``."""
+    regions: bool = False
+    """It reads a region map per image (an (H, W) integer array of segment ids, 0 … 9999, the smallest
+    present = unsegmented): resized with the image, cut per window for its encoder."""
+    region_vote: bool = False
+    """After the labels, every region but the unsegmented one takes the most frequent label of its
+    pixels (on the original-size region map)."""
+    whole_image: Optional[Literal["resized", "original"]] = "resized"
+    """What ``crop 0`` does: ``"resized"``: one window over the resized image, like any window (padded
+    as ``pad_to`` says), then the canvas to the original size; ``"original"``: one unpadded pass whose
+    logits are resized straight to the original size (ProxyCLIP's own); None: refused."""
+    default_weights: Optional[str] = None
+    """CLIP weights its authors use, when the user names none (None: the library's default)."""
     defaults: dict = field(default_factory=dict)
     """Config values of the authors' defaults (applied before a preset and explicit options)."""
     presets: dict[str, Preset] = field(default_factory=dict)

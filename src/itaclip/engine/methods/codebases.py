@@ -55,3 +55,24 @@ def clearclip_presets(source: str) -> dict[str, Preset]:
         context59={}, ade20k={}, coco_stuff={},
         cityscapes=dict(crop=224, stride=224),
     )
+
+#: ProxyCLIP's and CorrCLIP's class defaults (their base configs): 336-pixel windows every 112 pixels,
+#: logit scale 40, no refinement.
+GUIDED_DEFAULTS = dict(BASELINE, crop=336, stride=112, logit_scale=40.0, pamr_steps=0)
+
+
+def guided_presets(source: str, lists: dict[str, str]) -> dict[str, Preset]:
+    """The dataset table ProxyCLIP's and CorrCLIP's code bases share (short side 336, 448 for ADE20K
+    and Cityscapes; Cityscapes in 224-pixel windows), with each code base's class lists (``lists``:
+    dataset → built-in list)."""
+    return dataset_presets(
+        source,
+        voc21=dict(classes=lists["voc21"], prob_thd=0.2),
+        context60=dict(classes=lists["context60"], prob_thd=0.15),
+        coco_object=dict(classes=lists["coco_object"], prob_thd=0.25),
+        voc20=dict(classes=lists["voc20"]),
+        context59=dict(classes=lists["context59"]),
+        coco_stuff=dict(classes=lists["coco_stuff"]),
+        ade20k=dict(classes=lists["ade20k"], short_side=448),
+        cityscapes=dict(classes=lists["cityscapes"], short_side=448, crop=224),
+    )
