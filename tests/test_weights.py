@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import urllib.request
 
 import numpy as np
@@ -506,3 +507,124 @@ def test_unavailable_or_unsupported_devices_are_one_line():
         with pytest.raises(ItaclipError, match="device") as info:
             resolve_device(device)
         assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------- hostile transformers folders
+
+
+def _edited_folder(hf_folder, target, edit=None, text=None, index=None):
+    """A copy of ``hf_folder`` (weights linked) with config.json edited, replaced by ``text``, or
+    the weights named by a shard ``index`` instead of the file itself."""
+    target.mkdir()
+    config = json.loads((hf_folder / "config.json").read_text())
+    if edit is not None:
+        edit(config)
+    (target / "config.json").write_text(text if text is not None else json.dumps(config))
+    if index is None:
+        (target / "model.safetensors").symlink_to(hf_folder / "model.safetensors")
+    else:
+        (target / "model.safetensors.index.json").write_text(json.dumps(index))
+    return target
+
+
+def _set(section, field, value):
+    def edit(config):
+        if section is None:
+            config[field] = value
+        else:
+            config[section][field] = value
+    return edit
+
+
+HEADS_MUST = "num_attention_heads must be a positive integer"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set("vision_config", "num_attention_heads", 0), f"vision_config.{HEADS_MUST}, got 0"),
+    (_set("vision_config", "num_attention_heads", "abc"), f'{HEADS_MUST}, got "abc"'),
+    (_set("text_config", "num_attention_heads", [1]), r"text_config.num_attention_heads .* got \[1\]"),
+    (_set("vision_config", "num_attention_heads", None), f"{HEADS_MUST}, got null"),
+    (_set("vision_config", "hidden_act", ["gelu"]), "vision_config.hidden_act must be one of quick_gelu, gelu"),
+    (_set("text_config", "layer_norm_eps", "x"), "text_config.layer_norm_eps must be a finite number"),
+    (_set("vision_config", "layer_norm_eps", float("nan")), "layer_norm_eps must be a finite number .* got nan"),
+    (_set("text_config", "layer_norm_eps", -1e-5), "layer_norm_eps must be a finite number between 0 and 1"),
+    (_set("text_config", "vocab_size", "49408"), 'text_config.vocab_size must be a positive integer, got "49'),
+    (_set(None, "vision_config", [1, 2]), r"vision_config must be an object, got \[1, 2\]"),
+    (_set(None, "vision_config", "abc"), 'vision_config must be an object, got "abc"'),
+    (_set(None, "text_config_dict", [1]), "text_config_dict must be an object"),
+    (_set(None, "model_type", ["clip"]), r"not a transformers CLIPModel \(model_type \[\"clip\"\]\)"),
+    (lambda config: config.pop("vision_config"),
+     "num_attention_heads 12 .transformers' default: config.json has no vision_config. does not divide"),
+    (_set("text_config", "num_attention_heads", 3), "text_config.num_attention_heads 3 does not divide"),
+])
+def test_hostile_configs_are_one_line(hf_folder, tmp_path, edit, message):
+    """Each value the engine reads from config.json is checked (type, range, finiteness) before
+    it is used: one line naming the field, never a traceback or a run to NaN probabilities."""
+    folder = _edited_folder(hf_folder, tmp_path / "edited", edit)
+    with pytest.raises(ItaclipError, match=message) as info:
+        load_backbone(folder, "cpu")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('"clip"', 'config.json is not a JSON object, got "clip"'),
+    ("{", "cannot read .*config.json"),
+])
+def test_unreadable_configs_are_one_line(hf_folder, tmp_path, text, message):
+    folder = _edited_folder(hf_folder, tmp_path / "edited", text=text)
+    with pytest.raises(ItaclipError, match=message) as info:
+        load_backbone(folder, "cpu")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("shard, message", [
+    (5, "shard 5 is not a file name in the model's folder"),
+    ("../hf-outside/model.safetensors", "is not a file name in the model's folder"),
+    ("ABSOLUTE", "is not a file name in the model's folder"),
+])
+def test_shard_index_names_only_files_of_its_folder(hf_folder, tmp_path, shard, message):
+    outside = tmp_path / "hf-outside"
+    outside.mkdir()
+    (outside / "model.safetensors").symlink_to(hf_folder / "model.safetensors")  # loads if followed
+    shard = str(outside / "model.safetensors") if shard == "ABSOLUTE" else shard
+    folder = _edited_folder(hf_folder, tmp_path / "edited", index={"weight_map": {"logit_scale": shard}})
+    with pytest.raises(ItaclipError, match=message) as info:
+        load_backbone(folder, "cpu")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("preprocessor, message", [
+    ({"image_mean": ["a", 0, 0]}, "image_mean must be 3 finite numbers"),
+    ({"image_std": [0.5, 0.5, 0.0]}, "image_std must be 3 finite positive numbers"),
+    ({"image_mean": [0.5, float("nan"), 0.5]}, "image_mean must be 3 finite numbers"),
+])
+def test_hostile_preprocessor_configs_are_one_line(hf_folder, tmp_path, preprocessor, message):
+    folder = _edited_folder(hf_folder, tmp_path / "edited")
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    with pytest.raises(ItaclipError, match=message) as info:
+        load_backbone(folder, "cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_nan_eps_through_the_cli_fails_instead_of_writing_nan(hf_folder, tmp_path, image, capfd):
+    from PIL import Image
+
+    from itaclip.cli import main
+
+    nan_eps = _set("vision_config", "layer_norm_eps", float("nan"))
+    folder = _edited_folder(hf_folder, tmp_path / "edited", nan_eps)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    code = main(["segment", str(tmp_path / "photo.png"), "--classes", "cat, dog", "--weights", str(folder),
+                 "--device", "cpu", "--out", str(tmp_path / "out")])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code != 0 and not (tmp_path / "out" / "photo.png").exists()
+    assert len(err) == 1 and "layer_norm_eps" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.parametrize("weights", ["/dev/zero", "ViT-B-16:/dev/zero"])
+def test_a_device_as_weights_is_named_as_such(weights):
+    with pytest.raises(ItaclipError, match="/dev/zero is not a regular file") as info:
+        load_backbone(weights, "cpu")
+    assert "\n" not in str(info.value)

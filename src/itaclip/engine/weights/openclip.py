@@ -8,7 +8,7 @@ from typing import Optional
 
 from ..errors import ItaclipError, one_line
 from .backbone import Backbone, check_model, make_backbone
-from .reading import read_state_dict
+from .reading import absent_file_error, read_state_dict
 from .support import check_supported
 
 HF_HUB_PREFIX = "hf-hub:"
@@ -49,8 +49,8 @@ def load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> B
                 return _load_named_file(name, model_cfg, candidate)
             if candidate.is_dir():
                 raise ItaclipError(f"{tag} is a folder, which carries its own config: pass --weights {tag}")
-            if os.path.sep in tag or tag.lower().endswith(CHECKPOINT_SUFFIXES):
-                raise ItaclipError(f"weights file {tag} does not exist")
+            if os.path.sep in tag or tag.lower().endswith(CHECKPOINT_SUFFIXES) or candidate.exists():
+                raise absent_file_error(str(candidate))
             tags = open_clip.list_pretrained_tags_by_model(name)
             raise ItaclipError(
                 f"open_clip has no weights {name}:{tag}; its tags are {', '.join(tags) or 'none'} "
