@@ -209,8 +209,10 @@ class Segmenter:
         """Segment one image.
 
         Args:
-            image: a path, a PIL image or an (H, W, 3) uint8 RGB array (greyscale, RGBA and
-                16-bit inputs are converted).
+            image: a path, a PIL image or an (H, W, 3) uint8 RGB array; greyscale, RGBA, uint16
+                (0..65535) and float ([0, 1]) arrays are converted, other ranges and dtypes refused
+                (:func:`itaclip.engine.images.to_rgb_array`). Above the pixel limit
+                (``$ITACLIP_MAX_PIXELS``, 100 megapixels) an image is refused before conversion.
             classes: if given, :meth:`set_vocabulary` is called with it first.
             progress: called with (windows done, windows total).
             on_similarity_maps: called once with the image's (Q, H, W) query similarity maps (after
