@@ -21,6 +21,7 @@ import torch
 
 from ..errors import ItaclipError, one_line
 from .backbone import Backbone, check_model, make_backbone
+from .network import cannot_download, hub_endpoint, hub_offline
 from .openclip import HF_HUB_PREFIX, LOCAL_DIR_PREFIX, load_open_clip
 from .reading import count_blocks, read_state_dict
 
@@ -354,8 +355,7 @@ def load_hub(repo_id: str, cache_dir: Optional[str] = None) -> Backbone:
             break
     if paths is None:
         if not_cached:
-            raise ItaclipError(f"{repo_id}: its weights are not in the Hugging Face cache ({_cache(cache_dir)}) and "
-                               "the Hub cannot be reached; connect once to download them, or pass --weights DIR")
+            raise _not_cached(repo_id, "weights", cache_dir)
         raise ItaclipError(f"{repo_id} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
     for optional in ("preprocessor_config.json", "tokenizer_config.json"):
         try:
@@ -371,6 +371,12 @@ def _optional_hub_file(repo_id: str, filename: str, cache_dir: Optional[str]) ->
         return _hub_file(repo_id, filename, cache_dir, optional=True)
     except _NotCached:
         return None
+
+
+def _not_cached(repo_id: str, what: str, cache_dir: Optional[str]) -> ItaclipError:
+    return cannot_download(f"{what} of {repo_id} (no local file or folder has that name)", hub_endpoint(),
+                           _cache(cache_dir), "/path/to/folder (holding config.json and model.safetensors)",
+                           hub=True)
 
 
 class _NotCached(Exception):
@@ -389,14 +395,12 @@ def _hub_file(repo_id: str, filename: str, cache_dir: Optional[str], optional: b
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    try:
-        return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir))
+    try:  # without a network (probed once), straight from the cache: no retries, no waiting
+        return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=hub_offline()))
     except LocalEntryNotFoundError:  # offline (or unreachable) and not in the cache
         if optional:
             raise _NotCached(filename) from None
-        raise ItaclipError(f"{repo_id} is no local file or folder, and its {filename} is not in the Hugging Face "
-                           f"cache ({_cache(cache_dir)}) while the Hub cannot be reached; connect once to download "
-                           "it, or pass --weights DIR") from None
+        raise _not_cached(repo_id, filename, cache_dir) from None
     except RepositoryNotFoundError:
         raise ItaclipError(f"{repo_id} is no local file or folder and no Hugging Face repository (a private or "
                            "gated one needs `hf auth login`)") from None
