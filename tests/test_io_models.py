@@ -193,13 +193,24 @@ def test_bad_weights_are_one_line_errors(tmp_path, small_state):
 
 
 def test_offline_download_says_how_to_get_weights(tmp_path, monkeypatch):
+    """No network (an https proxy on a closed local port: the probe never leaves the machine)."""
+    import socket
     import urllib.request
 
-    def offline(*args, **kwargs):
-        raise OSError("network is unreachable")
+    from itaclip.engine.weights import network
 
+    def offline(*args, **kwargs):
+        raise AssertionError("a download was attempted although the host cannot be reached")
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{closed}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setattr(network, "_probed", {})
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(ItaclipError, match="could not download ViT-B/16.*--weights PATH") as info:
+    with pytest.raises(ItaclipError, match="cannot download the ViT-B/16 weights: openaipublic.azureedge.net "
+                                           "cannot be reached.*--weights /path/to/ViT-B-16.pt") as info:
         load_clip("ViT-B/16", "cpu", cache_dir=str(tmp_path))
     assert "\n" not in str(info.value)
 

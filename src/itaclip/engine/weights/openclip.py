@@ -32,7 +32,8 @@ def load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> B
     import open_clip
 
     label = name
-    if name.startswith(HF_HUB_PREFIX) and hub_offline():
+    from_snapshot = name.startswith(HF_HUB_PREFIX) and hub_offline()
+    if from_snapshot:
         name = _cached_hub_repo(name, cache_dir)
     if name.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX)):
         try:
@@ -42,6 +43,8 @@ def load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> B
                 if name.startswith(HF_HUB_PREFIX) else ""
             raise ItaclipError(_download_failure(label, exc, "open_clip_config.json") + hint) from None
         check_supported(label, model_cfg)
+        if from_snapshot and not _has_open_clip_weights(Path(name[len(LOCAL_DIR_PREFIX):])):
+            raise _repo_not_cached(label, cache_dir)  # a cached snapshot with the config only
         activation = "QuickGELU" if model_cfg.get("quick_gelu") else "GELU"
         kwargs: dict = {}
         pretrained: dict = {}
@@ -89,17 +92,28 @@ def _hub_cache(cache_dir: Optional[str]) -> str:
 
 
 def _cached_hub_repo(name: str, cache_dir: Optional[str]) -> str:
-    """``hf-hub:ORG/REPO`` without a network: its cached snapshot as ``local-dir:``, or a refusal."""
+    """``hf-hub:ORG/REPO`` without a network: its cached snapshot as ``local-dir:`` (the config is
+    needed for the refusals; the weights are checked after them), or a refusal."""
     from huggingface_hub import try_to_load_from_cache
-    from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+    from open_clip.constants import HF_CONFIG_NAME
 
-    repo = name[len(HF_HUB_PREFIX):]
-    config = try_to_load_from_cache(repo, HF_CONFIG_NAME, cache_dir=cache_dir)
-    cached = [try_to_load_from_cache(repo, f, cache_dir=cache_dir) for f in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME)]
-    if not isinstance(config, str) or not any(isinstance(path, str) for path in cached):
-        raise cannot_download(f"the weights of {name}", hub_endpoint(), _hub_cache(cache_dir),
-                              f"/path/to/folder (with {HF_CONFIG_NAME} and {HF_SAFE_WEIGHTS_NAME})", hub=True)
+    config = try_to_load_from_cache(name[len(HF_HUB_PREFIX):], HF_CONFIG_NAME, cache_dir=cache_dir)
+    if not isinstance(config, str):
+        raise _repo_not_cached(name, cache_dir)
     return f"{LOCAL_DIR_PREFIX}{Path(config).parent}"
+
+
+def _repo_not_cached(name: str, cache_dir: Optional[str]) -> ItaclipError:
+    from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME
+
+    return cannot_download(f"the weights of {name}", hub_endpoint(), _hub_cache(cache_dir),
+                           f"/path/to/folder (with {HF_CONFIG_NAME} and {HF_SAFE_WEIGHTS_NAME})", hub=True)
+
+
+def _has_open_clip_weights(folder: Path) -> bool:
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    return any((folder / name).is_file() for name in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME))
 
 
 def _offline_tag_file(name: str, label: str, pretrained: dict, cache_dir: Optional[str]) -> Optional[str]:
