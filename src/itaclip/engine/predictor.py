@@ -27,7 +27,7 @@ from .methods import build_config, check_config, get_method, get_preset
 from .postprocess import apply_area_threshold, class_probabilities, label_map
 from .preprocess import image_windows, normalize, resize_image, window_padding
 from .refine import refinements
-from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
+from .text import TEXT_FEATURE_VERSION, blend_aux, prompt_templates, template_features
 from .text_store import TextFeatureStore
 from .views import add_upsampled, fuse_patch_logits, make_views, view_names
 from .vocabulary import Vocabulary, resolve_vocabulary
@@ -71,7 +71,7 @@ class LoadedModel:
     def _text_identity(self) -> dict:
         """What, besides the text, determines a text's feature (the disk cache's key)."""
         return dict(model=text_tower_fingerprint(self.model), tokenizer=self.backbone.tokenizer_id,
-                    templates=[t("{}") for t in TEMPLATES], context_length=self.model.context_length,
+                    templates=[t("{}") for t in prompt_templates()], context_length=self.model.context_length,
                     version=TEXT_FEATURE_VERSION)
 
     @property
