@@ -162,7 +162,7 @@ def test_similarity_map_hook_sees_the_maps_and_changes_nothing(tiny_ckpt, smooth
                     text_cache=False)
     seg.set_vocabulary("cat, dog, sky")
     seen = []
-    with_hook = seg.segment(smooth_image, on_similarity_maps=seen.append)
+    with_hook = seg.segment(smooth_image, on_similarity_maps=lambda maps: seen.append(maps.clone()))
     plain = seg.segment(smooth_image)
     (maps,) = seen
     assert maps.shape == (len(seg.vocabulary.queries), *smooth_image.shape[:2])

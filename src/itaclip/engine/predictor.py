@@ -217,8 +217,8 @@ class Segmenter:
             progress: called with (windows done, windows total).
             on_similarity_maps: called once with the image's (Q, H, W) query similarity maps (after
                 PAMR, before the logit scale), for measurements such as ``itaclip bench``'s
-                agreement between modes. It must only read the tensor: the result is computed from
-                it afterwards.
+                agreement between modes. It must only read the tensor, during the call (copy what
+                it keeps): the result is computed from it afterwards, in its memory.
         Returns:
             :class:`SegmentationResult` at the input's size (H, W).
         """
@@ -232,7 +232,7 @@ class Segmenter:
             logits = self.similarity_maps(rgb, text, progress)
             if on_similarity_maps is not None:
                 on_similarity_maps(logits)
-            probs = class_probabilities(logits, vocab.query_class, self.config.logit_scale)
+            probs = class_probabilities(logits, vocab.query_class, self.config.logit_scale, inplace=True)
             del logits
             probs = apply_area_threshold(probs, self.config.area_thd, inplace=True)
             labels = label_map(probs, self.config.prob_thd, self.config.closing)
