@@ -33,6 +33,7 @@ def test_bench_runs_and_prints_tables(tiny_ckpt, tmp_path, capsys):
     assert startup["runs"] == 1 and 0 < startup["import_torch_s"]
     assert 0 < startup["torch_s"] < startup["ready_s"]
     assert 0 < startup["weights_s"] < startup["ready_s"] and "open_clip" in startup["libraries"]
+    assert 0 < startup["import_torch_s"] < startup["import_libraries_s"]
     records = data["images"]
     assert [(r["input"], r["mode"]) for r in records] == [
         (i, m) for i in ("voc", "cityscapes") for m in ("fp32", "batch1", "stride32", "bf16", "int8")

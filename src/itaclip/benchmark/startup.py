@@ -54,20 +54,23 @@ def _timed(args: list[str], env: dict) -> tuple[float, str]:
 
 
 def bench_startup(weights: str, device: Optional[str], runs: int = 3) -> dict:
-    """Medians over ``runs`` pairs of fresh processes: ``import torch`` alone, and torch + itaclip +
-    the weights loaded (wall clock of each process, interpreter start included; the second split
-    into its parts as measured inside it), with the heavy libraries the second one loaded."""
+    """Medians over ``runs`` rounds of three fresh processes: ``import torch`` alone; torch +
+    itaclip + the weights loaded (wall clock of each process, interpreter start included; this one
+    also split into its parts as measured inside it); and torch + the heavy libraries that the
+    second one loaded, imported alone (what they cost, whoever imports them)."""
     env = _environment()
-    torch_alone, ready, parts = [], [], []
+    torch_alone, ready, libraries, parts = [], [], [], []
     for _ in range(runs):
         torch_alone.append(_timed(["-c", "import torch"], env)[0])
         seconds, out = _timed(["-c", _CHILD, weights, device or "", ",".join(HEAVY_LIBRARIES)], env)
         ready.append(seconds)
         parts.append(json.loads(out.strip().splitlines()[-1]))
+        libraries.append(_timed(["-c", "import " + ", ".join(["torch", *parts[-1]["libraries"]])], env)[0])
     median = statistics.median
     return dict(
         runs=runs,
         import_torch_s=median(torch_alone),
+        import_libraries_s=median(libraries),
         ready_s=median(ready),
         torch_s=median(p["torch_s"] for p in parts),
         itaclip_s=median(p["itaclip_s"] for p in parts),
@@ -77,10 +80,12 @@ def bench_startup(weights: str, device: Optional[str], runs: int = 3) -> dict:
 
 
 def startup_line(record: dict) -> str:
-    """The report's line: the time to a loaded segmenter, and how much of it is not torch."""
-    over = record["ready_s"] - record["import_torch_s"]
-    libraries = ", ".join(record["libraries"]) or "none"
-    return (f"Start-up (fresh processes, median of {record['runs']}): `import torch` "
-            f"{record['import_torch_s']:.2f} s; to a loaded segmenter {record['ready_s']:.2f} s "
-            f"(+{over:.2f} s: itaclip's modules {record['itaclip_s']:.2f} s, loading the weights "
-            f"{record['weights_s']:.2f} s with {libraries}).")
+    """The report's line: the time to a loaded segmenter, against torch alone and torch with the
+    libraries the weights needed."""
+    libraries = ", ".join(record["libraries"])
+    torch_s, ready_s = record["import_torch_s"], record["ready_s"]
+    with_libraries = f"; `import torch, {libraries}` {record['import_libraries_s']:.2f} s" if libraries else ""
+    return (f"Start-up (fresh processes, median of {record['runs']}): `import torch` {torch_s:.2f} s"
+            f"{with_libraries}; to a loaded segmenter {ready_s:.2f} s (+{ready_s - torch_s:.2f} s over torch: "
+            f"itaclip's modules {record['itaclip_s']:.2f} s, the weights with their libraries "
+            f"{record['weights_s']:.2f} s).")
