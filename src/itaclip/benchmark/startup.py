@@ -84,8 +84,10 @@ def startup_line(record: dict) -> str:
     libraries the weights needed."""
     libraries = ", ".join(record["libraries"])
     torch_s, ready_s = record["import_torch_s"], record["ready_s"]
-    with_libraries = f"; `import torch, {libraries}` {record['import_libraries_s']:.2f} s" if libraries else ""
+    libraries_s = record["import_libraries_s"]
+    with_libraries = f"; `import torch, {libraries}` {libraries_s:.2f} s" if libraries else ""
     return (f"Start-up (fresh processes, median of {record['runs']}): `import torch` {torch_s:.2f} s"
-            f"{with_libraries}; to a loaded segmenter {ready_s:.2f} s (+{ready_s - torch_s:.2f} s over torch: "
+            f"{with_libraries}; to a loaded segmenter {ready_s:.2f} s "
+            f"(+{ready_s - torch_s:.2f} s over torch: "
             f"itaclip's modules {record['itaclip_s']:.2f} s, the weights with their libraries "
             f"{record['weights_s']:.2f} s).")
