@@ -18,8 +18,7 @@ import pytest
 import torch
 
 import naive_reference as ref
-from conftest import make_smooth_image
-from test_engine_exact import (
+from helpers.exactness import (
     OPEN,
     OPEN_AUX,
     PROB_ATOL,
@@ -29,6 +28,7 @@ from test_engine_exact import (
     assert_labels_match,
     compare,
 )
+from helpers.images import make_smooth_image
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("single_thread")]
 

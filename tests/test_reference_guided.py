@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import naive_guided as guided
 import naive_reference as ref
-from conftest import make_smooth_image
+from helpers.images import make_smooth_image
 from random_models import random_dino_state_dict
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("single_thread")]

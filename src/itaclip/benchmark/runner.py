@@ -46,7 +46,8 @@ class BenchRequest:
     warmup: bool = True
     text: bool = True
     startup_runs: int = 3
-    """Fresh processes timed to a loaded segmenter (and as many importing torch alone); 0: none."""
+    """Fresh processes timed to a loaded segmenter (each beside one importing torch alone and one
+    importing torch with the libraries the weights needed); 0: none."""
     threads: Optional[int] = None
     model_cache: Union[str, Path] = DEFAULT_MODEL_CACHE
     text_cache: Union[None, str, Path] = None
@@ -224,7 +225,7 @@ def run_bench(request: BenchRequest, log: Log = _stderr) -> BenchReport:
     if request.startup_runs:
         from .startup import bench_startup
 
-        log(f"itaclip bench: start-up: {request.startup_runs} × 2 fresh processes")
+        log(f"itaclip bench: start-up: {request.startup_runs} × 3 fresh processes")
         machine["startup"] = bench_startup(weights, request.device, request.startup_runs)
     images = bench_images(request, weights, inputs, modes, log)
     texts = bench_text(request, weights) if request.text else []

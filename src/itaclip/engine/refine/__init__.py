@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 import torch
 
 from ..config import SegmenterConfig
-from .pamr import pamr
+from . import pamr as pamr_module  # the module stays reachable as refine.pamr
 
 Guide = Callable[[], torch.Tensor]
 
@@ -27,5 +27,5 @@ def refinements(config: SegmenterConfig) -> list[Refinement]:
     if config.pamr_steps > 0:
         steps, dilations = config.pamr_steps, config.pamr_dilations
         # The full-size guide is referenced only inside pamr(), which frees it early.
-        stages.append(lambda logits, guide, text: pamr(guide(), logits, steps, dilations, inplace=True))
+        stages.append(lambda logits, guide, text: pamr_module.pamr(guide(), logits, steps, dilations, inplace=True))
     return stages
