@@ -42,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the one-window warm-up run of each mode")
     parser.add_argument("--no-text", dest="text", action="store_false", help="skip the text-encoding benchmark")
     parser.add_argument("--startup-runs", type=int, default=3, metavar="N",
-                        help="fresh processes timed from start to a loaded segmenter, against as many "
-                             "that only import torch (medians; default: %(default)s; 0: skip)")
+                        help="fresh processes timed from start to a loaded segmenter, each beside one "
+                             "importing torch alone and one importing torch with the libraries the weights "
+                             "needed (medians; default: %(default)s; 0: skip)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's)")
     parser.add_argument("--model-cache", default=str(DEFAULT_MODEL_CACHE), metavar="PATH",
                         help="where the random ViT-B/16-shaped checkpoint is saved once (default: %(default)s)")
