@@ -20,14 +20,20 @@ def test_bench_runs_and_prints_tables(tiny_ckpt, tmp_path, capsys):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     code = main(["bench", "--weights", str(tiny_ckpt), *TINY, "--inputs", "voc,cityscapes",
                  "--modes", "fp32,batch1,stride32,bf16,int8", "--text-cache", str(tmp_path / "text"),
-                 "--json", str(out_json), "--markdown", str(out_md)])
+                 "--json", str(out_json), "--markdown", str(out_md), "--startup-runs", "1"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| input | mode |" in printed and "| text vocabulary |" in printed
     assert "Load average" in printed and "torch" in printed
+    assert "Start-up (fresh processes, median of 1): `import torch`" in printed
     assert out_md.read_text().strip() == printed.strip()
 
     data = json.loads(out_json.read_text())
+    startup = data["machine"]["startup"]
+    assert startup["runs"] == 1 and 0 < startup["import_torch_s"]
+    assert 0 < startup["torch_s"] < startup["ready_s"]
+    assert 0 < startup["weights_s"] < startup["ready_s"] and "open_clip" in startup["libraries"]
+    assert 0 < startup["import_torch_s"] < startup["import_libraries_s"]
     records = data["images"]
     assert [(r["input"], r["mode"]) for r in records] == [
         (i, m) for i in ("voc", "cityscapes") for m in ("fp32", "batch1", "stride32", "bf16", "int8")
@@ -57,7 +63,7 @@ def test_bench_runs_and_prints_tables(tiny_ckpt, tmp_path, capsys):
 
 def test_gpu_only_mode_is_skipped_on_cpu(tiny_ckpt, tmp_path, capsys):
     code = main(["bench", "--weights", str(tiny_ckpt), *TINY, "--inputs", "voc", "--modes", "fp32,fp16",
-                 "--no-text", "--no-warmup", "--text-cache", str(tmp_path / "text"),
+                 "--no-text", "--startup-runs", "0", "--no-warmup", "--text-cache", str(tmp_path / "text"),
                  "--json", str(tmp_path / "b.json")])
     assert code == 0
     assert "fp16: skipped" in capsys.readouterr().err
@@ -71,13 +77,16 @@ def test_bad_options(tiny_ckpt, capsys):
     assert "unknown mode" in capsys.readouterr().err
     assert main(["bench", "--weights", str(tiny_ckpt), "--modes", "stride0", "--device", "cpu"]) == 2
     assert "stride" in capsys.readouterr().err
+    assert main(["bench", "--weights", str(tiny_ckpt), "--startup-runs", "-1", "--device", "cpu"]) == 2
+    assert "--startup-runs must be >= 0" in capsys.readouterr().err
 
 
 def test_unwritable_report_is_one_line(tiny_ckpt, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     code = main(["bench", "--weights", str(tiny_ckpt), *TINY, "--inputs", "voc", "--modes", "fp32", "--no-text",
-                 "--no-warmup", "--text-cache", str(tmp_path / "text"), "--json", str(blocker / "b.json")])
+                 "--startup-runs", "0", "--no-warmup", "--text-cache", str(tmp_path / "text"),
+                 "--json", str(blocker / "b.json")])
     assert code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -102,7 +111,8 @@ def test_bench_methods(tiny_ckpt, tmp_path):
     out_json = tmp_path / "bench.json"
     code = main(["bench", "--weights", str(tiny_ckpt), "--size", "40x56", "--short-side", "48", "--device", "cpu",
                  "--inputs", "voc", "--modes", "fp32,naclip,maskclip+stride32,naclip+authors,clearclip+authors",
-                 "--no-text", "--text-cache", str(tmp_path / "text"), "--json", str(out_json)])
+                 "--no-text", "--startup-runs", "0", "--text-cache", str(tmp_path / "text"),
+                 "--json", str(out_json)])
     assert code == 0
     records = {r["mode"]: r for r in json.loads(out_json.read_text())["images"]}
     assert records["naclip"]["windows"] == records["fp32"]["windows"] and records["naclip"]["views"] == 5
@@ -154,7 +164,7 @@ def test_similarity_map_hook_sees_the_maps_and_changes_nothing(tiny_ckpt, smooth
                     text_cache=False)
     seg.set_vocabulary("cat, dog, sky")
     seen = []
-    with_hook = seg.segment(smooth_image, on_similarity_maps=seen.append)
+    with_hook = seg.segment(smooth_image, on_similarity_maps=lambda maps: seen.append(maps.clone()))
     plain = seg.segment(smooth_image)
     (maps,) = seen
     assert maps.shape == (len(seg.vocabulary.queries), *smooth_image.shape[:2])

@@ -806,7 +806,7 @@ def test_banded_pamr_and_probabilities_equal_the_whole_computation(monkeypatch):
     whole_probs = postprocess.class_probabilities(whole, query_class, 30.0)
     monkeypatch.setattr(pamr, "AFFINITY_BAND_PIXELS", 47 * 5)  # 5-row bands, halo 7
     monkeypatch.setattr(pamr, "CHUNK_ELEMENTS", 1)  # one channel at a time, in place
-    monkeypatch.setattr(postprocess, "BAND_PIXELS", 47 * 4)
+    monkeypatch.setattr(postprocess, "BAND_ELEMENTS", 5 * 47 * 4)
     exact = dict(atol=1e-7, rtol=1e-6)
     torch.testing.assert_close(pamr.pamr_affinity(guide, (3, 7)), whole_affinity, **exact)
     banded = pamr.pamr(guide, logits.clone(), 4, (3, 7), inplace=True)
@@ -818,6 +818,48 @@ def test_banded_pamr_and_probabilities_equal_the_whole_computation(monkeypatch):
     torch.testing.assert_close(whole_probs, torch.from_numpy(ref_probs), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("steps, dilations, height", [(3, (2, 3), 97), (1, (1,), 40), (2, (3, 5), 123)])
+def test_pamr_in_row_bands_with_a_halo_equals_one_pass(monkeypatch, steps, dilations, height):
+    """Above the affinity budget PAMR runs in row bands, each with steps × max(dilation) unrefined
+    rows around it: every pixel gets the value of one pass over the whole image (within float
+    rounding: the affinities' exp), in place, and the plainly written reference's."""
+    import naive_reference as ref
+    from itaclip.engine.refine import pamr
+
+    generator = torch.Generator().manual_seed(height)
+    guide = torch.rand(3, height, 23, generator=generator)
+    logits = torch.randn(5, height, 23, generator=generator)
+    whole = pamr.pamr(guide, logits, steps, dilations)
+    halo = steps * max(dilations)
+    planes = 8 * len(dilations)
+    monkeypatch.setattr(pamr, "AFFINITY_MAX_BYTES", 4 * planes * 23 * (4 * halo))  # bands of 2 × halo rows
+    monkeypatch.setattr(pamr, "CHUNK_ELEMENTS", 23 * 40 * 2)  # a few channels at a time
+    calls = []
+    monkeypatch.setattr(pamr, "pamr_affinity", lambda *args, _f=pamr.pamr_affinity: calls.append(args) or _f(*args))
+    target = logits.clone()
+    banded = pamr.pamr(guide, target, steps, dilations, inplace=True)
+    assert banded.data_ptr() == target.data_ptr() and len(calls) == -(-height // (2 * halo)) > 1
+    torch.testing.assert_close(banded, whole, atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(banded, ref.reference_pamr(guide, logits, steps, dilations), atol=1e-5, rtol=1e-5)
+    assert torch.equal(pamr.pamr(guide, logits, steps, dilations), banded)  # not in place: the input is kept
+
+
+def test_probabilities_over_the_maps_memory_equal_the_separate_ones():
+    """With one name per class the probabilities are written over the similarity maps band by band
+    (no second image-sized map): the same values as computed into a new tensor; with several names
+    per class a new (C, H, W) tensor is needed and the maps stay as they were."""
+    from itaclip.engine import postprocess
+
+    logits = torch.randn(4, 2100, 600, generator=torch.Generator().manual_seed(1))  # 2 bands of 4 M values
+    separate = postprocess.class_probabilities(logits, [0, 1, 2, 3], 30.0)
+    maps = logits.clone()
+    over = postprocess.class_probabilities(maps, [0, 1, 2, 3], 30.0, inplace=True)
+    assert over.data_ptr() == maps.data_ptr() and torch.equal(over, separate)
+    several = postprocess.class_probabilities(maps.copy_(logits), [0, 0, 1, 2], 30.0, inplace=True)
+    assert several.shape == (3, 2100, 600) and torch.equal(maps, logits)
+    assert torch.equal(several, postprocess.class_probabilities(logits, [0, 0, 1, 2], 30.0))
+
+
 def test_engine_with_bands_equals_engine_without(tiny_ckpt, monkeypatch):
     from itaclip.engine import postprocess
     from itaclip.engine.predictor import Segmenter
@@ -825,15 +867,24 @@ def test_engine_with_bands_equals_engine_without(tiny_ckpt, monkeypatch):
 
     image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     seg = Segmenter(weights=tiny_ckpt, device="cpu", text_cache=False, short_side=64, crop=64, stride=32,
-                    pamr_steps=3, area_thd=0.1)
-    seg.set_vocabulary(["cat", "dog, puppy", "sky"], background="wall, floor")
-    whole = seg.segment(image)
-    monkeypatch.setattr(pamr, "AFFINITY_BAND_PIXELS", 90 * 7)
-    monkeypatch.setattr(pamr, "CHUNK_ELEMENTS", 90 * 70 * 2)
-    monkeypatch.setattr(postprocess, "BAND_PIXELS", 90 * 3)
-    banded = seg.segment(image)
-    np.testing.assert_allclose(banded.probs, whole.probs, atol=1e-6, rtol=0)
-    assert np.array_equal(banded.labels, whole.labels)
+                    pamr_steps=3, pamr_dilations=(1, 2), area_thd=0.1)
+    banded_calls = []
+    for vocabulary in (dict(classes=["cat", "dog, puppy", "sky"], background="wall, floor"),
+                       dict(classes=["cat", "dog", "sky"])):  # several names per class; one each
+        seg.set_vocabulary(**vocabulary)
+        with monkeypatch.context() as patch:
+            patch.setattr(postprocess, "BAND_ELEMENTS", 1 << 40)
+            whole = seg.segment(image)
+        with monkeypatch.context() as patch:
+            patch.setattr(pamr, "AFFINITY_BAND_PIXELS", 90 * 7)
+            patch.setattr(pamr, "CHUNK_ELEMENTS", 90 * 70 * 2)
+            patch.setattr(pamr, "AFFINITY_MAX_BYTES", 4 * 16 * 90 * 24)  # PAMR bands of 12 rows (halo 6)
+            patch.setattr(pamr, "_pamr_banded", lambda *a, _f=pamr._pamr_banded: banded_calls.append(a) or _f(*a))
+            patch.setattr(postprocess, "BAND_ELEMENTS", 3 * 90 * 3)
+            banded = seg.segment(image)
+        np.testing.assert_allclose(banded.probs, whole.probs, atol=1e-6, rtol=0)
+        assert np.array_equal(banded.labels, whole.labels)
+    assert len(banded_calls) == 2
 
 
 _MEMORY_SCRIPT = """
@@ -858,6 +909,35 @@ def test_peak_memory_is_bounded(tiny_ckpt):
     assert done.returncode == 0, done.stderr
     increase = float(done.stdout.split()[-1])
     assert increase < (4 * (2 + 2) + 100) * 1500 * 2000 + 160 * 2**20, increase / 2**20
+
+
+_MANY_CLASSES_SCRIPT = """
+import resource, sys, numpy as np, itaclip
+from itaclip.engine.refine import pamr
+pamr.AFFINITY_MAX_BYTES = 32 << 20  # bands at 3 MP too
+seg = itaclip.Segmenter(weights=sys.argv[1], device="cpu", text_cache=False, short_side=64, crop=64,
+                        stride=64, image_engineering=False, pamr_steps=2)
+seg.set_vocabulary([f"class {i}" for i in range(40)])
+image = np.random.default_rng(0).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)
+seg.segment(image[:64, :64])  # warm up: allocator pools, lazy imports
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+seg.segment(image)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+@pytest.mark.timeout(600)  # heavier than the suite's default
+def test_peak_memory_with_many_classes_holds_one_map(tiny_ckpt):
+    """docs/BENCHMARKS.md: with one name per class, the probabilities are computed over the
+    similarity maps' memory and PAMR keeps at most its affinity budget of affinities, so a
+    3-megapixel image with 40 classes adds about 4·Q + 40 bytes per pixel plus the budget and
+    320 MiB of bands (before: 4·(Q + C) + 100 bytes per pixel, 1.2 GiB here)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _MANY_CLASSES_SCRIPT, str(tiny_ckpt)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    increase = float(done.stdout.split()[-1])
+    assert increase < (4 * 40 + 40) * 1500 * 2000 + (32 + 320) * 2**20, increase / 2**20
 
 
 def test_threads_of_one_segmenter_stay_consistent(tiny_ckpt):

@@ -60,6 +60,54 @@ def test_array_inputs_are_converted(rgb):
         to_rgb_array(np.zeros((4, 4, 3), np.int32))
 
 
+def test_float_arrays_are_zero_to_one_and_others_refused(rgb):
+    """Floats are [0, 1]: inside it (and within half a grey level of it, which rounding absorbs)
+    the result is what it always was; 0..255 data in a float array is refused, not clipped."""
+    scaled = rgb.astype(np.float64) / 255.0
+    assert np.array_equal(to_rgb_array(scaled.astype(np.float16)), np.round(scaled.astype(np.float16) * 255))
+    nudged = scaled.copy()
+    nudged[0, 0], nudged[0, 1] = 1 + 0.4 / 255, -0.4 / 255  # round into 0..255 as before
+    expected = rgb.copy()
+    expected[0, 0], expected[0, 1] = 255, 0
+    assert np.array_equal(to_rgb_array(nudged), expected)
+    for bad in (rgb.astype(np.float32), scaled * 1.1, scaled - 0.05):
+        with pytest.raises(ItaclipError, match=r"float image arrays hold values in \[0, 1\], this one spans") as info:
+            to_rgb_array(bad)
+        assert "\n" not in str(info.value)
+
+
+def test_pixel_limit_applies_to_arrays_and_pil_images(monkeypatch, tmp_path):
+    """An in-memory image above the limit is refused before anything is converted or allocated: a
+    144-megapixel array (a broadcast view: no memory behind it) is one line, not a torch error."""
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (9000, 16000, 3))
+    with pytest.raises(ItaclipError, match="image array of 16000×9000 = 144.0 megapixels is more than the limit "
+                                           r"of 100 .*ITACLIP_MAX_PIXELS") as info:
+        to_rgb_array(huge)
+    assert "\n" not in str(info.value)
+    monkeypatch.setenv("ITACLIP_MAX_PIXELS", "1000")
+    small = np.zeros((40, 30, 3), np.uint8)
+    for image, source in ((small, "image array"), (small[:, :, 0].astype(np.float32), "image array"),
+                          (Image.fromarray(small), "PIL image")):
+        with pytest.raises(ItaclipError, match=f"{source} of 30×40 = 0.0 megapixels is more than the limit of 0.001"):
+            to_rgb_array(image)
+    assert to_rgb_array(small, max_pixels=1200).shape == (40, 30, 3)
+    Image.fromarray(small).save(tmp_path / "small.png")
+    with pytest.raises(ItaclipError, match="more than the limit of 0.001"):
+        to_rgb_array(tmp_path / "small.png")
+
+
+def test_segment_applies_the_pixel_limit_to_arrays(tiny_ckpt, monkeypatch):
+    from itaclip import Segmenter
+
+    seg = Segmenter(weights=tiny_ckpt, device="cpu", text_cache=False, short_side=32, crop=32, stride=32,
+                    image_engineering=False, pamr_steps=0)
+    seg.set_vocabulary(["cat", "dog"])
+    monkeypatch.setenv("ITACLIP_MAX_PIXELS", "1000")
+    with pytest.raises(ItaclipError, match="image array of 40×40 = 0.0 megapixels is more than the limit"):
+        seg.segment(np.zeros((40, 40, 3), np.uint8))
+    assert seg.segment(np.zeros((30, 30, 3), np.uint8)).labels.shape == (30, 30)
+
+
 @pytest.mark.parametrize("content", [b"", b"not an image at all"])
 def test_unreadable_image_is_one_line_error(tmp_path, content):
     path = tmp_path / "bad.jpg"
@@ -119,13 +167,24 @@ def test_bad_weights_are_one_line_errors(tmp_path, small_state):
 
 
 def test_offline_download_says_how_to_get_weights(tmp_path, monkeypatch):
+    """No network (an https proxy on a closed local port: the probe never leaves the machine)."""
+    import socket
     import urllib.request
 
-    def offline(*args, **kwargs):
-        raise OSError("network is unreachable")
+    from itaclip.engine.weights import network
 
+    def offline(*args, **kwargs):
+        raise AssertionError("a download was attempted although the host cannot be reached")
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{closed}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setattr(network, "_probed", {})
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(ItaclipError, match="could not download ViT-B/16.*--weights PATH") as info:
+    with pytest.raises(ItaclipError, match="cannot download the ViT-B/16 weights: openaipublic.azureedge.net "
+                                           "cannot be reached.*--weights /path/to/ViT-B-16.pt") as info:
         load_clip("ViT-B/16", "cpu", cache_dir=str(tmp_path))
     assert "\n" not in str(info.value)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,8 @@ from itaclip.engine.weights import CLIP_MEAN, CLIP_STD, load_backbone
 from itaclip.engine.weights.random import random_openai_state_dict
 
 transformers = pytest.importorskip("transformers")
+
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: 12 vision blocks (the paper's layers 7, 8, 10 exist), 2 heads, small everything else.
 SHAPE = dict(vision_width=128, vision_layers=12, patch_size=16, grid=14, text_width=64, text_layers=2,
@@ -117,11 +121,12 @@ def test_hub_id_from_the_cache_offline(offline_hub, hf_folder, image, openai_res
 
 
 def test_hub_id_offline_without_cache_is_one_line(offline_hub, hf_folder):
-    with pytest.raises(ItaclipError, match="not in the Hugging Face cache.*cannot be reached") as info:
+    with pytest.raises(ItaclipError, match="config.json of tinyorg/absent-clip .*HF_HUB_OFFLINE=1 is set and "
+                                           "the Hugging Face cache .* has no copy") as info:
         load_backbone("tinyorg/absent-clip", "cpu")
     assert "\n" not in str(info.value)
     fill_hub_cache(offline_hub, "tinyorg/config-only", hf_folder, files={"config.json"})
-    with pytest.raises(ItaclipError, match="weights are not in the Hugging Face cache") as info:
+    with pytest.raises(ItaclipError, match="cannot load weights of tinyorg/config-only .* has no copy") as info:
         load_backbone("tinyorg/config-only", "cpu")
     assert "\n" not in str(info.value)
 
@@ -431,3 +436,282 @@ def test_unavailable_or_unsupported_devices_are_one_line():
         with pytest.raises(ItaclipError, match="device") as info:
             resolve_device(device)
         assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------- hostile transformers folders
+
+
+def _edited_folder(hf_folder, target, edit=None, text=None, index=None):
+    """A copy of ``hf_folder`` (weights linked) with config.json edited, replaced by ``text``, or
+    the weights named by a shard ``index`` instead of the file itself."""
+    target.mkdir()
+    config = json.loads((hf_folder / "config.json").read_text())
+    if edit is not None:
+        edit(config)
+    (target / "config.json").write_text(text if text is not None else json.dumps(config))
+    if index is None:
+        (target / "model.safetensors").symlink_to(hf_folder / "model.safetensors")
+    else:
+        (target / "model.safetensors.index.json").write_text(json.dumps(index))
+    return target
+
+
+def _set(section, field, value):
+    def edit(config):
+        if section is None:
+            config[field] = value
+        else:
+            config[section][field] = value
+    return edit
+
+
+HEADS_MUST = "num_attention_heads must be a positive integer"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set("vision_config", "num_attention_heads", 0), f"vision_config.{HEADS_MUST}, got 0"),
+    (_set("vision_config", "num_attention_heads", "abc"), f'{HEADS_MUST}, got "abc"'),
+    (_set("text_config", "num_attention_heads", [1]), r"text_config.num_attention_heads .* got \[1\]"),
+    (_set("vision_config", "num_attention_heads", None), f"{HEADS_MUST}, got null"),
+    (_set("vision_config", "hidden_act", ["gelu"]), "vision_config.hidden_act must be one of quick_gelu, gelu"),
+    (_set("text_config", "layer_norm_eps", "x"), "text_config.layer_norm_eps must be a finite number"),
+    (_set("vision_config", "layer_norm_eps", float("nan")), "layer_norm_eps must be a finite number .* got nan"),
+    (_set("text_config", "layer_norm_eps", -1e-5), "layer_norm_eps must be a finite number between 0 and 1"),
+    (_set("text_config", "vocab_size", "49408"), 'text_config.vocab_size must be a positive integer, got "49'),
+    (_set(None, "vision_config", [1, 2]), r"vision_config must be an object, got \[1, 2\]"),
+    (_set(None, "vision_config", "abc"), 'vision_config must be an object, got "abc"'),
+    (_set(None, "text_config_dict", [1]), "text_config_dict must be an object"),
+    (_set(None, "model_type", ["clip"]), r"not a transformers CLIPModel \(model_type \[\"clip\"\]\)"),
+    (lambda config: config.pop("vision_config"),
+     "num_attention_heads 12 .transformers' default: config.json has no vision_config. does not divide"),
+    (_set("text_config", "num_attention_heads", 3), "text_config.num_attention_heads 3 does not divide"),
+])
+def test_hostile_configs_are_one_line(hf_folder, tmp_path, edit, message):
+    """Each value the engine reads from config.json is checked (type, range, finiteness) before
+    it is used: one line naming the field, never a traceback or a run to NaN probabilities."""
+    folder = _edited_folder(hf_folder, tmp_path / "edited", edit)
+    with pytest.raises(ItaclipError, match=message) as info:
+        load_backbone(folder, "cpu")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('"clip"', 'config.json is not a JSON object, got "clip"'),
+    ("{", "cannot read .*config.json"),
+])
+def test_unreadable_configs_are_one_line(hf_folder, tmp_path, text, message):
+    folder = _edited_folder(hf_folder, tmp_path / "edited", text=text)
+    with pytest.raises(ItaclipError, match=message) as info:
+        load_backbone(folder, "cpu")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("shard, message", [
+    (5, "shard 5 is not a file name in the model's folder"),
+    ("../hf-outside/model.safetensors", "is not a file name in the model's folder"),
+    ("ABSOLUTE", "is not a file name in the model's folder"),
+])
+def test_shard_index_names_only_files_of_its_folder(hf_folder, tmp_path, shard, message):
+    outside = tmp_path / "hf-outside"
+    outside.mkdir()
+    (outside / "model.safetensors").symlink_to(hf_folder / "model.safetensors")  # loads if followed
+    shard = str(outside / "model.safetensors") if shard == "ABSOLUTE" else shard
+    folder = _edited_folder(hf_folder, tmp_path / "edited", index={"weight_map": {"logit_scale": shard}})
+    with pytest.raises(ItaclipError, match=message) as info:
+        load_backbone(folder, "cpu")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("preprocessor, message", [
+    ({"image_mean": ["a", 0, 0]}, "image_mean must be 3 finite numbers"),
+    ({"image_std": [0.5, 0.5, 0.0]}, "image_std must be 3 finite positive numbers"),
+    ({"image_mean": [0.5, float("nan"), 0.5]}, "image_mean must be 3 finite numbers"),
+])
+def test_hostile_preprocessor_configs_are_one_line(hf_folder, tmp_path, preprocessor, message):
+    folder = _edited_folder(hf_folder, tmp_path / "edited")
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    with pytest.raises(ItaclipError, match=message) as info:
+        load_backbone(folder, "cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_nan_eps_through_the_cli_fails_instead_of_writing_nan(hf_folder, tmp_path, image, capfd):
+    from PIL import Image
+
+    from itaclip.cli import main
+
+    nan_eps = _set("vision_config", "layer_norm_eps", float("nan"))
+    folder = _edited_folder(hf_folder, tmp_path / "edited", nan_eps)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    code = main(["segment", str(tmp_path / "photo.png"), "--classes", "cat, dog", "--weights", str(folder),
+                 "--device", "cpu", "--out", str(tmp_path / "out")])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code != 0 and not (tmp_path / "out" / "photo.png").exists()
+    assert len(err) == 1 and "layer_norm_eps" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.parametrize("weights", ["/dev/zero", "ViT-B-16:/dev/zero"])
+def test_a_device_as_weights_is_named_as_such(weights):
+    with pytest.raises(ItaclipError, match="/dev/zero is not a regular file") as info:
+        load_backbone(weights, "cpu")
+    assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------- weight names without a network
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on: connecting is refused at once, as without a network."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def unreachable_network(tmp_path, monkeypatch):
+    """No network (tests never touch it): the Hub's endpoint and an https proxy are closed local
+    ports, HF_HUB_OFFLINE is not set, the Hugging Face and open_clip caches are empty folders.
+    Returns the Hub cache."""
+    from huggingface_hub import constants
+
+    from itaclip.engine.weights import network
+
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    for name, value in (("HF_ENDPOINT", closed), ("HF_HUB_CACHE", str(cache)), ("https_proxy", closed),
+                        ("HOME", str(tmp_path / "home"))):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", closed)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(network, "_probed", {})  # this test's network, probed afresh
+    return cache
+
+
+def _timed_load(weights, **kwargs):
+    import time
+
+    start = time.monotonic()
+    try:
+        return load_backbone(weights, "cpu", **kwargs), time.monotonic() - start
+    except ItaclipError as exc:
+        return exc, time.monotonic() - start
+
+
+@pytest.mark.parametrize("weights, what, local", [
+    ("tinyorg/tiny-clip", "config.json of tinyorg/tiny-clip", "--weights /path/to/folder"),
+    ("hf-hub:tinyorg/open-clip-tiny", "the weights of hf-hub:tinyorg/open-clip-tiny", "--weights /path/to/folder"),
+    ("ViT-B-16:laion2b_s34b_b88k", "the weights of ViT-B-16:laion2b_s34b_b88k",
+     "--weights ViT-B-16:/path/to/open_clip_model.safetensors"),
+    ("ViT-B/16", "the ViT-B/16 weights", "--weights /path/to/ViT-B-16.pt"),
+])
+def test_weight_names_without_network_are_one_quick_line(unreachable_network, weights, what, local):
+    """Not cached and no network: one line at once (the probe finds the host closed), naming
+    HF_HUB_OFFLINE for Hub names and a local form of the weights; before, huggingface_hub retried
+    each of three files for about 25 s."""
+    error, seconds = _timed_load(weights)
+    assert isinstance(error, ItaclipError), error
+    message = str(error)
+    assert message.startswith(f"cannot download {what}") and "cannot be reached" in message, message
+    assert local in message and "\n" not in message
+    assert ("HF_HUB_OFFLINE=1" in message) == (weights != "ViT-B/16")
+    assert seconds < 5, seconds
+
+
+def test_cached_weight_names_load_without_network_at_once(unreachable_network, tiny_open_clip, hf_folder, tmp_path,
+                                                          monkeypatch, image, openai_result):
+    """Without a network, what is in the caches loads at once, through the same routes: a
+    transformers repository, an open_clip repository (hf-hub:) and an open_clip tag whose weights
+    live on the Hub (its normalisation from its record, its activation from its tag)."""
+    from open_clip import pretrained
+
+    fill_hub_cache(unreachable_network, "tinyorg/tiny-clip", hf_folder)
+    backbone, seconds = _timed_load("tinyorg/tiny-clip")
+    assert not isinstance(backbone, Exception), backbone
+    assert seconds < 5, seconds
+    _assert_same_outputs(_segment("tinyorg/tiny-clip", image), openai_result)
+
+    reference = _random_open_clip_from_cfg(TINY_OPEN_CLIP, seed=11)
+    _open_clip_repo(tmp_path / "repo", reference)
+    fill_hub_cache(unreachable_network, "tinyorg/open-clip-tiny", tmp_path / "repo")
+    monkeypatch.setitem(pretrained._PRETRAINED, "ItaTiny", {
+        "hubtag": pretrained._pcfg(hf_hub="tinyorg/open-clip-tiny/", quick_gelu=True, mean=(0.5, 0.5, 0.5),
+                                   std=(0.25, 0.25, 0.25))})
+    pixels = torch.randn(1, 3, 224, 224)
+    for weights, activation, mean in (("hf-hub:tinyorg/open-clip-tiny", "(GELU)", 127.5),
+                                      ("ItaTiny:hubtag", "(QuickGELU)", 127.5)):
+        backbone, seconds = _timed_load(weights)
+        assert not isinstance(backbone, Exception), backbone
+        assert seconds < 5, seconds
+        assert activation in backbone.description and backbone.mean == (mean,) * 3
+        assert backbone.std == ((127.5,) * 3 if weights.startswith("hf-hub") else (63.75,) * 3)
+        loaded = backbone.model.state_dict()
+        assert all(torch.equal(value, loaded[key]) for key, value in reference.state_dict().items())
+    tokens = load_backbone("hf-hub:tinyorg/open-clip-tiny", "cpu").tokenizer(["a cat"])
+    _features_agree(load_backbone("hf-hub:tinyorg/open-clip-tiny", "cpu"), reference.encode_image(pixels),
+                    reference.encode_text(tokens), pixels, tokens)
+
+
+def test_hf_hub_offline_set_by_the_user_is_named(offline_hub):
+    error, seconds = _timed_load("tinyorg/absent-clip")
+    assert isinstance(error, ItaclipError) and seconds < 5
+    assert "HF_HUB_OFFLINE=1 is set and the Hugging Face cache" in str(error) and "unset it" in str(error)
+
+
+def test_a_hanging_name_lookup_is_bounded(monkeypatch):
+    """A name lookup that never answers (getaddrinfo has no timeout) costs the probe's limit once."""
+    import socket
+    import threading
+    import time
+
+    from itaclip.engine.weights import network
+
+    release = threading.Event()
+
+    def hang(*args, **kwargs):
+        release.wait(10)
+        raise OSError("no answer")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    monkeypatch.setattr(network, "PROBE_SECONDS", 0.5)
+    monkeypatch.setattr(network, "_probed", {})
+    start = time.monotonic()
+    assert not network.reachable("https://hub.invalid/x") and not network.reachable("https://hub.invalid/y")
+    assert time.monotonic() - start < 1.5
+    release.set()
+
+
+_OFFLINE_CLI = """
+import sys
+from itaclip.cli import main
+sys.exit(main(["segment", sys.argv[1], "--classes", "cat, dog", "--weights", sys.argv[2], "--out", sys.argv[3]]))
+"""
+
+
+@pytest.mark.parametrize("weights", ["openai/clip-vit-base-patch16", "ViT-B-16:laion2b_s34b_b88k",
+                                     "hf-hub:timm/vit_base_patch16_clip_224.openai"])
+def test_offline_weight_names_print_only_our_line(tmp_path, image, weights):
+    """The whole command's output without a network: our one line, none of huggingface_hub's
+    retries or open_clip's ERROR:root lines."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "no_proxy", "NO_PROXY")}
+    env.update(HF_ENDPOINT=closed, https_proxy=closed, HF_HUB_CACHE=str(tmp_path / "hub"), HOME=str(tmp_path),
+               OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", _OFFLINE_CLI, str(tmp_path / "photo.png"), weights,
+                           str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=170)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("itaclip segment: error: cannot download") and "HF_HUB_OFFLINE=1" in lines[0]

@@ -65,8 +65,12 @@ def markdown(info: dict, images: list[dict], texts: list[dict]) -> str:
         "Load average (1/5/15 min) at start: " + " / ".join(f"{v:.2f}" for v in load[0])
         + "; at end: " + " / ".join(f"{v:.2f}" for v in load[1]) + "." if all(load) else "Load average: unknown.",
         f"Model: {info['weights']}.",
-        "",
     ]
+    if info.get("startup"):
+        from .startup import startup_line
+
+        lines.append(startup_line(info["startup"]))
+    lines.append("")
     if images:
         lines += [
             "| input | mode | windows × views | s / image | images / s | encoder s | ViT passes | ViT TFLOP "

@@ -57,6 +57,9 @@ class BenchRequest:
     repeat: int = 1
     warmup: bool = True
     text: bool = True
+    startup_runs: int = 3
+    """Fresh processes timed to a loaded segmenter (each beside one importing torch alone and one
+    importing torch with the libraries the weights needed); 0: none."""
     threads: Optional[int] = None
     model_cache: Union[str, Path] = DEFAULT_MODEL_CACHE
     text_cache: Union[None, str, Path] = None
@@ -76,7 +79,7 @@ def bench_text(request: BenchRequest, weights: str) -> list[dict]:
     """VOC vocabulary (class names, background set, auxiliary definitions): first encoding with
     no cache, the same vocabulary plus one class right after it, then a second run (a new
     segmenter) served by the on-disk cache."""
-    from ..engine.text import TEMPLATES
+    from ..engine.text import prompt_templates
 
     seg = _segmenter(request, weights, "voc21", text_cache=False)
     texts = vocabulary_texts(seg)
@@ -91,8 +94,9 @@ def bench_text(request: BenchRequest, weights: str) -> list[dict]:
         start = time.perf_counter()
         seg.set_vocabulary()
         cached = time.perf_counter() - start
-    return [dict(vocabulary="voc21", texts=texts, prompts=texts * len(TEMPLATES), first_s=first, cached_s=cached,
-                 plus_one_s=plus_one_s, plus_one_source=plus_one_source, device=str(seg.device))]
+    return [dict(vocabulary="voc21", texts=texts, prompts=texts * len(prompt_templates()), first_s=first,
+                 cached_s=cached, plus_one_s=plus_one_s, plus_one_source=plus_one_source,
+                 device=str(seg.device))]
 
 
 #: The class added to a vocabulary already encoded (with its auxiliary text, if the vocabulary has them).
@@ -214,6 +218,8 @@ def run_bench(request: BenchRequest, log: Log = _stderr) -> BenchReport:
 
     if request.repeat < 1:
         raise ItaclipError(f"--repeat must be >= 1, got {request.repeat}")
+    if request.startup_runs < 0:
+        raise ItaclipError(f"--startup-runs must be >= 0, got {request.startup_runs}")
     if request.threads is not None:
         if request.threads < 1:
             raise ItaclipError(f"--threads must be >= 1, got {request.threads}")
@@ -234,6 +240,11 @@ def run_bench(request: BenchRequest, log: Log = _stderr) -> BenchReport:
     machine = machine_info(device)
     machine["weights"] = "random weights with ViT-B/16's shapes" if request.weights is None else request.weights
     machine["load_start"] = load_average()
+    if request.startup_runs:
+        from .startup import bench_startup
+
+        log(f"itaclip bench: start-up: {request.startup_runs} × 3 fresh processes")
+        machine["startup"] = bench_startup(weights, request.device, request.startup_runs)
     images = bench_images(request, weights, inputs, modes, log)
     texts = bench_text(request, weights) if request.text else []
     machine["load_end"] = load_average()

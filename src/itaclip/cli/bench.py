@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-warmup", dest="warmup", action="store_false",
                         help="skip the one-window warm-up run of each mode")
     parser.add_argument("--no-text", dest="text", action="store_false", help="skip the text-encoding benchmark")
+    parser.add_argument("--startup-runs", type=int, default=3, metavar="N",
+                        help="fresh processes timed from start to a loaded segmenter, each beside one "
+                             "importing torch alone and one importing torch with the libraries the weights "
+                             "needed (medians; default: %(default)s; 0: skip)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's)")
     parser.add_argument("--model-cache", default=str(DEFAULT_MODEL_CACHE), metavar="PATH",
                         help="where the random ViT-B/16-shaped checkpoint is saved once (default: %(default)s)")
@@ -83,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         warmup=args.warmup,
         text=args.text,
+        startup_runs=args.startup_runs,
         threads=args.threads,
         model_cache=args.model_cache,
         text_cache=args.text_cache,

@@ -118,14 +118,39 @@ def decode_image(data: Union[bytes, np.ndarray], source: str) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
-def to_rgb_array(image: ImageInput) -> np.ndarray:
+#: Float arrays are read as [0, 1]; values that round into 0..255 anyway (half a grey level
+#: outside) are accepted as before, anything further out is refused rather than clipped.
+FLOAT_MARGIN = 0.5 / 255
+
+
+def check_array_pixels(height: int, width: int, source: str, limit: Optional[int] = None) -> None:
+    """Refuse an in-memory image (array or PIL) above the pixel limit, before any conversion."""
+    limit = pixel_limit() if limit is None else limit
+    if height * width > limit:
+        raise ItaclipError(
+            f"{source} of {width}×{height} = {height * width / 1e6:.1f} megapixels is more than the limit of "
+            f"{limit / 1e6:g} (downscale it, or raise the limit with ${MAX_PIXELS_ENV})"
+        )
+
+
+def to_rgb_array(image: ImageInput, max_pixels: Optional[int] = None) -> np.ndarray:
     """Any supported image input as an (H, W, 3) uint8 RGB array.
 
-    Accepts a path, a PIL image, or an array: (H, W) greyscale, (H, W, 3) RGB, (H, W, 4) RGBA
-    (alpha dropped), uint8, uint16 (high byte kept, as OpenCV does) or float in [0, 1].
+    Accepts a path (decoded as :func:`read_image`), a PIL image (EXIF orientation applied; 16-bit
+    modes keep the high byte), or an array of shape (H, W) greyscale, (H, W, 3) RGB or (H, W, 4)
+    RGBA (alpha dropped) with dtype:
+
+    * uint8: 0..255, used as is;
+    * uint16: 0..65535, scaled to 0..255 by keeping the high byte (as OpenCV reads 16-bit files);
+    * float16/32/64: [0, 1], rounded to 0..255. Values further outside [0, 1] than half a grey
+      level (e.g. 0..255 data in a float array) are refused, not clipped: divide by 255 or pass
+      uint8.
+
+    Other dtypes are refused. ``max_pixels``: the pixel limit (default :func:`pixel_limit`,
+    ``$ITACLIP_MAX_PIXELS``), applied to arrays and PIL images as to files, before conversion.
     """
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
+        return read_image(image, max_pixels)
     if not isinstance(image, np.ndarray):
         try:
             from PIL import Image, ImageOps
@@ -133,6 +158,7 @@ def to_rgb_array(image: ImageInput) -> np.ndarray:
             raise ItaclipError(f"unsupported image type {type(image).__name__}") from None
         if not isinstance(image, Image.Image):
             raise ItaclipError(f"unsupported image type {type(image).__name__}: give a path, array or PIL image")
+        check_array_pixels(image.height, image.width, "PIL image", max_pixels)  # before it is decoded
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             image = np.asarray(image).astype(np.uint16)
@@ -143,14 +169,20 @@ def to_rgb_array(image: ImageInput) -> np.ndarray:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
         raise ItaclipError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    check_array_pixels(array.shape[0], array.shape[1], "image array", max_pixels)
     if array.dtype == np.uint16:
         array = (array >> 8).astype(np.uint8)
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ItaclipError("image array has NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < -FLOAT_MARGIN or high > 1 + FLOAT_MARGIN:
+            raise ItaclipError(f"float image arrays hold values in [0, 1], this one spans [{low:g}, {high:g}]: "
+                               "divide 0..255 data by 255, clip it, or pass uint8")
         array = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
     elif array.dtype != np.uint8:
-        raise ItaclipError(f"unsupported image dtype {array.dtype}: use uint8, uint16 or float in [0, 1]")
+        raise ItaclipError(f"unsupported image dtype {array.dtype}: use uint8 (0..255), uint16 (0..65535) "
+                           "or float in [0, 1]")
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     return np.ascontiguousarray(array[:, :, :3])

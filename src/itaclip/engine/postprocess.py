@@ -8,21 +8,31 @@ import cv2
 import numpy as np
 import torch
 
-#: Pixels turned into probabilities at a time: every pixel's softmax and class max involve only
-#: that pixel, so row bands give the same numbers with temporaries of the band's size instead of
-#: two more (Q, H, W) maps.
-BAND_PIXELS = 1 << 20
+#: Similarities (queries × pixels) turned into probabilities at a time: every pixel's softmax and
+#: class max involve only that pixel, so row bands give the same numbers with temporaries of the
+#: band's size (two of 16 MB) instead of two more (Q, H, W) maps; the band's height follows the
+#: number of queries, so the temporaries stay that size with hundreds of classes too.
+BAND_ELEMENTS = 1 << 22
 
 
-def class_probabilities(logits: torch.Tensor, query_class: Sequence[int], logit_scale: float) -> torch.Tensor:
+def class_probabilities(logits: torch.Tensor, query_class: Sequence[int], logit_scale: float, *,
+                        inplace: bool = False) -> torch.Tensor:
     """(Q, H, W) similarities → (C, H, W): softmax over queries, then max over each class's queries.
 
     Queries of a class are contiguous (vocabulary order), so the max runs over slices and never
     builds a (classes × queries × H × W) tensor; large maps are processed in row bands.
+    ``inplace``: with one query per class (Q = C), each band's probabilities are written over its
+    own similarities (which nothing reads afterwards), so no second image-sized map is allocated;
+    ``logits`` then holds the returned probabilities.
     """
     bounds = np.flatnonzero(np.diff(np.asarray(query_class), prepend=-1, append=-1)).tolist()
     height, width = logits.shape[-2:]
-    rows = max(1, BAND_PIXELS // max(width, 1))
+    rows = max(1, BAND_ELEMENTS // max(logits.shape[0] * width, 1))
+    if inplace and len(bounds) - 1 == logits.shape[0]:
+        for top in range(0, height, rows):
+            band = logits[:, top:top + rows]
+            band.copy_(_class_probabilities(band, bounds, logit_scale))
+        return logits
     if rows >= height:
         return _class_probabilities(logits, bounds, logit_scale)
     probs = torch.empty(len(bounds) - 1, height, width, dtype=logits.dtype, device=logits.device)

@@ -29,7 +29,7 @@ from .postprocess import apply_area_threshold, class_probabilities, label_map
 from .preprocess import image_windows, normalize, resize_image, window_padding
 from .refine import refinements
 from .refine.region_vote import check_region_map, region_vote
-from .text import TEMPLATES, TEXT_FEATURE_VERSION, blend_aux, template_features
+from .text import TEXT_FEATURE_VERSION, blend_aux, prompt_templates, template_features
 from .text_store import TextFeatureStore
 from .views import add_upsampled, fuse_patch_logits, make_region_views, make_views, view_names
 from .vocabulary import Vocabulary, resolve_vocabulary
@@ -87,7 +87,7 @@ class LoadedModel:
     def _text_identity(self) -> dict:
         """What, besides the text, determines a text's feature (the disk cache's key)."""
         return dict(model=text_tower_fingerprint(self.model), tokenizer=self.backbone.tokenizer_id,
-                    templates=[t("{}") for t in TEMPLATES], context_length=self.model.context_length,
+                    templates=[t("{}") for t in prompt_templates()], context_length=self.model.context_length,
                     version=TEXT_FEATURE_VERSION)
 
     @property
@@ -246,8 +246,10 @@ class Segmenter:
         """Segment one image.
 
         Args:
-            image: a path, a PIL image or an (H, W, 3) uint8 RGB array (greyscale, RGBA and
-                16-bit inputs are converted).
+            image: a path, a PIL image or an (H, W, 3) uint8 RGB array; greyscale, RGBA, uint16
+                (0..65535) and float ([0, 1]) arrays are converted, other ranges and dtypes refused
+                (:func:`itaclip.engine.images.to_rgb_array`). Above the pixel limit
+                (``$ITACLIP_MAX_PIXELS``, 100 megapixels) an image is refused before conversion.
             classes: if given, :meth:`set_vocabulary` is called with it first.
             regions: the image's region map for methods that read one (CorrCLIP): (H, W) integer
                 segment ids 0 … 9999 at the image's size, the smallest present = unsegmented.
@@ -257,8 +259,8 @@ class Segmenter:
             progress: called with (windows done, windows total).
             on_similarity_maps: called once with the image's (Q, H, W) query similarity maps (after
                 PAMR, before the logit scale), for measurements such as ``itaclip bench``'s
-                agreement between modes. It must only read the tensor: the result is computed from
-                it afterwards.
+                agreement between modes. It must only read the tensor, during the call (copy what
+                it keeps): the result is computed from it afterwards, in its memory.
         Returns:
             :class:`SegmentationResult` at the input's size (H, W).
         """
@@ -278,7 +280,7 @@ class Segmenter:
             logits = self.similarity_maps(rgb, text, progress, regions=region_map)
             if on_similarity_maps is not None:
                 on_similarity_maps(logits)
-            probs = class_probabilities(logits, vocab.query_class, self.config.logit_scale)
+            probs = class_probabilities(logits, vocab.query_class, self.config.logit_scale, inplace=True)
             del logits
             probs = apply_area_threshold(probs, self.config.area_thd, inplace=True)
             labels = label_map(probs, self.config.prob_thd, self.config.closing)

@@ -7,18 +7,33 @@ t = (1-α)·t_name + α·t_aux; background queries are never blended.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from open_clip import OPENAI_IMAGENET_TEMPLATES
 
 from .vocabulary import Vocabulary
 
-TEMPLATES: tuple[Callable[[str], str], ...] = tuple(OPENAI_IMAGENET_TEMPLATES)
 #: Bump when the way features are computed changes, so cached entries are not reused.
 TEXT_FEATURE_VERSION = 1
+
+
+@functools.cache
+def prompt_templates() -> tuple[Callable[[str], str], ...]:
+    """open_clip's 80 OpenAI ImageNet templates, imported when first needed (open_clip's package
+    import costs seconds; it is loaded with the weights anyway)."""
+    from open_clip import OPENAI_IMAGENET_TEMPLATES
+
+    return tuple(OPENAI_IMAGENET_TEMPLATES)
+
+
+def __getattr__(name: str):
+    """``TEMPLATES``: :func:`prompt_templates`, for code that reads the constant."""
+    if name == "TEMPLATES":
+        return prompt_templates()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -68,9 +83,11 @@ def _warn_if_cut(tokens: torch.Tensor, texts: Sequence[str]) -> None:
 
 
 def template_features(model: torch.nn.Module, tokenizer: Callable, names: Sequence[str],
-                      templates: Sequence[Callable[[str], str]] = TEMPLATES,
+                      templates: Optional[Sequence[Callable[[str], str]]] = None,
                       progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
-    """(len(names), E): per name, the normalised mean of its normalised template embeddings."""
+    """(len(names), E): per name, the normalised mean of its normalised template embeddings
+    (``templates``: :func:`prompt_templates` when ``None``)."""
+    templates = prompt_templates() if templates is None else templates
     prompts = [template(name) for name in names for template in templates]
     features = F.normalize(encode_texts(model, tokenizer, prompts, progress=progress), dim=-1)
     features = features.view(len(names), len(templates), -1).mean(dim=1)

@@ -11,7 +11,6 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import functional as TF
 
 from .config import FLIP_VIEWS, SPATIAL_VIEWS
 
@@ -30,6 +29,9 @@ def view_names(image_engineering: bool, views: Sequence[str]) -> tuple[str, ...]
 
 def make_views(crops: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
     """(B, 3, h, w) normalised crops → (B·V, 3, h, w), views of each crop adjacent, in ``names`` order."""
+    if any(name in ("grey", "blur") for name in names):
+        from torchvision.transforms import functional as TF  # only when those views are on
+
     out = []
     for name in names:
         if name == "original":

@@ -21,7 +21,6 @@ from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import QuickGELU
 from torch import nn
 
 from ..errors import ItaclipError
@@ -141,6 +140,8 @@ class VisionTrunk(nn.Module):
 
     def mlp(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """The block's MLP on ln_2(x), with the activation applied in place."""
+        from open_clip.transformer import QuickGELU  # here, not at import: loaded with the model anyway
+
         mlp = self.linears[index]["mlp"]
         hidden = mlp.c_fc(self.blocks[index].ln_2(x))
         hidden = quick_gelu_(hidden) if isinstance(mlp.gelu, QuickGELU) else mlp.gelu(hidden)

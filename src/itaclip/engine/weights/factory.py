@@ -33,6 +33,7 @@ from .backbone import DEFAULT_WEIGHTS, Backbone
 from .hf_clip import load_folder, load_hub
 from .openai import OPENAI_MODELS, load_openai_download, load_openai_file
 from .openclip import CHECKPOINT_SUFFIXES, HF_HUB_PREFIX, load_open_clip, pretrained_cfg
+from .reading import absent_file_error
 from .support import check_supported
 
 #: A Hugging Face Hub repository id: ``org/name``.
@@ -95,8 +96,8 @@ def _load(weights: str, cache_dir: Optional[str]) -> Backbone:
             return load_open_clip(name, tag, cache_dir)
     if _HUB_ID.fullmatch(weights) and not weights.lower().endswith(CHECKPOINT_SUFFIXES):
         return load_hub(weights, cache_dir)
-    if os.path.sep in weights or weights.lower().endswith(CHECKPOINT_SUFFIXES):
-        raise ItaclipError(f"weights file {weights} does not exist")
+    if os.path.sep in weights or weights.lower().endswith(CHECKPOINT_SUFFIXES) or path.exists():
+        raise absent_file_error(str(path))
     raise ItaclipError(
         f"unknown weights {weights!r}: give an OpenAI name ({', '.join(OPENAI_MODELS)}), an open_clip "
         "NAME:TAG (open_clip.list_pretrained()), hf-hub:ORG/REPO, a Hugging Face CLIP id ORG/REPO, "

@@ -13,13 +13,15 @@ mapping is exact: q, k, v projections are concatenated into ``in_proj``; the pro
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import math
+from pathlib import Path, PurePosixPath
 from typing import Optional
 
 import torch
 
 from ..errors import ItaclipError, one_line
 from .backbone import Backbone, check_model, make_backbone
+from .network import cannot_download, hub_endpoint, hub_offline
 from .openclip import HF_HUB_PREFIX, LOCAL_DIR_PREFIX, load_open_clip
 from .reading import count_blocks, read_state_dict
 
@@ -35,16 +37,78 @@ CLIP_VOCAB_SIZE = 49408  # OpenAI's BPE vocabulary, which open_clip's SimpleToke
 
 
 # ------------------------------------------------------------------------------ configs
+#
+# Every value the engine reads from a folder's JSON files is checked here, against the small schema
+# below (types, ranges, finiteness), so a hostile or broken config is one line naming the field.
+
+#: Largest JSON file read (configs are a few kB, a shard index of a 70B model about 100 kB).
+MAX_JSON_BYTES = 16 * 2**20
 
 
-def read_config(path: Path, source: str) -> dict:
+def _is_int(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _is_eps(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and 0 < value < 1
+
+
+#: Each tower's fields the engine reads: name → (valid, what a valid value is).
+TOWER_SCHEMA = {
+    "hidden_act": (lambda v: isinstance(v, str) and v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"),
+    "num_attention_heads": (lambda v: _is_int(v, 1), "a positive integer"),
+    "layer_norm_eps": (_is_eps, "a finite number between 0 and 1"),
+}
+TEXT_SCHEMA = {
+    **TOWER_SCHEMA,
+    "eos_token_id": (lambda v: _is_int(v, 0), "a token id (an integer >= 0)"),
+    "vocab_size": (lambda v: _is_int(v, 1), "a positive integer"),
+}
+
+
+def _shown(value) -> str:
+    """A config value for a message, short whatever its size."""
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_json(path: Path, source: str) -> dict:
+    """A JSON object from a model folder (``source``/name for messages), bounded in size and depth."""
+    where = f"{source}/{path.name}"
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as file:
+            data = file.read(MAX_JSON_BYTES + 1)
+        if len(data) > MAX_JSON_BYTES:
+            raise ItaclipError(f"cannot read {where}: larger than {MAX_JSON_BYTES // 2**20} MiB, "
+                               "not a model config")
+        value = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ItaclipError(f"cannot read {where}: nested too deeply to be a model config") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ItaclipError(f"cannot read {source}/config.json: {one_line(exc)}") from None
-    if not isinstance(config, dict):
-        raise ItaclipError(f"{source}/config.json is not a model config")
-    return config
+        raise ItaclipError(f"cannot read {where}: {one_line(exc)}") from None
+    if not isinstance(value, dict):
+        raise ItaclipError(f"{where} is not a JSON object, got {_shown(value)}")
+    return value
+
+
+def _tower(config: dict, tower: str, defaults: dict, schema: dict, source: str) -> tuple[dict, bool]:
+    """A tower's settings (transformers' defaults, then ``{tower}_config_dict``, then
+    ``{tower}_config``), checked against ``schema``; and whether the config had a section for it."""
+    merged, found = dict(defaults), False
+    for key in (f"{tower}_config_dict", f"{tower}_config"):
+        section = config.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise ItaclipError(f"{source}/config.json: {key} must be an object, got {_shown(section)}")
+        merged.update(section)
+        found = True
+    for field, (valid, expected) in schema.items():
+        if field in merged and not valid(merged[field]):
+            raise ItaclipError(f"{source}/config.json: {tower}_config.{field} must be {expected}, "
+                               f"got {_shown(merged[field])}")
+    return merged, found
 
 
 def clip_settings(config: dict, source: str) -> dict:
@@ -58,13 +122,13 @@ def clip_settings(config: dict, source: str) -> dict:
         raise ItaclipError(f"{source} is a SigLIP model: its image tower pools with an attention head and has "
                            "no class token, and ITACLIP needs CLIP's class-token ViT")
     if model_type != "clip":
-        raise ItaclipError(f"{source} is not a transformers CLIPModel (model_type {model_type!r})")
-    text = {**TEXT_DEFAULTS, **config.get("text_config_dict", {}), **(config.get("text_config") or {})}
-    vision = {**VISION_DEFAULTS, **config.get("vision_config_dict", {}), **(config.get("vision_config") or {})}
-    acts = {text["hidden_act"], vision["hidden_act"]}
-    if len(acts) != 1 or not acts <= set(ACTIVATIONS):
-        raise ItaclipError(f"{source} uses activation(s) {sorted(acts)}; supported: one of {', '.join(ACTIVATIONS)} "
-                           "in both towers")
+        raise ItaclipError(f"{source} is not a transformers CLIPModel (model_type {_shown(model_type)})")
+    text, text_found = _tower(config, "text", TEXT_DEFAULTS, TEXT_SCHEMA, source)
+    vision, vision_found = _tower(config, "vision", VISION_DEFAULTS, TOWER_SCHEMA, source)
+    if text["hidden_act"] != vision["hidden_act"]:
+        raise ItaclipError(f"{source} uses activations {text['hidden_act']} (text) and "
+                           f"{vision['hidden_act']} (image); supported: one of {', '.join(ACTIVATIONS)} in "
+                           "both towers")
     eos = text["eos_token_id"]
     vocab = text.get("vocab_size", CLIP_VOCAB_SIZE)
     # transformers pools at the arg-max token for the legacy eos id 2, else at the first eos token;
@@ -77,33 +141,56 @@ def clip_settings(config: dict, source: str) -> dict:
                            "tokenizer is supported")
     return dict(
         quick_gelu=ACTIVATIONS[text["hidden_act"]],
-        text_heads=int(text["num_attention_heads"]),
-        vision_heads=int(vision["num_attention_heads"]),
+        text_heads=text["num_attention_heads"],
+        vision_heads=vision["num_attention_heads"],
         text_eps=float(text["layer_norm_eps"]),
         vision_eps=float(vision["layer_norm_eps"]),
+        defaulted=tuple(name for name, found in (("text", text_found), ("vision", vision_found))
+                        if not found),
     )
 
 
+def _check_heads(state: dict[str, torch.Tensor], settings: dict, source: str) -> None:
+    """The configured head counts divide the widths of the tensors (else attention cannot split them)."""
+    widths = dict(vision=state["visual.conv1.weight"].shape[0], text=state["ln_final.weight"].shape[0])
+    for tower, width in widths.items():
+        heads = settings[f"{tower}_heads"]
+        if width % heads:
+            note = f" (transformers' default: config.json has no {tower}_config)" \
+                if tower in settings["defaulted"] else ""
+            raise ItaclipError(f"{source}: {tower}_config.num_attention_heads {heads}{note} does not divide "
+                               f"the weights' {tower} width {width}: fix config.json")
+
+
 def _tokenizer_is_clip(folder: Path, source: str) -> None:
-    config = folder / "tokenizer_config.json"
-    if config.is_file():
-        try:
-            name = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class") or ""
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            name = ""
+    path = folder / "tokenizer_config.json"
+    if path.is_file():
+        name = read_json(path, source).get("tokenizer_class") or ""
+        if not isinstance(name, str):
+            raise ItaclipError(f"{source}/tokenizer_config.json: tokenizer_class must be a name, "
+                               f"got {_shown(name)}")
         if name and not name.startswith("CLIPTokenizer"):
             raise ItaclipError(f"{source} uses tokenizer {name}; only CLIP's BPE tokenizer is supported")
 
 
-def _normalisation(folder: Path) -> tuple[Optional[list], Optional[list]]:
+def _normalisation(folder: Path, source: str) -> tuple[Optional[list], Optional[list]]:
+    """``image_mean`` and ``image_std`` of preprocessor_config.json (``None``: OpenAI's): three
+    finite numbers each, the deviations positive."""
     path = folder / "preprocessor_config.json"
     if not path.is_file():
         return None, None
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-        return config.get("image_mean"), config.get("image_std")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return None, None
+    config = read_json(path, source)
+    values = []
+    for field, least in (("image_mean", -math.inf), ("image_std", 0.0)):
+        value = config.get(field)
+        if value is not None and not (isinstance(value, list) and len(value) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > least
+                for v in value)):
+            kind = "positive " if least == 0.0 else ""
+            raise ItaclipError(f"{source}/preprocessor_config.json: {field} must be 3 finite {kind}numbers, "
+                               f"got {_shown(value)}")
+        values.append(value)
+    return values[0], values[1]
 
 
 # ----------------------------------------------------------------------------- tensors
@@ -157,8 +244,8 @@ def build_model(state: dict[str, torch.Tensor], settings: dict) -> torch.nn.Modu
     text_width = state["ln_final.weight"].shape[0]
     vision_mlp = state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
     text_mlp = state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
-    if width % settings["vision_heads"] or vision_mlp % width or text_mlp % text_width:
-        raise ValueError("head count or MLP width does not divide the width")
+    if vision_mlp % width or text_mlp % text_width:
+        raise ValueError("the MLP width is not a multiple of the width")
     vision_cfg = CLIPVisionCfg(
         layers=count_blocks(state, "visual.transformer.resblocks."), width=width, patch_size=patch,
         image_size=grid * patch, head_width=width // settings["vision_heads"], mlp_ratio=vision_mlp // width,
@@ -184,14 +271,24 @@ def _weight_paths(folder: Path, source: str) -> list[Path]:
     for name in WEIGHT_FILES:
         path = folder / name
         if path.is_file():
-            if not name.endswith(".index.json"):
-                return [path]
-            try:
-                shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, AttributeError) as exc:
-                raise ItaclipError(f"cannot read {path}: {one_line(exc)}") from None
-            return [folder / shard for shard in shards]
+            return _shards(path, source) if name.endswith(".index.json") else [path]
     raise ItaclipError(f"{source} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def _shards(index: Path, source: str) -> list[Path]:
+    """The shard files an index names: file names in the index's own folder (never a path that
+    leaves it: the index is data from the model's publisher)."""
+    weight_map = read_json(index, source).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ItaclipError(f"{source}/{index.name}: weight_map must map tensor names to shard files")
+    shards = set()
+    for name in weight_map.values():
+        parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+        if len(parts) != 1 or parts[0] in (".", "..") or "\\" in name or ":" in name:
+            raise ItaclipError(f"{source}/{index.name}: shard {_shown(name)} is not a file name in the "
+                               "model's folder")
+        shards.add(name)
+    return [index.parent / name for name in sorted(shards)]
 
 
 def _from_files(config: dict, folder: Path, weight_paths: list[Path], source: str) -> Backbone:
@@ -199,18 +296,20 @@ def _from_files(config: dict, folder: Path, weight_paths: list[Path], source: st
 
     settings = clip_settings(config, source)
     _tokenizer_is_clip(folder, source)
+    mean, std = _normalisation(folder, source)
     hf_state: dict[str, torch.Tensor] = {}
     for path in weight_paths:
         if not path.is_file():
             raise ItaclipError(f"{source}: weight file {path.name} is missing")
         hf_state.update(read_state_dict(path))
     try:
-        model = build_model(to_openai_layout(hf_state), settings)
+        state = to_openai_layout(hf_state)
+        _check_heads(state, settings, source)
+        model = build_model(state, settings)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise ItaclipError(f"cannot load {source}: not a complete transformers CLIPModel ({one_line(exc)})") from None
     check_model(model, source)
     tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
-    mean, std = _normalisation(folder)
     activation = "QuickGELU" if settings["quick_gelu"] else "GELU"
     return make_backbone(model, tokenizer, mean, std, f"transformers CLIPModel {source} ({activation})")
 
@@ -218,7 +317,7 @@ def _from_files(config: dict, folder: Path, weight_paths: list[Path], source: st
 def load_folder(folder: Path) -> Backbone:
     """A local folder: a transformers CLIPModel, or an open_clip model (``open_clip_config.json``)."""
     if (folder / "config.json").is_file():
-        config = read_config(folder / "config.json", str(folder))
+        config = read_json(folder / "config.json", str(folder))
         return _from_files(config, folder, _weight_paths(folder, str(folder)), str(folder))
     if (folder / "open_clip_config.json").is_file():
         return load_open_clip(f"{LOCAL_DIR_PREFIX}{folder}", None, None)
@@ -241,7 +340,7 @@ def load_hub(repo_id: str, cache_dir: Optional[str] = None) -> Backbone:
         _hub_file(repo_id, "config.json", cache_dir)  # raises "not in the cache" when that is the reason
         raise ItaclipError(f"{repo_id} has neither config.json (transformers) nor open_clip_config.json "
                            "(open_clip): it is not a CLIP model repository")
-    config = read_config(config_path, repo_id)
+    config = read_json(config_path, repo_id)
     clip_settings(config, repo_id)  # refuse before downloading weights
     paths, not_cached = None, False
     for name in WEIGHT_FILES:
@@ -256,8 +355,7 @@ def load_hub(repo_id: str, cache_dir: Optional[str] = None) -> Backbone:
             break
     if paths is None:
         if not_cached:
-            raise ItaclipError(f"{repo_id}: its weights are not in the Hugging Face cache ({_cache(cache_dir)}) and "
-                               "the Hub cannot be reached; connect once to download them, or pass --weights DIR")
+            raise _not_cached(repo_id, "weights", cache_dir)
         raise ItaclipError(f"{repo_id} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
     for optional in ("preprocessor_config.json", "tokenizer_config.json"):
         try:
@@ -273,6 +371,12 @@ def _optional_hub_file(repo_id: str, filename: str, cache_dir: Optional[str]) ->
         return _hub_file(repo_id, filename, cache_dir, optional=True)
     except _NotCached:
         return None
+
+
+def _not_cached(repo_id: str, what: str, cache_dir: Optional[str]) -> ItaclipError:
+    return cannot_download(f"{what} of {repo_id} (no local file or folder has that name)", hub_endpoint(),
+                           _cache(cache_dir), "/path/to/folder (holding config.json and model.safetensors)",
+                           hub=True)
 
 
 class _NotCached(Exception):
@@ -291,14 +395,12 @@ def _hub_file(repo_id: str, filename: str, cache_dir: Optional[str], optional: b
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    try:
-        return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir))
+    try:  # without a network (probed once), straight from the cache: no retries, no waiting
+        return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=hub_offline()))
     except LocalEntryNotFoundError:  # offline (or unreachable) and not in the cache
         if optional:
             raise _NotCached(filename) from None
-        raise ItaclipError(f"{repo_id} is no local file or folder, and its {filename} is not in the Hugging Face "
-                           f"cache ({_cache(cache_dir)}) while the Hub cannot be reached; connect once to download "
-                           "it, or pass --weights DIR") from None
+        raise _not_cached(repo_id, filename, cache_dir) from None
     except RepositoryNotFoundError:
         raise ItaclipError(f"{repo_id} is no local file or folder and no Hugging Face repository (a private or "
                            "gated one needs `hf auth login`)") from None

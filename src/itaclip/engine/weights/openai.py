@@ -10,6 +10,7 @@ import torch
 
 from ..errors import ItaclipError, one_line
 from .backbone import Backbone, check_model, make_backbone
+from .network import cannot_download, reachable
 from .reading import count_blocks, is_torchscript, read_state_dict
 
 #: OpenAI model names (as the authors' ``clip.load`` spells them) → open_clip names.
@@ -25,10 +26,13 @@ def load_openai_download(weights: str, name: str, cache_dir: Optional[str]) -> B
     from open_clip.pretrained import download_pretrained_from_url, get_pretrained_url
 
     url = get_pretrained_url(name, "openai")
+    target = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+    if not target.is_file() and not reachable(url):  # a cached file is verified and used without the network
+        raise cannot_download(f"the {weights} weights", url, str(target.parent),
+                              f"/path/to/{os.path.basename(url)} (OpenAI's file)")
     try:
         path = download_pretrained_from_url(url, cache_dir=cache_dir)
     except Exception as exc:  # urllib, socket and checksum errors all mean the same to a user
-        target = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
         raise ItaclipError(
             f"could not download {weights} weights ({one_line(exc, limit=300)}); connect to the internet "
             f"once (they are cached in {target}) or pass --weights PATH to an OpenAI checkpoint such as "

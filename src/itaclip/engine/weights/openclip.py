@@ -8,7 +8,8 @@ from typing import Optional
 
 from ..errors import ItaclipError, one_line
 from .backbone import Backbone, check_model, make_backbone
-from .reading import read_state_dict
+from .network import cannot_download, hub_endpoint, hub_offline, reachable
+from .reading import absent_file_error, read_state_dict
 from .support import check_supported
 
 HF_HUB_PREFIX = "hf-hub:"
@@ -26,19 +27,27 @@ def pretrained_cfg(name: str, tag: str) -> dict:
 
 def load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> Backbone:
     """``NAME:TAG``, ``NAME:PATH``, ``hf-hub:ORG/REPO`` and open_clip folders (``local-dir:DIR``)
-    through open_clip's factory."""
+    through open_clip's factory. Without a network, Hub repositories and tags are taken from the
+    cache through open_clip's local routes (``local-dir:``, a file path), never retried online."""
     import open_clip
 
+    label = name
+    from_snapshot = name.startswith(HF_HUB_PREFIX) and hub_offline()
+    if from_snapshot:
+        name = _cached_hub_repo(name, cache_dir)
     if name.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX)):
         try:
             model_cfg = open_clip.get_model_config(name)  # only open_clip_config.json is fetched
         except Exception as exc:
             hint = f" (a transformers CLIPModel repository is --weights {name[len(HF_HUB_PREFIX):]})" \
                 if name.startswith(HF_HUB_PREFIX) else ""
-            raise ItaclipError(_download_failure(name, exc, "open_clip_config.json") + hint) from None
-        check_supported(name, model_cfg)
-        label, activation = name, "QuickGELU" if model_cfg.get("quick_gelu") else "GELU"
+            raise ItaclipError(_download_failure(label, exc, "open_clip_config.json") + hint) from None
+        check_supported(label, model_cfg)
+        if from_snapshot and not _has_open_clip_weights(Path(name[len(LOCAL_DIR_PREFIX):])):
+            raise _repo_not_cached(label, cache_dir)  # a cached snapshot with the config only
+        activation = "QuickGELU" if model_cfg.get("quick_gelu") else "GELU"
         kwargs: dict = {}
+        pretrained: dict = {}
     else:
         model_cfg = open_clip.get_model_config(name)
         check_supported(name, model_cfg)
@@ -49,8 +58,8 @@ def load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> B
                 return _load_named_file(name, model_cfg, candidate)
             if candidate.is_dir():
                 raise ItaclipError(f"{tag} is a folder, which carries its own config: pass --weights {tag}")
-            if os.path.sep in tag or tag.lower().endswith(CHECKPOINT_SUFFIXES):
-                raise ItaclipError(f"weights file {tag} does not exist")
+            if os.path.sep in tag or tag.lower().endswith(CHECKPOINT_SUFFIXES) or candidate.exists():
+                raise absent_file_error(str(candidate))
             tags = open_clip.list_pretrained_tags_by_model(name)
             raise ItaclipError(
                 f"open_clip has no weights {name}:{tag}; its tags are {', '.join(tags) or 'none'} "
@@ -60,7 +69,8 @@ def load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> B
         label, activation = f"{name}:{tag}", "QuickGELU" if quick_gelu else "GELU"
         # The tag says how its weights were trained; the bare architecture name may not (open_clip
         # itself only warns when they disagree, and would then run the wrong activation).
-        kwargs = dict(pretrained=tag, force_quick_gelu=quick_gelu)
+        kwargs = dict(pretrained=_offline_tag_file(name, label, pretrained, cache_dir) or tag,
+                      force_quick_gelu=quick_gelu)
     try:
         model = open_clip.create_model(name, precision="fp32", device="cpu", cache_dir=cache_dir,
                                        require_pretrained=True, weights_only=True, **kwargs)
@@ -68,8 +78,77 @@ def load_open_clip(name: str, tag: Optional[str], cache_dir: Optional[str]) -> B
         raise ItaclipError(_download_failure(label, exc)) from None
     check_model(model, label)
     tokenizer = open_clip.get_tokenizer(name, context_length=model.context_length, cache_dir=cache_dir)
-    mean, std = model.visual.preprocess_cfg["mean"], model.visual.preprocess_cfg["std"]
+    # A tag's normalisation is its record's (what create_model applies for a tag; from a cached
+    # file path it would not know the tag).
+    mean = pretrained.get("mean") or model.visual.preprocess_cfg["mean"]
+    std = pretrained.get("std") or model.visual.preprocess_cfg["std"]
     return make_backbone(model, tokenizer, mean, std, f"open_clip {label} ({activation})")
+
+
+def _hub_cache(cache_dir: Optional[str]) -> str:
+    from huggingface_hub import constants
+
+    return str(cache_dir or constants.HF_HUB_CACHE)
+
+
+def _cached_hub_repo(name: str, cache_dir: Optional[str]) -> str:
+    """``hf-hub:ORG/REPO`` without a network: its cached snapshot as ``local-dir:`` (the config is
+    needed for the refusals; the weights are checked after them), or a refusal."""
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.constants import HF_CONFIG_NAME
+
+    config = try_to_load_from_cache(name[len(HF_HUB_PREFIX):], HF_CONFIG_NAME, cache_dir=cache_dir)
+    if not isinstance(config, str):
+        raise _repo_not_cached(name, cache_dir)
+    return f"{LOCAL_DIR_PREFIX}{Path(config).parent}"
+
+
+def _repo_not_cached(name: str, cache_dir: Optional[str]) -> ItaclipError:
+    from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME
+
+    return cannot_download(f"the weights of {name}", hub_endpoint(), _hub_cache(cache_dir),
+                           f"/path/to/folder (with {HF_CONFIG_NAME} and {HF_SAFE_WEIGHTS_NAME})", hub=True)
+
+
+def _has_open_clip_weights(folder: Path) -> bool:
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    return any((folder / name).is_file() for name in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME))
+
+
+def _offline_tag_file(name: str, label: str, pretrained: dict, cache_dir: Optional[str]) -> Optional[str]:
+    """The cached checkpoint of a tag whose download source cannot be reached (``None`` when it
+    can: open_clip then downloads, or checks its cached copy, itself); a refusal if not cached.
+
+    open_clip downloads from the Hub when the tag names a repository (its file, or its default
+    ``open_clip_pytorch_model.bin``, a ``.safetensors`` twin first), else from the tag's URL into
+    ``~/.cache/clip``; this follows the same order to find the file without the network."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+    from open_clip.pretrained import has_hf_hub
+
+    hub_id, url = pretrained.get("hf_hub"), pretrained.get("url")
+    if hub_id and has_hf_hub():
+        if not hub_offline():
+            return None
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(hub_id)
+        filename = filename or HF_WEIGHTS_NAME
+        twin = HF_SAFE_WEIGHTS_NAME if filename == HF_WEIGHTS_NAME else \
+            filename[:-4] + ".safetensors" if filename.endswith((".bin", ".pth")) else None
+        for candidate in filter(None, (twin, filename)):
+            path = try_to_load_from_cache(repo, candidate, cache_dir=cache_dir)
+            if isinstance(path, str):
+                return path
+        raise cannot_download(f"the weights of {label}", hub_endpoint(), _hub_cache(cache_dir),
+                              f"{name}:/path/to/{twin or filename}", hub=True)
+    if url:
+        target = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if target.is_file() or reachable(url):  # a cached file's checksum is checked by open_clip
+            return None
+        raise cannot_download(f"the weights of {label}", url, str(target.parent),
+                              f"{name}:/path/to/{os.path.basename(url)}")
+    return None
 
 
 def _download_failure(label: str, exc: BaseException, what: str = "weights") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -21,6 +22,15 @@ def is_torchscript(path: Path) -> bool:
             return any("/code/" in name for name in archive.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
+
+
+def absent_file_error(path: str) -> ItaclipError:
+    """The refusal of a weights path that names no regular file: absent, or a device, pipe or socket
+    (``/dev/zero`` exists but holds no checkpoint)."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        return ItaclipError(f"weights {path} is not a regular file (a device, pipe or socket): pass a "
+                            "checkpoint file or a model folder")
+    return ItaclipError(f"weights file {path} does not exist")
 
 
 def read_state_dict(path: Path, trusted: bool = False) -> dict[str, torch.Tensor]:
