@@ -4,8 +4,8 @@
     seg.set_vocabulary()                      # the preset's classes (or any list / file)
     result = seg.segment("photo.jpg")         # labels (H, W), probs (C, H, W), class_names
 
-Data flow per image: resize → sliding windows → views → dense encoder → similarity maps →
-view fusion → canvas → resize to the image → PAMR → class probabilities → labels.
+Data flow per image: resize → sliding windows → views → window encoder → similarity maps →
+view fusion → canvas → resize to the image → refinements (PAMR, TLP) → class probabilities → labels.
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ class Segmenter:
 
     def similarity_maps(self, rgb: np.ndarray, text: torch.Tensor,
                         progress: Optional[Progress] = None) -> torch.Tensor:
-        """(Q, H, W) query similarities at the image's size, after PAMR (before the logit scale)."""
+        """(Q, H, W) query similarities at the image's size, after the refinements (before the logit scale)."""
         cfg = self.config
         height, width = rgb.shape[:2]
         backbone = self._loaded.backbone
@@ -269,6 +269,8 @@ class Segmenter:
         multiple = self.method.pad_to if self.method.pad_to != "patch" else self.encoder.patch_size
         padding = (window_padding(windows[0].y2 - windows[0].y1, windows[0].x2 - windows[0].x1, multiple)
                    if multiple else None)
+        if self.method.unit_text:  # the method's code normalises the query features once more (an ulp)
+            text = F.normalize(text, dim=-1)
         context = WindowContext(text=text)
         canvas = torch.zeros(text.shape[0], height, width, device=self.device)
         count = torch.zeros(1, height, width, device=self.device)

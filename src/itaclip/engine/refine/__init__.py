@@ -13,6 +13,7 @@ import torch
 
 from ..config import SegmenterConfig
 from .pamr import pamr
+from .tlp import tlp
 
 Guide = Callable[[], torch.Tensor]
 
@@ -22,10 +23,13 @@ class Refinement(Protocol):
 
 
 def refinements(config: SegmenterConfig) -> list[Refinement]:
-    """The refinements ``config`` switches on, in the order they run: PAMR."""
+    """The refinements ``config`` switches on, in the order they run: PAMR, then TLP."""
     stages: list[Refinement] = []
     if config.pamr_steps > 0:
         steps, dilations = config.pamr_steps, config.pamr_dilations
         # The full-size guide is referenced only inside pamr(), which frees it early.
         stages.append(lambda logits, guide, text: pamr(guide(), logits, steps, dilations, inplace=True))
+    if config.tlp:
+        grid = config.tlp_grid
+        stages.append(lambda logits, guide, text: tlp(logits, guide(), text, grid))
     return stages
