@@ -113,3 +113,26 @@ def test_a_non_square_whole_image_with_scclip_fails_that_image_in_one_line(tmp_p
                  "scclip", "--crop", "0", "--short-side", "224", "--weights", str(tiny_ckpt), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 1 and "as if windows were square" in err and "Traceback" not in err
+
+
+def test_eval_compare_of_the_new_methods(tmp_path, tiny_ckpt, capsys):
+    """One evaluation per method with its authors' VOC21 setting and class list (SFP's "people"), in one
+    table with the published figures of each record."""
+    import json
+
+    from test_datasets import build_for
+
+    build_for("voc21", tmp_path / "data", n=1)
+    out = tmp_path / "out"
+    assert main(["eval", "--compare", "scclip,sfp,pearl,resclip", "--dataset", "voc21", "--data-root",
+                 str(tmp_path / "data"), "--weights", str(tiny_ckpt), "--out", str(out), "--short-side", "224",
+                 "--stride", "224", "--device", "cpu", "--no-progress"]) == 0
+    table = (out / "compare_voc21.md").read_text()
+    for title, figure in (("SC-CLIP", "64.6"), ("SFP", "56.8"), ("PEARL", "64.1"), ("ResCLIP", "61.1")):
+        assert f"| {title} |" in table and f"| {figure}" in table
+    runs = {json.loads(p.read_text())["settings"]["config"]["method"]: json.loads(p.read_text())["settings"]
+            for p in out.glob("voc21-*/results.json")}
+    assert set(runs) == {"scclip", "sfp", "pearl", "resclip"}
+    assert ["people", "people in shirt"] == runs["sfp"]["vocabulary"]["classes"][15][:2]
+    assert runs["pearl"]["config"]["tlp"] and runs["resclip"]["config"]["crop"] == 0
+    assert "area_thd" in runs["scclip"]["config"] and runs["scclip"]["config"]["area_thd"] == 0.1

@@ -16,7 +16,16 @@ import numpy as np
 
 from ..engine.errors import ItaclipError
 from ..engine.files import write_json, writing
-from .inputs import DEFAULT_MODEL_CACHE, SCENARIOS, Mode, Scenario, input_image, random_weights, scenarios
+from .inputs import (
+    DEFAULT_MODEL_CACHE,
+    SCENARIOS,
+    Mode,
+    Scenario,
+    input_image,
+    random_weights,
+    scenarios,
+    synthetic_image,
+)
 from .meters import EncoderMeter, PeakMemory, QueryArgmax
 from .report import BenchReport, load_average, machine_info
 
@@ -141,10 +150,10 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
             cfg = seg.config
             resized = rescaled_size(height, width, cfg.short_side, cfg.long_side_cap)
             windows = len(image_windows(*resized, cfg.crop, cfg.stride))
-            if request.warmup:
+            if request.warmup:  # one square window of the run's size (a small --size image may be smaller)
                 side = min(cfg.crop or max(resized), *resized)
                 seg.with_config(short_side=side, long_side_cap=side,
-                                stride=cfg.crop or cfg.stride).segment(image[:side, :side])
+                                stride=cfg.crop or cfg.stride).segment(synthetic_image(side, side))
             meter = EncoderMeter(seg.encoder, seg.device)
             queries = QueryArgmax()
             log(f"itaclip bench: {scenario.name} {mode.name}: {request.repeat} image(s) of {width}×{height} "
