@@ -424,3 +424,46 @@ def test_refinement_fields_enter_identities_only_when_on():
     assert "tlp" not in fields(method="pearl", tlp=False)
     resclip = fields(method="resclip")
     assert (resclip["sfr_thd"], resclip["rcs_weights"], resclip["sfr_weights"]) == (0.5, [2.0, 0.3], [2.2, 0.7])
+
+
+# ------------------------------------------------------------------------------------ SFR's pieces
+
+
+@pytest.mark.parametrize("grid", [(5, 5), (4, 9), (9, 3), (1, 6)])
+def test_sfr_pieces_equal_the_reference(grid):
+    """Patch mode (ties → smallest), entity decay (prefix paths, Chebyshev steps), row blur: on blocky
+    random labels over square and non-square grids."""
+    from itaclip.engine.refine.sfr import decay_across_labels, patch_labels, row_blur
+
+    generator = torch.Generator().manual_seed(sum(grid))
+    coarse = torch.randint(0, 4, (1, 1, 3, 3), generator=generator).float()
+    cells = torch.nn.functional.interpolate(coarse, size=grid, mode="nearest")[0, 0].long()
+    pixels = cells.repeat_interleave(4, 0).repeat_interleave(4, 1)
+    pixels[::3, 1::2] = torch.randint(0, 4, pixels[::3, 1::2].shape, generator=generator)  # noise and ties
+    ours = patch_labels(pixels[None], 4, grid, 4)[0]
+    assert torch.equal(ours, nf.reference_patch_mode(pixels, 4))
+    flat = ours.reshape(-1)
+    same = (flat[:, None] == flat[None, :]).float()
+    decayed = decay_across_labels(same, ours)
+    assert torch.equal(decayed, nf.reference_entity_decay(same, ours))
+    for std in (5.0, 1.0, 0.3):
+        assert torch.equal(row_blur(decayed[None], std)[0], nf.reference_row_blur(decayed, std))
+
+
+def test_sfr_matrix_and_mix_equal_the_reference(models):
+    from itaclip.engine.refine.sfr import SemanticFeedback
+
+    base, state = models("tiny")
+    seg = base.for_method("naclip", short_side=160)
+    seg.set_vocabulary(["cat", "dog", "sky"])
+    window = ref.reference_normalise(make_smooth_image(112, 144, seed=62))
+    with torch.no_grad():
+        features = seg.encoder(window[None])[0]
+    logits = ref._patch_logits(features[0], seg.text_features, 7, 9, (112, 144))
+    feedback = SemanticFeedback(threshold=0.3, weights=(2.1, 0.6), std=3.0, entity_decay=True, logit_scale=50.0)
+    matrix = feedback.matrix(features, seg.text_features, (7, 9), window[None], 16)[0]
+    expected = nf.reference_sfr_matrix(logits, window, patch=16, logit_scale=50.0, sfr_thd=0.3, gaussian_std=3.0)
+    torch.testing.assert_close(matrix, expected, atol=1e-7, rtol=0)
+    scores = torch.randn(1, 2, 64, 64)
+    mixed = feedback.mix(scores.clone(), feedback.feedback(matrix[None]))
+    assert torch.equal(mixed[0], nf.reference_sfr_logits(scores[0], matrix, (2.1, 0.6)))

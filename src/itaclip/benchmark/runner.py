@@ -26,7 +26,7 @@ from .inputs import (
     scenarios,
     synthetic_image,
 )
-from .meters import EncoderMeter, PeakMemory, QueryArgmax
+from .meters import EncoderMeter, PeakMemory, QueryArgmax, bare_passes
 from .report import BenchReport, load_average, machine_info
 
 Log = Callable[[str], None]
@@ -60,6 +60,9 @@ class BenchRequest:
     """Text-feature cache of the image runs (None: itaclip's cache folder)."""
     json_path: Optional[Union[str, Path]] = None
     """Where the records so far are written after each mode (an interrupted run keeps them)."""
+    bare: bool = False
+    """Also time the same ViT passes (windows × views, same sizes) through CLIP's own vision tower,
+    one at a time in plain PyTorch, for each mode."""
 
 
 def _segmenter(request: BenchRequest, weights: str, preset: str, text_cache, **overrides):
@@ -135,9 +138,13 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
     text_cache = request.text_cache if request.text_cache is not None else True
     records = []
     for scenario in inputs:
+        start = time.perf_counter()
         base = _segmenter(request, weights, scenario.preset, text_cache)
+        load_s = time.perf_counter() - start
         log(f"itaclip bench: {scenario.name}: encoding the {scenario.preset} vocabulary")
+        start = time.perf_counter()
         base.set_vocabulary()
+        text_s = time.perf_counter() - start
         height, width = request.size or scenario.size
         image = input_image(request.image, (height, width))
         reference_labels = reference_queries = None
@@ -166,6 +173,7 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
                     seconds = (time.perf_counter() - start) / request.repeat
             finally:
                 meter.close()
+            bare_s = _bare_passes(seg, image) if request.bare else None
             agreement = query_agreement = None
             reference = False
             if "method" in mode.overrides:
@@ -188,6 +196,7 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
                 peak_memory_gb=memory.peak / 1e9, memory_increase_gb=memory.increase / 1e9,
                 agreement_vs_fp32=agreement, query_agreement_vs_fp32=query_agreement, reference=reference,
                 distinct_labels=int(len(np.unique(result.labels))),
+                load_s=load_s, text_s=text_s, bare_passes_s=bare_s,
             ))
             log(f"itaclip bench: {scenario.name} {mode.name}: {seconds:.2f} s/image")
             if request.json_path:  # partial results survive an interrupted run
@@ -198,6 +207,32 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
         del base
         gc.collect()
     return records
+
+
+def _bare_passes(seg, image: np.ndarray) -> float:
+    """Seconds of the segmenter's ViT passes (its windows × views, same sizes) through CLIP's own vision
+    tower, one crop at a time (:func:`~itaclip.benchmark.meters.bare_passes`)."""
+    import torch
+
+    from ..engine.preprocess import image_windows, normalize, resize_image, window_padding
+
+    cfg = seg.config
+    backbone = seg._loaded.backbone
+    resized = normalize(resize_image(image, cfg.short_side, cfg.long_side_cap), seg.device, backbone.mean,
+                        backbone.std)
+    patch = seg.encoder.patch_size
+    multiple = seg.method.pad_to if seg.method.pad_to != "patch" else patch
+    crops = []
+    for window in image_windows(*resized.shape[1:], cfg.crop, cfg.stride):
+        crop = resized[:, window.y1:window.y2, window.x1:window.x2]
+        padding = window_padding(*crop.shape[1:], multiple) if multiple else None
+        crop = torch.nn.functional.pad(crop, padding) if padding else crop  # the sizes the encoder sees
+        crop = crop[:, :crop.shape[1] // patch * patch, :crop.shape[2] // patch * patch]  # whole patches
+        crops += [crop[None]] * len(seg.views)
+    positional = seg.encoder.trunk.positional_embedding(crops[0].shape[-2] // patch, crops[0].shape[-1] // patch)
+    with torch.inference_mode():
+        bare_passes(seg.model.visual, crops[:1], positional)  # warm-up
+    return bare_passes(seg.model.visual, crops, positional)
 
 
 def run_bench(request: BenchRequest, log: Log = _stderr) -> BenchReport:

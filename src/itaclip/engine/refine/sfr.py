@@ -21,8 +21,6 @@ from .pamr import pamr
 
 #: The first pass's PAMR (fixed in ResCLIP's code, independent of the pipeline's ``pamr_steps``).
 FEEDBACK_PAMR_STEPS, FEEDBACK_PAMR_DILATIONS = 10, (8, 16)
-#: Elements of the (pairs × path points) tensors of the entity decay built at a time.
-DECAY_CHUNK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -97,25 +95,30 @@ def decay_across_labels(same: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     For tokens i, j at Chebyshev distance n (n_max = the largest in the grid), the points
     ``round(P_i·(1 − t_m) + P_j·t_m)`` for t = linspace(0, 1, n_max + 1), m = 0 … n (only: the
     steps are spaced for n_max, so a prefix of the segment is inspected) must all carry i's label;
-    otherwise the entry is multiplied by exp(−n / n_max)."""
+    otherwise the entry is multiplied by exp(−n / n_max). A point's row depends only on the two rows
+    and m (its column likewise), so the points come from (rows × rows) and (columns × columns) tables
+    computed with the formula's float32 arithmetic; one (N, N) step per m."""
     grid_h, grid_w = labels.shape
     tokens = grid_h * grid_w
     index = torch.arange(tokens, device=labels.device)
-    rows, cols = (index // grid_w).float(), (index % grid_w).float()
+    row, col = index // grid_w, index % grid_w
     flat = labels.reshape(-1)
     n_max = max(grid_h, grid_w) - 1
     t = torch.linspace(0, 1, n_max + 1, device=labels.device)
-    out = same.clone()
-    chunk = max(1, DECAY_CHUNK_ELEMENTS // (tokens * (n_max + 1)))
-    for start in range(0, tokens, chunk):
-        i = index[start:start + chunk]
-        steps = torch.maximum((rows[None, :] - rows[i, None]).abs(), (cols[None, :] - cols[i, None]).abs())
-        r = torch.round(rows[i, None, None] * (1 - t) + rows[None, :, None] * t).long()
-        c = torch.round(cols[i, None, None] * (1 - t) + cols[None, :, None] * t).long()
-        inspected = torch.arange(n_max + 1, device=labels.device) <= steps[..., None]
-        broken = ((labels[r, c] != flat[i, None, None]) & inspected).any(dim=-1)
-        out[i] = torch.where(broken, out[i] * torch.exp(-steps / n_max), out[i])
-    return out
+
+    def points(n: int) -> torch.Tensor:  # (M, n, n): rounded coordinate m of the segment from a to b
+        a = torch.arange(n, device=labels.device).float()
+        return torch.round(a[:, None, None] * (1 - t) + a[None, :, None] * t).long().permute(2, 0, 1)
+
+    point_rows, point_cols = points(grid_h) * grid_w, points(grid_w)
+    steps = torch.maximum((row[None, :] - row[:, None]).abs(), (col[None, :] - col[:, None]).abs())
+    own = flat[:, None]
+    broken = torch.zeros(tokens, tokens, dtype=torch.bool, device=labels.device)
+    for m in range(1, n_max + 1):  # m = 0 is token i itself
+        cells = (point_rows[m].repeat_interleave(grid_w, 0).repeat_interleave(grid_w, 1)
+                 + point_cols[m].repeat(grid_h, grid_h))
+        broken |= (flat[cells] != own) & (steps >= m)
+    return torch.where(broken, same * torch.exp(-steps.float() / n_max), same)
 
 
 def row_blur(matrix: torch.Tensor, std: float) -> torch.Tensor:
