@@ -1,9 +1,11 @@
-"""The last-block family of window encoders (ITACLIP, CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP).
+"""The last-block family of window encoders (ITACLIP, CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP, ResCLIP).
 
 Blocks 1…L-1 run unchanged (ITACLIP records self-self attention maps at its intermediate layers
 meanwhile); only the last block differs between these methods (itaclip.engine.methods): its
 attention weights, whether its residual and MLP are kept. ITACLIP's last block uses the fused map
 ``Â = ½·A_L + ½·mean(A_l')`` on its own values, keeps the residual and (by default) drops its MLP.
+ResCLIP's residual attention (RCS) and semantic feedback (SFR) apply to any of these last blocks
+with attention logits (:class:`Feedback`; ResCLIP itself is NACLIP's block with both).
 Output: L2-normalised patch features.
 """
 
@@ -18,6 +20,7 @@ from torch import nn
 
 from ..config import ATTENTION_TERMS, IDENTITY
 from ..errors import ItaclipError
+from ..refine.sfr import SemanticFeedback
 from . import WindowContext
 from .vit import VisionTrunk
 
@@ -76,11 +79,7 @@ class Feedback:
         self.trunk = trunk
         self.rcs_weights = None if rcs_weights is None else tuple(rcs_weights)
         self.blocks = frozenset(rcs_blocks(trunk.depth)) if rcs_weights is not None else frozenset()
-        self.semantic = None
-        if feedback is not None:
-            from ..refine.sfr import SemanticFeedback  # the refinement's code lives with the refinements
-
-            self.semantic = SemanticFeedback(**feedback)
+        self.semantic = None if feedback is None else SemanticFeedback(**feedback)
         self._maps: list[torch.Tensor] = []
 
     @property

@@ -88,13 +88,13 @@ class ProcrustesEncoder(nn.Module):
         last = trunk.depth - 1
         x = trunk.run(x, range(last), on_qkv=feedback.record if feedback.blocks else None)
         q, k, v = trunk.qkv(last, x)
-        q, k, v = q.float(), k.float(), v.float()  # PEARL computes this block in float32
-        logits = procrustes_logits(q, k, trunk.scale, self.kk_weight)
+        with torch.autocast(x.device.type, enabled=False):  # PEARL computes its alignment in float32
+            logits = procrustes_logits(q.float(), k.float(), trunk.scale, self.kk_weight)
         rcs = feedback.residual_map()
 
         def last_block(mix: Optional[Callable]) -> torch.Tensor:
             mixed = logits if mix is None else mix(logits.clone())
             weights = feedback.mix_residual(mixed.softmax(dim=-1), rcs)
-            return trunk.head(trunk.out(last, torch.matmul(weights, v).to(x.dtype))[:, 1:])
+            return trunk.head(trunk.out(last, torch.matmul(weights.to(v.dtype), v))[:, 1:])
 
         return feedback.features(last_block, images, context, grid), grid
