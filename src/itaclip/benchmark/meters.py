@@ -1,6 +1,7 @@
-"""Measurements taken while a segmenter works: encoder time and FLOPs (forward hooks on the
-:class:`~itaclip.engine.encoders.last_block.DenseEncoder`), peak memory, and the argmax of the similarity maps (through
-:meth:`Segmenter.segment`'s ``on_similarity_maps`` hook). None of them changes a result."""
+"""Measurements taken while a segmenter works: encoder time and FLOPs (forward hooks on the window
+encoder, whose ``flops`` every encoder family provides), peak memory, the argmax of the similarity
+maps (through :meth:`Segmenter.segment`'s ``on_similarity_maps`` hook), and the bare cost of the same
+ViT passes in plain PyTorch. None of them changes a result."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 
 
 class EncoderMeter:
-    """Times every forward call of a :class:`DenseEncoder` and counts its passes and FLOPs."""
+    """Times every forward call of a window encoder and counts its passes and FLOPs."""
 
     def __init__(self, encoder, device):
         self.encoder, self.device = encoder, device
