@@ -7,12 +7,18 @@ Everything here is cheap (session-scoped, built once) and needs no network. Sect
   each has a ``*_state`` twin: the fp32 state dict as the naive reference loads it.
 * ``single_thread`` — use with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
 * images — (H, W, 3) uint8 RGB arrays: ``random_image``, ``smooth_image``, ``blocks_image``.
+* text — ``cheap_text_features`` (4 of the 80 prompt templates, for tests of the harness around
+  the text side: ``pytestmark = pytest.mark.usefixtures("cheap_text_features")``).
+* downloads — ``mirror``: a local mirror of the authors' texts (a stand-in file, pinned).
+
+Shared helpers that are not fixtures live in ``tests/helpers/``.
 
 Other test modules may add fixtures below, in the matching section.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -24,6 +30,8 @@ TESTS_DIR = Path(__file__).parent
 if str(TESTS_DIR) not in sys.path:  # lets test modules `import naive_reference`
     sys.path.insert(0, str(TESTS_DIR))
 
+from helpers.images import make_blocks_image, make_random_image, make_smooth_image  # noqa: E402
+from helpers.servers import FileServer, paper_like_texts  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- threads
 
@@ -105,40 +113,6 @@ def six_layer_state(six_layer_ckpt) -> dict:
 # ----------------------------------------------------------------------------------------- images
 
 
-def make_random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Uniform noise, (h, w, 3) uint8 RGB."""
-    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-
-
-def make_smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Smooth colour gradients plus a few soft blobs and mild noise: no flat regions."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.stack([
-        128 + 100 * np.sin(xx / max(w, 1) * 3.1 + rng.uniform(0, 6)) * np.cos(yy / max(h, 1) * 2.3),
-        128 + 100 * np.cos((xx + yy) / max(h + w, 1) * 5.0 + rng.uniform(0, 6)),
-        128 + 100 * np.sin(yy / max(h, 1) * 4.0 + rng.uniform(0, 6)),
-    ], axis=-1)
-    for _ in range(3):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.1, 0.3) * min(h, w)
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
-        img += blob[..., None] * rng.uniform(-80, 80, size=3)
-    img += rng.normal(0, 2.0, size=img.shape)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def make_blocks_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Piecewise-constant colour rectangles: exactly flat regions (a PAMR stress case)."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w, 3), np.uint8)
-    img[:] = rng.integers(0, 256, size=3)
-    for _ in range(5):
-        y0, x0 = rng.integers(0, h), rng.integers(0, w)
-        y1, x1 = y0 + rng.integers(h // 5, h // 2 + 1), x0 + rng.integers(w // 5, w // 2 + 1)
-        img[y0:y1, x0:x1] = rng.integers(0, 256, size=3)
-    return img
-
-
 @pytest.fixture(scope="session")
 def random_image() -> np.ndarray:
     """96×128 noise."""
@@ -177,3 +151,44 @@ def isolated_text_cache(tmp_path_factory):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+# ------------------------------------------------------------------------------------------- text
+
+
+@pytest.fixture
+def cheap_text_features(request, tmp_path_factory, monkeypatch):
+    """Text encoding with 4 of the 80 prompt templates (the harness, not the text side, is under
+    test), cached in this session's own folder; tests marked ``real_text`` (the torchrun test,
+    whose worker processes cannot be patched) use all templates and another cache folder."""
+    base = tmp_path_factory.getbasetemp()
+    if "real_text" in request.fixturenames:
+        monkeypatch.setenv("ITACLIP_CACHE", str(base / "text-cache"))
+        return
+    monkeypatch.setenv("ITACLIP_CACHE", str(base / "text-cache-4-templates"))
+    import itaclip.engine.predictor as predictor
+    from itaclip.engine.text import TEMPLATES, template_features
+
+    def four_templates(model, tokenizer, names, templates=TEMPLATES, progress=None):
+        return template_features(model, tokenizer, names, templates=templates[:4], progress=progress)
+
+    monkeypatch.setattr(predictor, "template_features", four_templates)
+
+
+# -------------------------------------------------------------------------------------- downloads
+
+
+@pytest.fixture
+def mirror(monkeypatch, tmp_path):
+    """A local mirror holding the stand-in file, pinned by its SHA-256, and an empty cache."""
+    from itaclip.auxtexts import authors
+
+    server = FileServer()
+    data = paper_like_texts()
+    server.files["voc21_definitions.txt"] = data
+    monkeypatch.setitem(authors.FILES, "voc21",
+                        authors.AuthorsFile("voc21_definitions.txt", hashlib.sha256(data).hexdigest()))
+    monkeypatch.setenv(authors.URL_ENV, server.url)
+    monkeypatch.setenv("ITACLIP_CACHE", str(tmp_path / "cache"))
+    yield server
+    server.close()

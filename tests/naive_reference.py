@@ -58,7 +58,8 @@ def load_reference_state(source: Union[str, os.PathLike, dict]) -> dict[str, tor
 
 
 def _count_blocks(state: dict, prefix: str) -> int:
-    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix) and k.endswith("attn.in_proj_weight")})
+    return len({k[len(prefix):].split(".")[0] for k in state
+                if k.startswith(prefix) and k.endswith("attn.in_proj_weight")})
 
 
 def vision_dims(state: dict) -> dict:

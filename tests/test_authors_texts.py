@@ -3,72 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import threading
 
 import pytest
 
+from helpers.servers import paper_like_texts
 from itaclip import ItaclipError
 from itaclip.auxtexts import authors
-from itaclip.engine.vocabulary import builtin_path, resolve_vocabulary
-
-
-class FileServer:
-    """A plain HTTP server on 127.0.0.1 serving ``files`` (name → bytes) and counting requests."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                server.requests.append(self.path)
-                data = server.files.get(self.path.rsplit("/", 1)[-1])
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/mirror"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _paper_like_texts() -> bytes:
-    """A stand-in for the authors' voc21 file: our file's class names with other texts."""
-    lines = builtin_path("texts", "voc21_definitions").read_text(encoding="utf-8").splitlines()
-    return "".join(f"{line.split('>=')[0]}>=LLaMA says {i}: {line.split('>=')[0].strip()}\n"
-                   for i, line in enumerate(lines) if line.strip()).encode()
-
-
-@pytest.fixture
-def mirror(monkeypatch, tmp_path):
-    """A local mirror holding the stand-in file, pinned by its SHA-256, and an empty cache."""
-    server = FileServer()
-    data = _paper_like_texts()
-    server.files["voc21_definitions.txt"] = data
-    monkeypatch.setitem(authors.FILES, "voc21",
-                        authors.AuthorsFile("voc21_definitions.txt", hashlib.sha256(data).hexdigest()))
-    monkeypatch.setenv(authors.URL_ENV, server.url)
-    monkeypatch.setenv("ITACLIP_CACHE", str(tmp_path / "cache"))
-    yield server
-    server.close()
+from itaclip.engine.vocabulary import resolve_vocabulary
 
 
 def _expected_texts() -> list[str]:
-    return [line.split(">=", 1)[1] for line in _paper_like_texts().decode().splitlines()]
+    return [line.split(">=", 1)[1] for line in paper_like_texts().decode().splitlines()]
 
 
 def test_good_file_is_fetched_once_and_cached(mirror, tmp_path):
@@ -123,7 +69,7 @@ def test_lists_without_authors_texts_are_refused(mirror, classes, preset):
 def test_cli_checksum_error_is_the_last_line(mirror, tiny_ckpt, tmp_path, capsys):
     from PIL import Image
 
-    from conftest import make_smooth_image
+    from helpers.images import make_smooth_image
     from itaclip.cli import main
 
     Image.fromarray(make_smooth_image(40, 48)).save(tmp_path / "photo.png")
@@ -153,7 +99,7 @@ def test_texts_for_paper_says_which_texts(mirror, monkeypatch):
 def test_python_api_and_demo_take_authors(mirror, tiny_ckpt, tmp_path):
     from PIL import Image
 
-    from conftest import make_smooth_image
+    from helpers.images import make_smooth_image
     from itaclip import Segmenter
     from itaclip.demo import DemoEngine
 
@@ -170,3 +116,82 @@ def test_python_api_and_demo_take_authors(mirror, tiny_ckpt, tmp_path):
     assert used and all(list(v.aux_texts) == _expected_texts() for v in used)
     with pytest.raises(ItaclipError, match="not for a custom vocabulary"):
         engine.segment(tmp_path / "photo.png", "cat, dog", aux_texts="authors", preset="voc21")
+
+
+# ------------------------------------------------------------------ hostile or broken mirrors
+
+
+class HostileMirror:
+    """A server whose one file is cut off, too large, or dripped out slowly (``mode``)."""
+
+    def __init__(self, mode: str):
+        import socketserver
+        import time
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.rfile.readline()
+                if mode == "truncated":  # promises 1000 bytes, sends 10 and closes
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+                elif mode == "large":  # no Content-Length: only counting the bytes can stop it
+                    self.wfile.write(b"HTTP/1.0 200 OK\r\n\r\n")
+                    try:
+                        for _ in range(64):
+                            self.wfile.write(b"y" * (1 << 20))
+                    except OSError:
+                        pass  # the client hung up, as it should
+                elif mode == "drip":  # one byte every 0.2 s: no single read ever times out
+                    self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    try:
+                        for _ in range(200):
+                            self.wfile.write(b"z")
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except OSError:
+                        pass
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mirror"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hostile(monkeypatch, tmp_path):
+    monkeypatch.setenv("ITACLIP_CACHE", str(tmp_path / "cache"))
+    servers = []
+
+    def start(mode):
+        servers.append(HostileMirror(mode))
+        monkeypatch.setenv(authors.URL_ENV, servers[-1].url)
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode, limits, message", [
+    ("truncated", {}, r"connection closed after 10 of 1000 bytes"),
+    ("large", {"MAX_BYTES": 2 << 20}, r"more than the limit of 2097152 bytes"),
+    ("drip", {"TIMEOUT_S": 1.5}, r"no complete answer within 1.5 s"),
+])
+def test_a_broken_mirror_is_one_line_bounded_in_time_and_size(hostile, monkeypatch, tmp_path, mode, limits,
+                                                              message):
+    import time
+
+    for name, value in limits.items():
+        monkeypatch.setattr(authors, name, value, raising=False)
+    hostile(mode)
+    start = time.monotonic()
+    with pytest.raises(ItaclipError, match=message) as info:
+        resolve_vocabulary("voc21", aux_texts="authors")
+    assert time.monotonic() - start < 10  # the drip alone would take 40 s
+    assert "\n" not in str(info.value) and "cannot download the authors' voc21_definitions.txt" in str(info.value)
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.rglob("*.txt"))

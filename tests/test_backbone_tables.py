@@ -8,10 +8,12 @@ import json
 import pytest
 import torch
 
-from test_authors_texts import mirror  # noqa: F401 (fixture)
-from test_datasets import build_dataset
-from test_eval_cli import FAST, _cheap_text_features, results_of, run_eval  # noqa: F401 (fixture)
-from test_weights import openai_to_transformers
+from helpers.datasets import build_dataset
+from helpers.eval_cli import FAST, results_of, run_eval
+from helpers.weights import openai_to_transformers
+
+#: 4 of the 80 prompt templates: the harness, not the text side, is under test here.
+pytestmark = pytest.mark.usefixtures("cheap_text_features")
 
 
 @pytest.fixture(scope="module")

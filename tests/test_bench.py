@@ -15,6 +15,7 @@ from itaclip.engine.errors import ItaclipError
 TINY = ["--size", "40x56", "--short-side", "48", "--crop", "32", "--stride", "16", "--device", "cpu"]
 
 
+@pytest.mark.timeout(600)  # heavier than the suite's default
 def test_bench_runs_and_prints_tables(tiny_ckpt, tmp_path, capsys):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     code = main(["bench", "--weights", str(tiny_ckpt), *TINY, "--inputs", "voc,cityscapes",

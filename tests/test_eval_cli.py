@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,49 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from itaclip.cli import main
+from helpers.datasets import LABELME_VOC, build_dataset, build_for, expected_labels, write_label
+from helpers.eval_cli import FAST, confusion_of, only_result, results_of, run_eval
 from itaclip.datasets import DATASETS, load_dataset
-from test_datasets import LABELME_VOC, build_dataset, build_for, expected_labels, write_label
 
-FAST = ["--short-side", "224", "--stride", "112", "--pamr-steps", "1", "--device", "cpu", "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def _cheap_text_features(request, tmp_path_factory, monkeypatch):
-    """Text encoding with 4 of the 80 prompt templates (the harness, not the text side, is under
-    test here), cached in this session's own folder; tests marked ``real_text`` (the torchrun test,
-    whose worker processes cannot be patched) use all templates and another cache folder."""
-    base = tmp_path_factory.getbasetemp()
-    if "real_text" in request.fixturenames:
-        monkeypatch.setenv("ITACLIP_CACHE", str(base / "text-cache"))
-        return
-    monkeypatch.setenv("ITACLIP_CACHE", str(base / "text-cache-4-templates"))
-    import itaclip.engine.predictor as predictor
-    from itaclip.engine.text import TEMPLATES, template_features
-
-    def four_templates(model, tokenizer, names, templates=TEMPLATES, progress=None):
-        return template_features(model, tokenizer, names, templates=templates[:4], progress=progress)
-
-    monkeypatch.setattr(predictor, "template_features", four_templates)
-
-
-def run_eval(*args) -> int:
-    return main(["eval", *map(str, args)])
-
-
-def results_of(out: Path, dataset: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(out.glob(f"{dataset}-*/results.json"))]
-
-
-def only_result(out: Path, dataset: str) -> dict:
-    found = results_of(out, dataset)
-    assert len(found) == 1, [r["run_dir"] for r in found]
-    return found[0]
-
-
-def confusion_of(result: dict) -> np.ndarray:
-    return np.load(Path(result["run_dir"]) / "confusion.npy")
-
+#: 4 of the 80 prompt templates: the harness, not the text side, is under test here.
+pytestmark = pytest.mark.usefixtures("cheap_text_features")
 
 # ------------------------------------------------------------------------------ every dataset
 
@@ -110,6 +72,36 @@ def test_labelme_voc_end_to_end(tmp_path, tiny_ckpt):
     ds = load_dataset("voc21", LABELME_VOC)
     gt = np.concatenate([ds.load_label(s).ravel() for s in ds.samples])
     np.testing.assert_array_equal(confusion_of(result).sum(axis=1), np.bincount(gt[gt != 255], minlength=21))
+
+
+def test_progress_lines_show_the_running_miou_of_the_images_done(tmp_path, tiny_ckpt, capsys, monkeypatch):
+    """Each progress line (one per image here: interval 0) carries the mIoU of the images done so
+    far, including the image it counts; the last line is not written twice."""
+    import itaclip.progress
+    from itaclip.evaluation.loop import load_sample_result, sample_filename
+    from itaclip.evaluation.metrics import mean_iou
+
+    plain = itaclip.progress.LineProgress.__init__
+
+    def every_update(self, *args, **kwargs):
+        plain(self, *args, **kwargs)
+        self.interval = 0.0
+
+    monkeypatch.setattr(itaclip.progress.LineProgress, "__init__", every_update)
+    build_dataset("voc", tmp_path / "data", n=3)
+    args = [a for a in FAST if a != "--no-progress"]
+    assert run_eval("--dataset", "voc21", "--data-root", tmp_path / "data", "--weights", tiny_ckpt,
+                    "--out", tmp_path / "out", *args) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("itaclip eval: voc21 ")]
+    assert [line.split()[3] for line in lines] == ["1/3", "2/3", "3/3"], lines
+    result = only_result(tmp_path / "out", "voc21")
+    dataset = load_dataset("voc21", tmp_path / "data")
+    running = np.zeros((21, 21), np.int64)
+    for line, sample in zip(lines, dataset.samples):
+        path = Path(result["run_dir"]) / "samples" / sample_filename(sample.key)
+        running += load_sample_result(path, sample.key, 21)
+        assert line.endswith(f"mIoU {100 * mean_iou(running):.2f}"), (line, sample.key)
+    assert lines[-1].endswith(f"mIoU {result['mIoU']:.2f}")
 
 
 # ------------------------------------------------------------------------------ resume
@@ -250,7 +242,8 @@ def test_ranks_must_agree_on_run_settings(tmp_path, tiny_ckpt, monkeypatch):
         overrides={"short_side": 224, "stride": 112, "pamr_steps": 1}, progress=False,
         info=distributed.DistInfo(rank=0, world_size=2),
     )
-    with pytest.raises(ItaclipError, match=r"disagree on cpu_threads \(rank 0: (\d+), rank 1: (\d+)\).*OMP_NUM_THREADS"):
+    disagree = r"disagree on cpu_threads \(rank 0: (\d+), rank 1: (\d+)\).*OMP_NUM_THREADS"
+    with pytest.raises(ItaclipError, match=disagree):
         run_evaluation(request)
     assert not (tmp_path / "out").exists()  # refused before anything is written
 
@@ -379,6 +372,15 @@ def test_paper_table_rows_beside_paper_figures(tmp_path, tiny_ckpt, capsys):
     assert all(r["settings"]["config"]["pamr_steps"] == 0 for r in runs)  # row overrides beat --pamr-steps
     table = json.loads((out / "paper_table_4_voc21.json").read_text())
     assert [r["paper"] for r in table["rows"]] == [65.0, 65.4, 65.5, 65.5, 65.6, 65.5]
+    # "ours" comes with what produced it: the settings all rows share, then each row's own
+    markdown = (out / "paper_table_4_voc21.md").read_text()
+    shared = next(line for line in markdown.splitlines() if line.startswith("Settings of ours: "))
+    for setting in (f"weights={tiny_ckpt}", "method=itaclip", "stride=112", "short_side=224", "pamr_steps=0",
+                    "attention=q-q+k-k", "device=cpu", "cpu_threads="):
+        assert setting in shared, shared
+    assert "intermediate_layers" not in shared
+    assert "- {7, 8, 10}: intermediate_layers=[7, 8, 10]" in markdown, markdown
+    assert all(r["weights"] == str(tiny_ckpt) and r["settings"]["config"]["stride"] == 112 for r in table["rows"])
 
 
 def test_paper_table_11_background_word(tmp_path, tiny_ckpt, capsys):
@@ -456,9 +458,43 @@ def test_convert_coco_object_command(tmp_path, capsys):
 
 @pytest.fixture
 def real_text():
-    """Opt out of the 4-template text encoding (see ``_cheap_text_features``)."""
+    """Opt out of the 4-template text encoding (conftest's ``cheap_text_features``)."""
 
 
+LEAVE_GROUP = """
+import os, sys
+from itaclip.evaluation.distributed import all_gather_objects, distributed_session
+
+with distributed_session("cpu") as (info, device):
+    from itaclip.engine.predictor import Segmenter  # imports open_clip inside the group, as the commands do
+
+    Segmenter(weights=sys.argv[1], device=device)
+    all_gather_objects(info.rank, info)
+threads = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+left = sorted(name for name in threads if "gloo" in name)
+print(f"rank {info.rank}: gloo threads left: {left}", flush=True)
+sys.exit(1 if left else 0)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the thread names from /proc")
+def test_leaving_the_group_joins_its_threads(tmp_path, tiny_ckpt):
+    """The cause of torchrun runs that aborted after their results were written (SIGABRT, 'terminate
+    called without an active exception'): torch.distributed.nn, imported by open_clip inside the
+    group, kept the group alive after destroy_process_group(), so gloo's threads outlived main()
+    and released a finished collective's tensors while Python shut down. After leaving the group
+    no gloo thread may be left."""
+    script = tmp_path / "leave_group.py"
+    script.write_text(LEAVE_GROUP)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script), str(tiny_ckpt)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert sorted(line for line in proc.stdout.splitlines() if "gloo threads left" in line) == [
+        "rank 0: gloo threads left: []", "rank 1: gloo threads left: []"]
+
+
+@pytest.mark.timeout(600)  # heavier than the suite's default
 def test_torchrun_two_processes_bit_for_bit(tmp_path, tiny_ckpt, real_text):
     build_dataset("voc", tmp_path / "data", n=3)  # odd: uneven shards
     # One name per class keeps the text encoding short (21 × 80 prompts): 20 typed foreground classes
@@ -486,17 +522,19 @@ def test_torchrun_two_processes_bit_for_bit(tmp_path, tiny_ckpt, real_text):
         torch.set_num_threads(threads)
     single = only_result(tmp_path / "one", "voc21")
 
-    itaclip = shutil.which("itaclip", path=str(Path(sys.executable).parent)) or "itaclip"
-    torchrun = [sys.executable, "-m", "torch.distributed.run"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # As the docs write it after the README's install: the environment's torchrun with
+    # `-m itaclip.cli`, and the environment not activated (its bin/ not on the PATH).
+    venv_torchrun = Path(sys.executable).parent / "torchrun"
+    torchrun = [str(venv_torchrun)] if venv_torchrun.is_file() else [sys.executable, "-m", "torch.distributed.run"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": os.pathsep.join(["/usr/bin", "/bin"])}
     proc = subprocess.run(
         [
             *torchrun,
             "--standalone",
             "--nproc-per-node",
             "2",
-            "--no-python",
-            itaclip,
+            "-m",
+            "itaclip.cli",
             "eval",
             *map(str, args),
             "--out",

@@ -13,12 +13,11 @@ from PIL import Image
 
 import itaclip
 import naive_reference as ref
-from conftest import make_smooth_image
+from helpers.exactness import assert_labels_match, frontier_maps, logit_tolerance
+from helpers.images import make_smooth_image
 from itaclip.cli import main, parse_args
 from itaclip.cli.options import config_overrides
 from itaclip.engine.methods import build_config
-from test_engine_exact import assert_labels_match
-from test_methods_exact import LOGIT_ATOL, TLP_LOGIT_ATOL, frontier_maps
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("single_thread")]
 
@@ -81,7 +80,7 @@ def test_saved_probabilities_and_labels_equal_the_reference(tmp_path, image_file
     expected, expected_labels = ref.reference_postprocess(maps, list(seg.vocabulary.query_class),
                                                           logit_scale=cfg.logit_scale, prob_thd=cfg.prob_thd,
                                                           area_thd=cfg.area_thd, closing=cfg.closing)
-    atol = (TLP_LOGIT_ATOL if cfg.tlp else LOGIT_ATOL) * cfg.logit_scale / 2
+    atol = logit_tolerance(cfg) * cfg.logit_scale / 2
     error = float(np.abs(probs - expected).max())
     assert error <= max(atol, 1e-5), error
     assert_labels_match(labels, expected_labels, expected, closing=cfg.closing, prob_thd=cfg.prob_thd,
@@ -120,7 +119,7 @@ def test_eval_compare_of_the_new_methods(tmp_path, tiny_ckpt, capsys):
     table with the published figures of each record."""
     import json
 
-    from test_datasets import build_for
+    from helpers.datasets import build_for
 
     build_for("voc21", tmp_path / "data", n=1)
     out = tmp_path / "out"

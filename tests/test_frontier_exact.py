@@ -13,9 +13,8 @@ import torch
 
 import naive_frontier as nf
 import naive_reference as ref
-from conftest import make_smooth_image
-from test_engine_exact import LOGIT_ATOL, OPEN, OPEN_AUX, SMALL, VOC_LIKE, compare
-from test_methods_exact import TLP_LOGIT_ATOL, frontier_maps
+from helpers.exactness import LOGIT_ATOL, OPEN, OPEN_AUX, SMALL, VOC_LIKE, compare, frontier_maps, logit_tolerance
+from helpers.images import make_smooth_image
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("single_thread")]
 
@@ -61,7 +60,7 @@ def check(models, method, image, classes=SMALL, has_background=False, aux=None, 
     base, state = models(which)
     seg = base.for_method(method, **overrides)
     return compare(seg, state, image, classes, has_background, aux, reference=frontier_maps,
-                   logit_atol=TLP_LOGIT_ATOL if seg.config.tlp else LOGIT_ATOL)
+                   logit_atol=logit_tolerance(seg.config))
 
 
 WINDOWS = dict(short_side=224, crop=224, stride=112)

@@ -233,6 +233,7 @@ def test_hostile_images_report_one_line_each(tmp_path, tiny_ckpt, capfd):
     for path in inputs:
         line = next(e for e in errors if str(path) in e)
         assert HOSTILE_IMAGES[path.name][2] in line, line
+        assert line.count(str(path)) == 1, line  # the path once, then the reason
     assert (tmp_path / "out" / "good.png").is_file()
     assert any("1 done, 0 skipped, %d failed" % len(inputs) in line for line in lines)
 
@@ -293,8 +294,80 @@ def test_out_equal_to_input_folder_is_refused(tmp_path, tiny_ckpt, capfd):
     assert digests(files) == before and sorted(p.name for p in photos.iterdir()) == ["a.png", "b.jpg"]
     code, lines = run_cli(capfd, "segment", photos / "a.png", "--out", photos, "--weights", tiny_ckpt,
                           "--classes", "cat, dog", *FAST)
-    assert code == 2 and "is an input image and would be replaced" in lines[0]
+    assert code == 2 and "is the folder of the input image" in lines[0]
+    assert digests(files) == before and sorted(p.name for p in photos.iterdir()) == ["a.png", "b.jpg"]
+
+
+def test_an_output_that_would_replace_an_input_is_refused(tmp_path):
+    """The last guard, below the folder rules: no output path is ever an input image."""
+    from itaclip.outputs.folder import Job, refuse_overwriting_inputs
+    from itaclip.outputs.writer import OutputOptions
+
+    image = write_rgb(tmp_path / "a.png", 4, 4)
+    with pytest.raises(ItaclipError, match="is an input image and would be replaced"):
+        refuse_overwriting_inputs([Job(image, tmp_path, "a")], OutputOptions())
+
+
+def test_out_around_or_inside_the_inputs_is_refused(tmp_path, tiny_ckpt, capfd):
+    """An --out among the inputs would poison later runs (a recursive run would segment the outputs,
+    or skip the images beside a manifest): refused before anything is written."""
+    photos = tmp_path / "photos"
+    (photos / "animals").mkdir(parents=True)
+    (photos / "2019").mkdir()
+    files = [write_rgb(photos / "animals" / "lion.jpg", 20, 30), write_rgb(photos / "cat.png", 20, 30, seed=1),
+             write_rgb(photos / "2019" / "beach.jpg", 20, 30, seed=2)]
+    before = digests(files)
+    lion = photos / "animals" / "lion.jpg"
+    cases = [
+        ([lion], photos / "animals", "is the folder of the input image"),
+        ([lion], photos, "contains the folder of the input image"),
+        ([photos, "--recursive"], tmp_path, "contains the input folder"),
+        ([photos / "animals"], photos, "contains the input folder"),
+        ([photos, "--recursive"], photos / "2019", "holds images itaclip did not write"),
+        ([photos], photos / "2019", "holds images itaclip did not write"),
+    ]
+    for inputs, out, message in cases:
+        code, lines = run_cli(capfd, "segment", *inputs, "--out", out, "--weights", tiny_ckpt,
+                              "--classes", "cat, dog", *FAST)
+        assert code == 2 and len(lines) == 1 and message in lines[0], (inputs, out, lines)
     assert digests(files) == before
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "photos/2019/beach.jpg", "photos/animals/lion.jpg", "photos/cat.png"]
+    # a new sub-folder of the image's folder is fine, and a later recursive run leaves it out
+    code, lines = run_cli(capfd, "segment", lion, "--out", photos / "animals" / "labels", "--weights", tiny_ckpt,
+                          "--classes", "cat, dog", *FAST)
+    assert code == 0
+    code, lines = run_cli(capfd, "segment", photos, "--recursive", "--out", tmp_path / "all", "--weights",
+                          tiny_ckpt, "--classes", "cat, dog", *FAST)
+    assert code == 0 and any("3 done, 0 skipped, 0 failed" in line for line in lines), lines
+
+
+def test_a_manifest_among_input_images_never_hides_them(tmp_path, tiny_ckpt, capfd):
+    """A folder with an itaclip-run.json and images itaclip did not write (outputs written into an
+    input folder by an older version) is an error, not a folder silently left out."""
+    photos = tmp_path / "photos"
+    (photos / "animals").mkdir(parents=True)
+    lion = write_rgb(photos / "animals" / "lion.jpg", 20, 30)
+    write_rgb(photos / "cat.png", 20, 30, seed=1)
+    assert run_cli(capfd, "segment", lion, "--out", tmp_path / "made", "--weights", tiny_ckpt,
+                   "--classes", "cat, dog", *FAST)[0] == 0
+    for made in (tmp_path / "made").iterdir():  # as if written into the photo folder
+        made.rename(photos / "animals" / made.name)
+    args = ["--out", tmp_path / "out", "--weights", tiny_ckpt, "--classes", "cat, dog", *FAST]
+    for inputs in ([photos, "--recursive"], [photos / "animals"]):
+        code, lines = run_cli(capfd, "segment", *inputs, *args)
+        assert code == 2 and len(lines) == 1, lines
+        assert "itaclip-run.json and also images itaclip did not write" in lines[0] and "lion.jpg" in lines[0]
+    assert not (tmp_path / "out").exists()
+    # an RGB PNG photo is told apart from the palette label maps beside it
+    (photos / "animals" / "lion.jpg").rename(tmp_path / "lion.jpg")
+    write_rgb(photos / "animals" / "zebra.png", 20, 30, seed=3)
+    code, lines = run_cli(capfd, "segment", photos, "--recursive", *args)
+    assert code == 2 and "zebra.png" in lines[0]
+    # with the photos moved out, the folder holds only outputs: an earlier output folder, left out
+    (photos / "animals" / "zebra.png").unlink()
+    code, lines = run_cli(capfd, "segment", photos, "--recursive", *args)
+    assert code == 0 and any("1 done, 0 skipped, 0 failed" in line for line in lines), lines
 
 
 def test_outputs_inside_the_input_tree_are_not_segmented_again(tmp_path, tiny_ckpt, capfd):
@@ -578,6 +651,7 @@ def test_ctrl_c_during_imports(delay, tmp_path, tiny_ckpt):
         assert len([line for line in err.splitlines() if "interrupted" in line]) <= 1
 
 
+@pytest.mark.timeout(600)  # heavier than the suite's default
 def test_sigkill_during_writes_leaves_only_whole_files(tmp_path, tiny_ckpt):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -720,7 +794,8 @@ def test_banded_pamr_and_probabilities_equal_the_whole_computation(monkeypatch):
     may differ in the last bit, and which pixels form the tail depends on the band), and match the
     plainly written reference."""
     import naive_reference as ref
-    from itaclip.engine import pamr, postprocess
+    from itaclip.engine import postprocess
+    from itaclip.engine.refine import pamr
 
     generator = torch.Generator().manual_seed(0)
     guide = torch.rand(3, 61, 47, generator=generator)
@@ -744,8 +819,9 @@ def test_banded_pamr_and_probabilities_equal_the_whole_computation(monkeypatch):
 
 
 def test_engine_with_bands_equals_engine_without(tiny_ckpt, monkeypatch):
-    from itaclip.engine import pamr, postprocess
+    from itaclip.engine import postprocess
     from itaclip.engine.predictor import Segmenter
+    from itaclip.engine.refine import pamr
 
     image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     seg = Segmenter(weights=tiny_ckpt, device="cpu", text_cache=False, short_side=64, crop=64, stride=32,
@@ -805,3 +881,34 @@ def test_threads_of_one_segmenter_stay_consistent(tiny_ckpt):
     for t in threads:
         t.join()
     assert all(np.array_equal(a, b) for a, b in zip(results, expected))
+
+
+def test_names_cvat_and_file_systems_dislike_export_on_every_run(tmp_path, tiny_ckpt, capfd):
+    """A Latin-1 name, a newline in a name and a name near the file-name limit: every export of every
+    image is written on the first run (no traceback, no half-made cvat/), and a rerun has nothing to do."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    names = [os.fsdecode(b"caf\xe9.png"), "new\nline.png", "a" * 240 + ".png", "ok.png"]
+    for seed, name in enumerate(names):
+        write_rgb(inputs / name, 30, 40, seed)
+    out = tmp_path / "out"
+    args = ["segment", str(inputs), "--out", str(out), "--weights", str(tiny_ckpt), "--classes", "cat, dog",
+            "--no-overlay", "--export", "coco,labelstudio,cvat,masks", *FAST]
+    assert main(args) == 0
+    assert main(args) == 0
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "error" not in err and "0 done, 4 skipped, 0 failed" in err, err
+    stems = [Path(name).stem for name in names]
+    coco = json.loads((out / "coco.json").read_text(encoding="utf-8"))
+    assert len(coco["images"]) == 4 and len(json.loads((out / "tasks.json").read_text(encoding="utf-8"))) == 4
+    cvat = out / "cvat"
+    listed = (cvat / "ImageSets" / "Segmentation" / "default.txt").read_text(encoding="utf-8").split("\n")
+    assert listed[-1] == "" and sorted(listed[:-1]) == sorted(["caf%E9", "new%0Aline", "a" * 240, "ok"])
+    assert (cvat / "labelmap.txt").is_file()
+    for item in listed[:-1]:  # each listed item has its mask, equal to the run's label map
+        stem = stems[["caf%E9", "new%0Aline", "a" * 240, "ok"].index(item)]
+        np.testing.assert_array_equal(read_png(cvat / "SegmentationClass" / f"{item}.png"),
+                                      read_png(out / f"{stem}.png"))
+    long_exports = [p for p in out.iterdir() if p.name.startswith("a" * 100)]
+    assert len(long_exports) == 4  # label map, coco, labelstudio, masks folder
+    assert all(len(os.fsencode(p.name)) <= 255 for p in long_exports)

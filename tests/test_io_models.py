@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.weights import StateModule
 from itaclip import ItaclipError, load_clip
 from itaclip.engine.devices import resolve_device
 from itaclip.engine.files import write_png
@@ -84,38 +85,10 @@ def test_checkpoint_as_state_dict_and_torchscript(tmp_path, small_state):
 
     # OpenAI ships TorchScript archives whose state_dict() has the same dotted keys.
     jit_path = tmp_path / "jit.pt"
-    torch.jit.save(torch.jit.script(_StateModule(small_state)), jit_path)
+    torch.jit.save(torch.jit.script(StateModule(small_state)), jit_path)
     model2 = load_clip(jit_path, device="cpu")
     assert torch.equal(model2.visual.proj, model.visual.proj)
     assert text_tower_fingerprint(model2) == text_tower_fingerprint(model)
-
-
-class _StateModule(torch.nn.Module):
-    """Nested modules so that ``state_dict()`` of the scripted archive has OpenAI's dotted keys."""
-
-    def __init__(self, state):
-        super().__init__()
-        tree: dict = {}
-        for key, value in state.items():
-            node = tree
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-        _fill(self, tree)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-def _fill(module: torch.nn.Module, tree: dict) -> None:
-    for name, value in tree.items():
-        if isinstance(value, dict):
-            child = torch.nn.Module()
-            _fill(child, value)
-            module.add_module(name, child)
-        else:
-            module.register_parameter(name, torch.nn.Parameter(value, requires_grad=False))
 
 
 def test_fingerprint_changes_with_text_weights(tmp_path, small_state):
@@ -123,7 +96,8 @@ def test_fingerprint_changes_with_text_weights(tmp_path, small_state):
     changed = dict(small_state)
     changed["token_embedding.weight"] = changed["token_embedding.weight"] + 1
     torch.save(changed, tmp_path / "b.pt")
-    assert text_tower_fingerprint(load_clip(tmp_path / "a.pt", "cpu")) != text_tower_fingerprint(load_clip(tmp_path / "b.pt", "cpu"))
+    a, b = (text_tower_fingerprint(load_clip(tmp_path / name, "cpu")) for name in ("a.pt", "b.pt"))
+    assert a != b
 
 
 def test_bad_weights_are_one_line_errors(tmp_path, small_state):

@@ -12,13 +12,12 @@ import pytest
 from PIL import Image
 
 import itaclip
+from helpers.datasets import build_for
 from itaclip.cli import main, parse_args
 from itaclip.cli.options import config_overrides
 from itaclip.engine.methods import build_config, list_methods
-from test_datasets import build_for
-from test_eval_cli import _cheap_text_features  # noqa: F401  (autouse fixture: 4 prompt templates)
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "cheap_text_features")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,8 @@ def test_method_flags_map_onto_the_config():
                        "--gaussian-std", "3", "--crop", "224", "--area-thd", "none"])
     cfg = build_config(args.preset, **config_overrides(args))
     assert (cfg.method, cfg.gaussian_std, cfg.crop, cfg.prob_thd, cfg.pamr_steps) == ("naclip", 3.0, 224, 0.1, 10)
-    sclip = parse_args(["segment", "x.png", "--out", "o", "--method", "sclip", "--preset", "voc21", "--area-thd", "none"])
+    sclip = parse_args(["segment", "x.png", "--out", "o", "--method", "sclip", "--preset", "voc21",
+                        "--area-thd", "none"])
     assert build_config(sclip.preset, **config_overrides(sclip)).area_thd is None  # the preset's 0.1 switched off
     assert build_config("voc21", method="sclip").area_thd == 0.1
     whole = parse_args(["segment", "x.png", "--out", "o", "--crop", "0", "--area-thd", "0.2"])
@@ -98,6 +98,11 @@ def test_eval_compare_writes_one_table(tmp_path, tiny_ckpt, capsys):
                  "--weights", str(tiny_ckpt), "--out", str(out), *FAST]) == 0
     table = (out / "compare_voc21.md").read_text()
     assert "| SCLIP |" in table and "| 59.63 |" in table and "| NACLIP |" in table and "| 64.07 |" in table
+    shared = next(line for line in table.splitlines() if line.startswith("Settings of ours: "))
+    assert f"weights={tiny_ckpt}" in shared and "short_side=224" in shared and "device=cpu" in shared, shared
+    sclip = next(line for line in table.splitlines() if line.startswith("- SCLIP: "))
+    naclip = next(line for line in table.splitlines() if line.startswith("- NACLIP: "))
+    assert "method=sclip" in sclip and "method=naclip" in naclip and "gaussian_std=" in naclip, table
     assert table in capsys.readouterr().out
     record = json.loads((out / "compare_voc21.json").read_text())
     assert [r["method"] for r in record["rows"]] == ["sclip", "naclip"]

@@ -8,15 +8,14 @@ import json
 
 import pytest
 
+from helpers.datasets import build_for
 from itaclip import ItaclipError, Segmenter
 from itaclip.datasets import load_dataset
 from itaclip.engine.methods import METHODS
 from itaclip.evaluation.comparison import compare_methods, parse_methods, write_comparison
 from itaclip.evaluation.loop import evaluate
-from test_datasets import build_for
-from test_eval_cli import _cheap_text_features  # noqa: F401  (autouse fixture: 4 prompt templates)
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "cheap_text_features")
 
 FAST = dict(short_side=224, stride=224, pamr_steps=1)
 

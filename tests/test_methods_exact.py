@@ -6,7 +6,7 @@ asymmetrically), PAMR on and off, batch 1 and many, and ITACLIP's parts (views, 
 combined with each method. tests/test_frontier_exact.py covers the newer methods' own options.
 
 The comparison itself (text features, refined similarity maps, probabilities, labels with near-ties
-excused) is test_engine_exact's; the largest probability difference seen per method is printed at
+excused) is tests/helpers/exactness.py's; the largest probability difference seen per method is printed at
 the end of the module (``pytest -s``).
 """
 
@@ -20,9 +20,7 @@ import torch
 
 import naive_frontier as nf
 import naive_reference as ref
-from conftest import make_smooth_image
-from test_engine_exact import (
-    LOGIT_ATOL,
+from helpers.exactness import (
     OPEN,
     OPEN_AUX,
     PROB_ATOL,
@@ -31,7 +29,10 @@ from test_engine_exact import (
     VOC_LIKE_AUX,
     assert_labels_match,
     compare,
+    frontier_maps,
+    logit_tolerance,
 )
+from helpers.images import make_smooth_image
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("single_thread")]
 
@@ -44,29 +45,6 @@ from itaclip.engine.vocabulary import load_classes  # noqa: E402
 ZOO = [name for name in list_methods() if name != "itaclip"]
 #: Methods whose authors place anomaly tokens as if every window were square (SC-CLIP, SFP).
 SQUARE_ONLY = [name for name in ZOO if isinstance(METHODS[name].encoder, SelfCalibrated)]
-
-#: Config fields naive_frontier.reference_logits takes (it delegates the first zoo to naive_reference).
-REFERENCE_FIELDS = ("short_side", "crop", "stride", "pamr_steps", "pamr_dilations", "method", "tlp", "tlp_grid",
-                    "logit_scale", "image_engineering", "views", "lam", "gaussian_std", "attention", "remove_ffn",
-                    "intermediate_layers", "res_cls", "kk_weight", "sfr_thd", "sfr_weights", "rcs_weights",
-                    "entity_decay")
-#: Similarity maps refined by TLP. Its 25 float32 conjugate-gradient steps on a stiff system (data
-#: weights down to 0.05², Laplacian weights up to 1) do not converge, and their rounding depends on the
-#: input's last bits: uniform ±1e-7 noise on the maps moves TLP's output by up to 2.2e-4 on the tests'
-#: 36×32 pooled grids (2000×; naive_frontier's check against PEARL's code saw 1.8e-5 at full size). The
-#: end-to-end maps (inputs equal to ~2e-7) are therefore held to 5e-4; TLP itself equals the reference
-#: to float rounding on identical inputs (test_frontier_exact.test_tlp_on_the_engines_own_maps).
-TLP_LOGIT_ATOL = 5e-4
-
-
-def frontier_maps(state: dict, image: np.ndarray, text: torch.Tensor, cfg, **options) -> torch.Tensor:
-    """naive_frontier's refined maps for any config (SFP's isolated outliers keep their value, this
-    project's rule; ``options`` override)."""
-    fields = {name: getattr(cfg, name) for name in REFERENCE_FIELDS}
-    if cfg.sfr_thd is None:  # SFR off: its other fields mean nothing
-        del fields["sfr_weights"], fields["entity_decay"]
-    return nf.reference_logits(state, image, text, **fields, **{"isolated_outliers": "keep", **options})
-
 
 def test_every_method_has_a_naive_reference():
     """A method added to the registry is compared with the reference only once the reference
@@ -97,7 +75,7 @@ def zoo(tiny_ckpt):
 
 def check(seg, state, image, classes, has_background, aux_texts=None) -> dict:
     info = compare(seg, state, image, classes, has_background, aux_texts, reference=frontier_maps,
-                   logit_atol=TLP_LOGIT_ATOL if seg.config.tlp else LOGIT_ATOL)
+                   logit_atol=logit_tolerance(seg.config))
     _MAX_PROB_ERR[seg.config.method] = max(_MAX_PROB_ERR[seg.config.method], info["prob_err"])
     return info
 

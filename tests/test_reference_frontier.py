@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import naive_frontier as nf
 import naive_reference as ref
-from conftest import make_smooth_image
+from helpers.images import make_smooth_image
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("single_thread")]
 
@@ -206,7 +206,8 @@ def _dense_tlp_system(logits: np.ndarray, guide: np.ndarray, diag: np.ndarray):
     system = np.diag(cw.reshape(-1))
     for i in range(h):
         for j in range(w):
-            for (a, b), weight in (((i, j + 1), w_h[i, j] if j + 1 < w else 0), ((i + 1, j), w_v[i, j] if i + 1 < h else 0)):
+            edges = (((i, j + 1), w_h[i, j] if j + 1 < w else 0), ((i + 1, j), w_v[i, j] if i + 1 < h else 0))
+            for (a, b), weight in edges:
                 if weight:
                     s, t = i * w + j, a * w + b
                     # out[t] += w (x_t − x_s), out[s] −= w (x_t − x_s): the graph Laplacian

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import naive_reference as ref
-from conftest import make_random_image, make_smooth_image
+from helpers.images import make_random_image, make_smooth_image
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("single_thread")]
 

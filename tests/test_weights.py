@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.weights import StateModule, openai_to_transformers
 from itaclip import ItaclipError, Segmenter
 from itaclip.engine.encoders.last_block import DenseEncoder
 from itaclip.engine.settings import weights_identity
@@ -28,55 +29,6 @@ SHAPE = dict(vision_width=128, vision_layers=12, patch_size=16, grid=14, text_wi
              embed_dim=32, seed=5)
 CLASSES = ["cat", "dog", "tree"]
 FAST = dict(stride=112, pamr_steps=2)
-
-
-def openai_to_transformers(state: dict, quick_gelu: bool = True):
-    """The same tensors as a transformers CLIPModel (written plainly, independently of itaclip)."""
-    vision_layers = len({k.split(".")[3] for k in state if k.startswith("visual.transformer.resblocks.")})
-    text_layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
-    width, _, patch, _ = state["visual.conv1.weight"].shape
-    text_width = state["ln_final.weight"].shape[0]
-    act = "quick_gelu" if quick_gelu else "gelu"
-    config = transformers.CLIPConfig(
-        text_config=dict(vocab_size=state["token_embedding.weight"].shape[0], hidden_size=text_width,
-                         intermediate_size=4 * text_width, num_hidden_layers=text_layers,
-                         num_attention_heads=max(1, text_width // 64),
-                         max_position_embeddings=state["positional_embedding"].shape[0], hidden_act=act,
-                         eos_token_id=49407),
-        vision_config=dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=vision_layers,
-                           num_attention_heads=max(1, width // 64), patch_size=patch,
-                           image_size=patch * round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5),
-                           hidden_act=act),
-        projection_dim=state["text_projection"].shape[1],
-    )
-    hf = {}
-    for tower, src, dst in (("vision", "visual.transformer.resblocks", "vision_model.encoder.layers"),
-                            ("text", "transformer.resblocks", "text_model.encoder.layers")):
-        for i in range(vision_layers if tower == "vision" else text_layers):
-            s, d = f"{src}.{i}", f"{dst}.{i}"
-            for w in ("weight", "bias"):
-                q, k, v = state[f"{s}.attn.in_proj_{w}"].chunk(3)
-                hf[f"{d}.self_attn.q_proj.{w}"], hf[f"{d}.self_attn.k_proj.{w}"], hf[f"{d}.self_attn.v_proj.{w}"] = q, k, v
-                hf[f"{d}.self_attn.out_proj.{w}"] = state[f"{s}.attn.out_proj.{w}"]
-                hf[f"{d}.layer_norm1.{w}"] = state[f"{s}.ln_1.{w}"]
-                hf[f"{d}.layer_norm2.{w}"] = state[f"{s}.ln_2.{w}"]
-                hf[f"{d}.mlp.fc1.{w}"] = state[f"{s}.mlp.c_fc.{w}"]
-                hf[f"{d}.mlp.fc2.{w}"] = state[f"{s}.mlp.c_proj.{w}"]
-    hf["vision_model.embeddings.class_embedding"] = state["visual.class_embedding"]
-    hf["vision_model.embeddings.patch_embedding.weight"] = state["visual.conv1.weight"]
-    hf["vision_model.embeddings.position_embedding.weight"] = state["visual.positional_embedding"]
-    hf["visual_projection.weight"] = state["visual.proj"].t()
-    hf["text_model.embeddings.token_embedding.weight"] = state["token_embedding.weight"]
-    hf["text_model.embeddings.position_embedding.weight"] = state["positional_embedding"]
-    hf["text_projection.weight"] = state["text_projection"].t()
-    hf["logit_scale"] = state["logit_scale"]
-    for w in ("weight", "bias"):
-        hf[f"vision_model.pre_layrnorm.{w}"] = state[f"visual.ln_pre.{w}"]
-        hf[f"vision_model.post_layernorm.{w}"] = state[f"visual.ln_post.{w}"]
-        hf[f"text_model.final_layer_norm.{w}"] = state[f"ln_final.{w}"]
-    model = transformers.CLIPModel(config).eval()
-    model.load_state_dict({k: v.float().contiguous() for k, v in hf.items()}, strict=True)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +57,7 @@ def hf_folder(hf_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image():
-    from conftest import make_smooth_image
+    from helpers.images import make_smooth_image
 
     return make_smooth_image(96, 128, seed=3)
 
@@ -396,9 +348,8 @@ def test_torchscript_archive_is_announced_and_pickles_are_data_only(tmp_path, ca
         load_backbone(tmp_path / "evil.pt", "cpu")
     assert "\n" not in str(info.value)
 
-    from test_io_models import _StateModule
 
-    torch.jit.save(torch.jit.script(_StateModule(openai_state)), tmp_path / "archive.pt")
+    torch.jit.save(torch.jit.script(StateModule(openai_state)), tmp_path / "archive.pt")
     with caplog.at_level("WARNING", logger="itaclip.engine.weights.reading"):
         load_backbone(tmp_path / "archive.pt", "cpu")
     assert "TorchScript archive" in caplog.text and "runs the code" in caplog.text

@@ -298,7 +298,8 @@ class DemoEngine:
             if progress:
                 progress(0.0, "encoding class names")
             text_progress = (lambda d, t: progress(0.05 * d / max(t, 1), "encoding class names")) if progress else None
-            window_progress = (lambda d, t: progress(0.05 + 0.9 * d / max(t, 1), f"windows {d}/{t}")) if progress else None
+            window_progress = ((lambda d, t: progress(0.05 + 0.9 * d / max(t, 1), f"windows {d}/{t}"))
+                               if progress else None)
             segmenter.set_vocabulary(vocab, progress=text_progress)
             result = segmenter.segment(image, progress=window_progress)
         seconds = time.perf_counter() - start
@@ -568,7 +569,8 @@ def launch(engine: DemoEngine, host: str = "127.0.0.1", port: Optional[int] = No
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web-font download
     _, url, _ = app.launch(
-        server_name=host, server_port=port, prevent_thread_lock=True, show_error=True, quiet=False,
+        server_name=host, server_port=port, prevent_thread_lock=True, show_error=True,
+        quiet=True,  # `itaclip demo` says where it serves; Gradio's own lines speak of launch() and share=True
         inbrowser=False, share=False, ssr_mode=False, mcp_server=False, theme=theme,
         footer_links=[], max_file_size="50mb",  # results and examples are served from Gradio's cache
     )

@@ -31,6 +31,8 @@ class LineProgress:
         self.n = self.initial = initial
         """``initial`` units were done before (a resumed run): they count as done, not in the rate."""
         self.postfix = ""
+        self.shown: Optional[tuple[int, str]] = None
+        """The count and postfix of the last line written: ``close`` does not write it again."""
         self.start = self.last = time.perf_counter()
 
     def line(self) -> str:
@@ -39,7 +41,7 @@ class LineProgress:
         text = f"{self.prefix}: {self.desc} {self.n}"
         if self.total:
             text += f"/{self.total} ({100 * self.n / self.total:.0f}%)"
-        text += f" {rate:.2f} {self.unit}/s"
+        text += " " + rate_text(rate, self.unit)
         if self.total and rate > 0 and self.n < self.total:
             text += f" ETA {_duration((self.total - self.n) / rate)}"
         elif self.n:
@@ -51,7 +53,11 @@ class LineProgress:
         now = time.perf_counter()
         if now - self.last >= self.interval:
             self.last = now
-            self.write(self.line())
+            self._emit()
+
+    def _emit(self) -> None:
+        self.write(self.line())
+        self.shown = (self.n, self.postfix)
 
     def set_postfix_str(self, text: str) -> None:
         self.postfix = text
@@ -60,8 +66,25 @@ class LineProgress:
         print(message, file=file or self.stream, flush=True)
 
     def close(self) -> None:
-        if self.n > self.initial:
-            self.write(self.line())
+        if self.n > self.initial and self.shown != (self.n, self.postfix):
+            self._emit()
+
+
+def rate_text(per_second: float, unit: str, units: str = "") -> str:
+    """``2.31 img/s`` (``units``, default ``unit``, per second), or the seconds per ``unit`` below one
+    per second (``43.2 s/img``), so that a slow run never reads ``0.00 img/s``."""
+    if 0 < per_second < 1:
+        return f"{_figure(1 / per_second)} s/{unit}"
+    return f"{_figure(per_second)} {units or unit}/s"
+
+
+def _figure(value: float) -> str:
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 image``, ``3 images``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def progress(total: Optional[int], desc: str, unit: str, prefix: str = "itaclip", interval: float = 10.0,

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -28,7 +26,10 @@ REPOSITORY = "github.com/m-arda-aydn/ITACLIP"
 COMMIT = "521a33c4f10760cd9a3a48beb432e92fac7838ab"
 DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/m-arda-aydn/ITACLIP/{COMMIT}/llama_generated_texts"
 URL_ENV = "ITACLIP_AUTHORS_TEXTS_URL"
+#: The whole download (not each read) must end within this many seconds.
 TIMEOUT_S = 30
+#: The authors' files are a few kilobytes each: a far larger answer is not theirs and is not read in.
+MAX_BYTES = 4 << 20
 
 
 class AuthorsFile(NamedTuple):
@@ -96,13 +97,13 @@ def authors_texts_file(list_name: Optional[str]) -> Path:
 
 
 def _download(url: str, name: str, target: Path) -> bytes:
+    from ..engine.downloads import DownloadError, download
+
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            return response.read()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise ItaclipError(f"cannot download the authors' {name} from {url} ({reason}) and it is not cached in "
-                           f"{target.parent}: connect once, or give --aux-texts FILE") from None
+        return download(url, max_bytes=MAX_BYTES, timeout=TIMEOUT_S)
+    except DownloadError as exc:
+        raise ItaclipError(f"cannot download the authors' {name} from {url} ({exc.reason}) and it is not cached "
+                           f"in {target.parent}: connect once, or give --aux-texts FILE") from None
 
 
 def texts_for_paper(list_name: Optional[str]) -> tuple[Optional[str], str]:

@@ -6,7 +6,8 @@ images/s, the time spent in the ViT encoder, the encoder's FLOPs (``DenseEncoder
 achieved GFLOP/s, peak memory, and the label agreement with the fp32 mode on the same image. It
 also times the text side: the first encoding of the VOC vocabulary (no cache), a second run
 served by the on-disk text cache, and the VOC vocabulary plus one class right after the first
-encoding (text features are cached per text: only the new class's texts are encoded). The work is done by :mod:`itaclip.benchmark`; this module parses
+encoding (text features are cached per text: only the new class's texts are encoded). The work is done by
+:mod:`itaclip.benchmark`; this module parses
 the flags.
 
 Without ``--weights`` it uses a randomly initialised model with ViT-B/16's shapes (saved once to

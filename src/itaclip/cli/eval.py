@@ -2,7 +2,7 @@
 ablation tables from flags alone.
 
     itaclip eval --dataset voc21 --data-root data/VOCdevkit/VOC2012
-    torchrun --standalone --nproc-per-node 4 --no-python itaclip eval --dataset coco_stuff \
+    torchrun --standalone --nproc-per-node 4 -m itaclip.cli eval --dataset coco_stuff \
         --data-root data/coco_stuff164k
     itaclip eval --paper-table 2 --dataset voc21 --data-root data/VOCdevkit/VOC2012 --stride 56
     itaclip eval --convert-coco-object --data-root data/coco_stuff164k
@@ -32,11 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "examples:\n"
         "  itaclip eval --dataset voc21 --data-root data/VOCdevkit/VOC2012\n"
-        "  torchrun --standalone --nproc-per-node 4 --no-python itaclip eval --dataset coco_stuff \\\n"
+        "  torchrun --standalone --nproc-per-node 4 -m itaclip.cli eval --dataset coco_stuff \\\n"
         "      --data-root data/coco_stuff164k --device cuda\n"
         "  itaclip eval --paper-table 7 --dataset context60 --data-root data/VOCdevkit/VOC2010\n"
         "  itaclip eval --method naclip --dataset voc21 --data-root data/VOCdevkit/VOC2012\n"
-        "  itaclip eval --compare clip,sclip,clearclip,naclip,itaclip --dataset voc21 --data-root data/VOCdevkit/VOC2012\n"
+        "  itaclip eval --compare clip,sclip,clearclip,naclip,itaclip --dataset voc21 \\\n"
+        "      --data-root data/VOCdevkit/VOC2012\n"
         "  itaclip eval --convert-coco-object --data-root data/coco_stuff164k\n"
         "datasets: voc21 voc20 context60 context59 coco_stuff coco_object cityscapes ade20k "
         "(layouts: itaclip eval --list-datasets; docs/EVALUATION.md)"

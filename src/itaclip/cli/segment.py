@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("outputs")
     group.add_argument("--no-overlay", action="store_true", help="do not write STEM_overlay.png")
     group.add_argument("--save-probs", action="store_true",
-                       help="also write STEM.npz with per-class probabilities (the map the labels are the argmax of)")
+                       help="also write STEM.npz with per-class probabilities; the labels are their argmax, then "
+                            "(unless --no-closing) a 3x3 closing that relabels pixels along class borders")
     group.add_argument("--probs-format", metavar="FORMAT",
                        help="how STEM.npz stores them (implies --save-probs): float32 (default), float16, or "
                             "topk:K (the K most probable classes per pixel, float16)")
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                             exports=tuple(args.export), probs_format=args.probs_format or "float32")
     folder_run = FolderRun(
         inputs=args.images, out_dir=Path(args.out), options=options,
-        manifest=run_manifest(prediction_settings(config, vocabulary, args.weights), options),
+        manifest=run_manifest(prediction_settings(config, vocabulary, args.weights), options, args.image_url_prefix),
         class_names=vocabulary.names, files_from=args.files_from, input_root=args.input_root,
         recursive=args.recursive, overwrite=args.overwrite, image_url_prefix=args.image_url_prefix,
         max_pixels=args.max_pixels or pixel_limit())
@@ -85,9 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
         segmenter = Segmenter(weights=args.weights, preset=args.preset, device=device, config=config)
         segmenter.set_vocabulary(vocabulary)
-        if dist_env().is_main:
-            _say(f"text features of {vocabulary.num_classes} classes: {segmenter.text_source}")
-        return segmenter
+        return segmenter  # run_folder says where its text features came from
 
     summary = run_folder(folder_run, load_segmenter, device=args.device, log=_say)
     if dist_env().is_main:  # one summary for all processes

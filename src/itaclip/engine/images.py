@@ -11,6 +11,7 @@ claims 60000×60000 pixels (a decompression bomb) is refused in one line instead
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -49,15 +50,16 @@ def pixel_limit() -> int:
     return parse_max_pixels(env, f"${MAX_PIXELS_ENV}") if env else DEFAULT_MAX_PIXELS
 
 
-def header_pixels(path: Union[str, os.PathLike]) -> Optional[tuple[int, str]]:
-    """(pixels, "W×H") claimed by an image file's header, read without decoding the pixels (Pillow
-    opens lazily); ``None`` for formats Pillow cannot identify (OpenCV then decides)."""
+def header_pixels(path: Union[str, os.PathLike, bytes]) -> Optional[tuple[int, str]]:
+    """(pixels, "W×H") claimed by an image file's header (or an encoded image's bytes), read without
+    decoding the pixels (Pillow opens lazily); ``None`` for formats Pillow cannot identify (OpenCV
+    then decides)."""
     from PIL import Image
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as probe:
+            with Image.open(io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path) as probe:
                 width, height = probe.size
                 return width * height, f"{width}×{height}"
         except Image.DecompressionBombError as exc:  # beyond Pillow's own limit: it names the count
@@ -67,14 +69,16 @@ def header_pixels(path: Union[str, os.PathLike]) -> Optional[tuple[int, str]]:
             return None
 
 
-def check_pixels(path: Union[str, os.PathLike], limit: Optional[int] = None) -> None:
-    """Refuse an image file whose header claims more than ``limit`` pixels (default :func:`pixel_limit`)."""
+def check_pixels(path: Union[str, os.PathLike, bytes], limit: Optional[int] = None, source: str = "") -> None:
+    """Refuse an image file (or an encoded image's bytes, named ``source`` in errors) whose header
+    claims more than ``limit`` pixels (default :func:`pixel_limit`)."""
     limit = pixel_limit() if limit is None else limit
     claimed = header_pixels(path)
     if claimed is not None and claimed[0] > limit:
         pixels, shape = claimed
         raise ItaclipError(
-            f"image {path} claims {shape + ' = ' if shape else ''}{pixels / 1e6:.1f} megapixels, more than the "
+            f"image {source or path} claims {shape + ' = ' if shape else ''}{pixels / 1e6:.1f} megapixels, "
+            "more than the "
             f"limit of {limit / 1e6:g} (a decompression bomb, or a very large image: raise the limit with "
             f"--max-pixels or ${MAX_PIXELS_ENV} if you trust it)"
         )

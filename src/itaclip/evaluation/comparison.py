@@ -17,6 +17,7 @@ from ..engine.errors import ItaclipError
 from ..engine.files import atomic_write_text, write_json
 from ..engine.methods import get_method, list_methods
 from .paper_tables import PARTIAL_NOTE, miou_cells, partial_footnote
+from .report import settings_lines
 
 
 def parse_methods(text: str) -> list[str]:
@@ -32,10 +33,12 @@ def parse_methods(text: str) -> list[str]:
 
 
 def compare_methods(dataset, base_segmenter, methods: Sequence[str], evaluate_one: Callable,
-                    overrides: Optional[dict] = None, log: Callable[[str], None] = lambda message: None) -> list[dict]:
+                    overrides: Optional[dict] = None, log: Callable[[str], None] = lambda message: None,
+                    weights: Optional[str] = None) -> list[dict]:
     """Evaluate each method with its own preset for ``dataset`` (and ``overrides``), sharing the
     loaded model of ``base_segmenter``; ``evaluate_one(segmenter, title)`` runs the harness and
-    returns its :class:`~itaclip.evaluation.report.EvalResult`. One row per method."""
+    returns its :class:`~itaclip.evaluation.report.EvalResult`. One row per method, with the
+    run's settings (and ``weights``, the name the table shows for them)."""
     rows = []
     for number, name in enumerate(methods, 1):
         method = get_method(name)
@@ -53,6 +56,8 @@ def compare_methods(dataset, base_segmenter, methods: Sequence[str], evaluate_on
             "complete": result.complete,
             "images": result.images_evaluated,
             "run_dir": str(result.run_dir),
+            "weights": weights,
+            "settings": result.settings,
         })
     return rows
 
@@ -68,6 +73,7 @@ def comparison_markdown(dataset_name: str, title: str, rows: Sequence[dict], tot
         ours, published, delta = miou_cells(r["ours"], r["complete"], r["published"], "g")
         lines.append(f"| {r['title']} | {ours} | {published} | {delta} | {r['source'] or ''} |")
     lines += partial_footnote(list(rows), total_images)
+    lines += settings_lines([{**r, "label": r["title"]} for r in rows])
     return "\n".join(lines) + "\n"
 
 

@@ -75,6 +75,13 @@ def init_distributed(device: str) -> DistInfo:
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
+    # Before the group exists: torch.distributed.nn.functional binds ``group.WORLD`` as the default
+    # argument of ten functions when it is first imported. Imported later (open_clip imports it
+    # with the model), those defaults would keep the group alive after destroy_process_group(): its
+    # gloo threads would then outlive main() and, releasing a finished collective's tensors while
+    # Python shuts down, abort the process (SIGABRT, "terminate called without an active
+    # exception"). Imported now, the defaults are None and leaving the group joins its threads.
+    import torch.distributed.nn  # noqa: F401
     if not dist.is_initialized():
         for name in ("MASTER_ADDR", "MASTER_PORT"):
             if name not in os.environ:
@@ -91,8 +98,9 @@ def init_distributed(device: str) -> DistInfo:
 
 def shutdown_distributed(synchronize: bool = False) -> None:
     """Leave the process group; ``synchronize`` first waits for every rank (a run that ended well),
-    so no rank tears its gloo connections down while another still uses them (that aborts the
-    slower rank with "terminate called without an active exception" after its work is done)."""
+    so no rank closes its connections while another still reads from them. With nothing else
+    holding the group (see :func:`init_distributed`), this joins its communication threads: none is
+    left to touch Python objects while the interpreter shuts down."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

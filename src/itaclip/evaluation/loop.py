@@ -233,23 +233,22 @@ def evaluate(
             except SampleError as exc:
                 skipped.append({"key": sample.key, "error": str(exc)})
                 message = f"skipped {sample.key}: {exc}"
-                if bar is not None:
-                    bar.write(message, file=sys.stderr)
-                    bar.update()
-                else:
+                if bar is None:
                     log(message)
-                continue
-            save_sample_result(
-                samples_dir / sample_filename(sample.key), sample.key, cm, time.perf_counter() - t0
-            )
-            total += cm
-            evaluated_now += 1
-            if bar is not None:
-                bar.update()
+                    continue
+                bar.write(message, file=sys.stderr)
+            else:
+                save_sample_result(
+                    samples_dir / sample_filename(sample.key), sample.key, cm, time.perf_counter() - t0
+                )
+                total += cm
+                evaluated_now += 1
+            if bar is not None:  # the postfix first: the line written by update() shows this image's result
                 postfix = f"{miou_label} {100 * mean_iou(total):.2f}"
                 if skipped:
                     postfix += f", skipped {len(skipped)}"
                 bar.set_postfix_str(postfix)
+                bar.update()
     except KeyboardInterrupt:
         if info.distributed:
             raise

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..engine.errors import ItaclipError
+from .report import settings_lines
 
 
 @dataclass(frozen=True)
@@ -252,4 +253,5 @@ def format_table(table: PaperTable, dataset: str, images_total: int, rows: list[
         ours, paper, delta = miou_cells(r["ours"], r["complete"], r["paper"], ".1f")
         lines.append(f"| {r['row']} | {ours} | {paper} | {delta} |")
     lines += partial_footnote(rows, images_total)
+    lines += settings_lines([{**r, "label": r["row"]} for r in rows])
     return "\n".join(lines) + "\n"

@@ -116,14 +116,9 @@ def markdown_report(result: EvalResult, title: str = "") -> str:
         f"Run directory: `{result.run_dir}` · {result.world_size} process(es) · {result.seconds:.1f} s",
         "",
     ]
-    cfg = result.settings.get("config", {})
-    if cfg:
-        lines.append(
-            "Settings: "
-            + ", ".join(f"{k}={cfg[k]}" for k in REPORTED_SETTINGS if k in cfg)
-            + f"; weights {result.settings.get('weights', '?')}"
-        )
-        lines.append("")
+    if result.settings.get("config"):
+        shown = reported_settings(result.settings)
+        lines += ["Settings: " + ", ".join(f"{k}={v}" for k, v in shown.items()), ""]
     if result.skipped:
         lines += (
             ["Skipped (unreadable):", ""] + [f"- `{s['key']}`: {s['error']}" for s in result.skipped] + [""]
@@ -132,6 +127,38 @@ def markdown_report(result: EvalResult, title: str = "") -> str:
     for row in m.get("per_class", []):
         lines.append(f"| {row['class']} | {fmt(row['IoU'])} | {fmt(row['Acc'])} |")
     return "\n".join(lines) + "\n"
+
+
+def reported_settings(settings: dict, weights: Optional[str] = None) -> dict[str, str]:
+    """What a report says produced a run's numbers, in a fixed order: the weights (``weights`` as
+    given, else their identity: a name or a checkpoint's SHA-256), the method and its options in
+    :data:`REPORTED_SETTINGS`, the device type and, on the CPU, the thread count."""
+    cfg = settings.get("config", {})
+    shown = {"weights": str(weights or settings.get("weights", "?")), "method": str(cfg.get("method", "itaclip"))}
+    shown.update((key, str(cfg[key])) for key in REPORTED_SETTINGS if key in cfg and key != "method")
+    if settings.get("device_type"):
+        shown["device"] = str(settings["device_type"])
+    if "cpu_threads" in settings:
+        shown["cpu_threads"] = str(settings["cpu_threads"])
+    return shown
+
+
+def settings_lines(rows: list[dict]) -> list[str]:
+    """Markdown lines under a results table saying which settings produced "ours": those every row
+    shares, then, per row, the ones it sets itself. ``rows`` carry ``settings`` (a run's settings),
+    optionally ``weights`` (as given) and their label under ``label``."""
+    shown = [reported_settings(r["settings"], r.get("weights")) for r in rows if r.get("settings")]
+    if not shown:
+        return []
+    common = {k: v for k, v in shown[0].items() if all(s.get(k) == v for s in shown[1:])}
+    lines = ["", "Settings of ours: " + ", ".join(f"{k}={v}" for k, v in common.items())
+             + (" (each row also sets its own, below)" if len(common) < max(map(len, shown)) else "") + "."]
+    own_lines = []
+    for r, settings in zip((r for r in rows if r.get("settings")), shown):
+        own = {k: v for k, v in settings.items() if common.get(k) != v}
+        if own:
+            own_lines.append(f"- {r['label']}: " + ", ".join(f"{k}={v}" for k, v in own.items()))
+    return lines + ([""] + own_lines if own_lines else [])
 
 
 def write_report(result: EvalResult, title: str = "") -> None:

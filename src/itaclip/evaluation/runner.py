@@ -172,6 +172,8 @@ def run_paper_table(
                 "complete": result.complete,
                 "images": result.images_evaluated,
                 "run_dir": str(result.run_dir),
+                "weights": weights,
+                "settings": result.settings,
             }
         )
     markdown = format_table(table, name, len(request.dataset), rows, texts_used)
@@ -209,7 +211,7 @@ def run_comparison(request: EvalRequest, methods: Sequence[str], log: Log = _std
         return result
 
     rows = compare_methods(request.dataset, request.segmenter(), methods, evaluate_one, request.overrides,
-                           log=lambda message: say(f"itaclip eval: {message}"))
+                           log=lambda message: say(f"itaclip eval: {message}"), weights=request.weights)
     path = Path(request.out_dir).expanduser() / f"compare_{request.dataset.name}.md"
     if request.info.is_main:
         with writing(path, resumable=True):

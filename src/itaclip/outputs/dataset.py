@@ -17,8 +17,9 @@ per-image files. Each is written atomically. Formats (files in the output folder
 ``cvat`` → ``OUT/cvat/``
     CVAT's "Segmentation mask 1.1" layout: ``labelmap.txt`` (``name:r,g,b::`` per class, in class
     order, VOC colours), ``ImageSets/Segmentation/default.txt`` (image paths relative to the input
-    root, without extension) and ``SegmentationClass/<path>.png`` (the palette label PNGs, linked or
-    copied). Zip the folder's contents to import them into a CVAT task.
+    root, without extension; bytes that are not UTF-8 and control characters as ``%XX``) and
+    ``SegmentationClass/<path>.png`` (the palette label PNGs, linked or copied, named as in
+    ``default.txt``). Zip the folder's contents to import them into a CVAT task.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from urllib.parse import quote
 
 from ..engine.errors import ItaclipError
 from ..engine.files import atomic_open, atomic_write_text, json_bytes, read_json
-from .exports import export_paths, labelstudio_config, text_file_name
+from .exports import derived_name, export_paths, labelstudio_config, line_file_name, text_file_name
 from .visualize import palette
 
 DATASET_FORMATS = ("coco", "labelstudio", "cvat")
@@ -137,14 +138,27 @@ def _write_labelstudio(path: Path, items: Sequence[DatasetItem], prefix: str) ->
 
 
 def _write_cvat(folder: Path, items: Sequence[DatasetItem], class_names: Sequence[str]) -> None:
+    # Item names are UTF-8 lines: bytes that are not UTF-8 and control characters (a newline would
+    # split default.txt) become %XX, in default.txt and in the mask's file name alike.
+    names = [line_file_name(str(PurePosixPath(item.rel).with_suffix(""))) for item in items]
+    seen: dict[str, str] = {}
+    for name, item in zip(names, items):
+        if name in seen:
+            raise ItaclipError(f"{seen[name]} and {item.rel} both become the CVAT item {name!r}: rename one, or leave "
+                               "out --export cvat")
+        seen[name] = item.rel
+    # The list and the label map last: a folder with them is complete.
+    for name, item in zip(names, items):
+        target = folder / "SegmentationClass" / f"{name}.png"
+        try:
+            _link_or_copy(item.out_dir / derived_name(item.stem, ".png"), target)
+        except OSError as exc:
+            raise ItaclipError(f"cannot write {target}: {exc.strerror or exc}") from None
+    atomic_write_text(folder / "ImageSets" / "Segmentation" / "default.txt", "".join(f"{n}\n" for n in names))
     colors = palette(len(class_names))
     lines = ["# label:color_rgb:parts:actions"]
     lines += [f"{name}:{r},{g},{b}::" for name, (r, g, b) in zip(class_names, colors.tolist())]
     atomic_write_text(folder / "labelmap.txt", "\n".join(lines) + "\n")
-    names = [str(PurePosixPath(item.rel).with_suffix("")) for item in items]
-    atomic_write_text(folder / "ImageSets" / "Segmentation" / "default.txt", "".join(f"{n}\n" for n in names))
-    for name, item in zip(names, items):
-        _link_or_copy(item.out_dir / f"{item.stem}.png", folder / "SegmentationClass" / f"{name}.png")
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

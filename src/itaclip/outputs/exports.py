@@ -104,6 +104,29 @@ def text_file_name(name: str) -> str:
     return re.sub("[\udc80-\udcff]", lambda m: f"%{ord(m.group()) - 0xDC00:02X}", name)
 
 
+def line_file_name(name: str) -> str:
+    """A file name as one line of UTF-8 text (CVAT's image lists): :func:`text_file_name`, and the
+    control characters (a newline would split the line) as ``%XX`` too."""
+    return re.sub("[\x00-\x1f\x7f]", lambda m: f"%{ord(m.group()):02X}", text_file_name(name))
+
+
+#: The longest file name most file systems allow, in bytes.
+NAME_MAX = 255
+
+
+def derived_name(stem: str, suffix: str) -> str:
+    """``stem + suffix``, or, when that is longer than :data:`NAME_MAX` bytes (an image name near the
+    limit with a long suffix such as ``.labelstudio.json``), the stem cut short and marked with a
+    hash of the whole stem, so each image still gets its own file and every run the same one."""
+    name = stem + suffix
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return name
+    digest = hashlib.sha1(os.fsencode(stem)).hexdigest()[:10]
+    keep = NAME_MAX - len(os.fsencode(suffix)) - len(digest) - 1
+    # cut in bytes; a character cut in two decodes to surrogate escapes, which encode back to the same bytes
+    return os.fsdecode(os.fsencode(stem)[:keep]) + "~" + digest + suffix
+
+
 # --------------------------------------------------------------------------------------------------
 # COCO
 # --------------------------------------------------------------------------------------------------
@@ -163,11 +186,12 @@ def coco_dict(
 #   (length - 1), 8 bits value; a single value is "0", class 0, length 0, value. Runs longer than
 #   2**16 are split into 2**16-long pieces. Bits are packed MSB first and padded with 1-8 zero bits.
 #
-# We encode by hand, vectorised, instead of depending on `label-studio-converter` (or its successor
-# inside `label-studio-sdk`): those packages pull in a large dependency tree (HTTP client, pydantic
-# models, XML and NLP tools) for a 60-line function, and their encoder builds a Python string of
-# '0'/'1' characters run by run, which is slow on large images. Our output is byte-for-byte the same
-# as `label_studio_converter.brush.mask2rle` (same run-size classes and the same padding).
+# We encode by hand, vectorised, instead of calling the encoder in `label-studio-sdk`
+# (`label_studio_sdk.converter.brush`, where the older `label-studio-converter` moved): that package
+# pins OpenCV below the version itaclip installs and pulls in a large dependency tree (HTTP client,
+# pydantic models, XML and NLP tools) for a 60-line function, and its encoder builds a Python
+# string of '0'/'1' characters run by run, which is slow on large images. Our bytes equal the SDK
+# encoder's; tests/test_label_studio_real.py checks that, and the masks, with Label Studio's own code.
 
 _LS_RUN_BITS = (3, 4, 8, 16)
 _LS_WORD = 8
@@ -337,9 +361,9 @@ def export_paths(stem: str, out_dir: PathLike) -> dict[str, Path]:
     """Where :func:`write_exports` puts each format."""
     out_dir = Path(out_dir)
     return {
-        "coco": out_dir / f"{stem}.coco.json",
-        "labelstudio": out_dir / f"{stem}.labelstudio.json",
-        "masks": out_dir / f"{stem}_masks",
+        "coco": out_dir / derived_name(stem, ".coco.json"),
+        "labelstudio": out_dir / derived_name(stem, ".labelstudio.json"),
+        "masks": out_dir / derived_name(stem, "_masks"),
     }
 
 

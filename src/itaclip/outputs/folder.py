@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, NamedTuple, Optional, Sequence
 
 from ..engine.errors import ItaclipError, one_line
+from ..progress import plural, rate_text
 from .writer import OutputOptions, check_manifest, is_done, write_manifest, write_outputs
 
 
@@ -68,12 +69,11 @@ def collect_jobs(inputs: Sequence[str], out_dir: Path, recursive: bool,
     found: list[Path] = []
     errors: list[str] = []
     given: list[Path] = []
+    refuse_out_among_inputs(inputs, out_dir)
     for item in inputs:
         path = Path(os.path.abspath(item))
         if path.is_dir():
-            if _same(path, out_dir):
-                raise ItaclipError(f"--out {out_dir} is the input folder {item}: outputs would mix with the images "
-                                   "(and could replace them); choose another folder (a sub-folder is fine)")
+            _is_output_folder(path)  # mixed inputs and outputs: an error
             images = sorted(p for p in _walk(path, out_dir, recursive) if p.suffix.lower() in IMAGE_SUFFIXES)
             if not images:
                 errors.append(f"{item}: no images found{'' if recursive else ' (use --recursive for sub-folders)'}")
@@ -114,24 +114,68 @@ def _resolved(path: Path) -> Path:
         return path.absolute()
 
 
-def _same(a: Path, b: Path) -> bool:
-    return _resolved(a) == _resolved(b)
+def refuse_out_among_inputs(inputs: Sequence[str], out_dir: Path) -> None:
+    """Outputs never mix with the inputs: refuse an ``--out`` that is, or contains, an input folder
+    or the folder of an input image (a later run over that tree would segment the outputs), and an
+    ``--out`` inside the inputs' tree that already holds images itaclip did not write (they would
+    be neither segmented nor kept apart). A new or output-only sub-folder is fine: the walk leaves
+    it out (:func:`_walk`)."""
+    from .writer import foreign_image
+
+    out = _resolved(out_dir)
+    folders: dict[Path, str] = {}  # each input's folder (a list may name many images of one folder)
+    for item in inputs:
+        path = _resolved(Path(os.path.abspath(item)))
+        if path.is_dir():
+            folders.setdefault(path, f"the input folder {item}")
+        elif path.exists():
+            folders.setdefault(path.parent, f"the folder of the input image {item}")
+    inside = None
+    for folder, what in folders.items():
+        if out == folder:
+            raise ItaclipError(f"--out {out_dir} is {what}: outputs would mix with the images (and a later run "
+                               "over it would segment them); choose another folder (a new sub-folder is fine)")
+        if folder.is_relative_to(out):
+            raise ItaclipError(f"--out {out_dir} contains {what}: outputs would mix with the images (and a later "
+                               "run over it would segment them); choose a folder outside the inputs' tree "
+                               "(a new sub-folder is fine)")
+        if inside is None and out.is_relative_to(folder):
+            inside = what
+    if inside is not None and out.is_dir():
+        stranger = foreign_image(out)
+        if stranger is not None:
+            raise ItaclipError(f"--out {out_dir} lies inside {inside} and holds images itaclip did not write "
+                               f"({stranger}): outputs would mix with them; choose a new folder")
+
+
+def _is_output_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an itaclip manifest (an earlier output folder); an error when it also
+    holds images itaclip did not write: a folder of inputs is never left out because a manifest
+    sits in it."""
+    from .writer import MANIFEST_NAME, foreign_image
+
+    if not (folder / MANIFEST_NAME).is_file():
+        return False
+    stranger = foreign_image(folder)
+    if stranger is not None:
+        raise ItaclipError(f"{folder} holds an itaclip {MANIFEST_NAME} and also images itaclip did not write "
+                           f"({stranger}): outputs and inputs are mixed there; move the outputs and "
+                           f"{MANIFEST_NAME} out of it, then run again")
+    return True
 
 
 def _walk(folder: Path, out_dir: Path, recursive: bool) -> list[Path]:
     """Files in ``folder`` (and its sub-folders with ``recursive``; symbolic links to folders are
     not followed, so link loops end). Output folders are never walked into, so outputs are never
-    segmented again: ``out_dir`` itself and any folder holding an itaclip manifest."""
-    from .writer import MANIFEST_NAME
-
+    segmented again: ``out_dir`` itself and any earlier output folder (it holds a manifest and no
+    image itaclip did not write; one that holds both is an error, :func:`_is_output_folder`)."""
     if not recursive:
         return [p for p in folder.iterdir() if p.is_file()]
     out_resolved = _resolved(out_dir)
     files = []
     for root, dirs, names in os.walk(folder):
         base = Path(root)
-        dirs[:] = [d for d in dirs if not (base / d / MANIFEST_NAME).is_file()
-                   and _resolved(base / d) != out_resolved]
+        dirs[:] = [d for d in dirs if _resolved(base / d) != out_resolved and not _is_output_folder(base / d)]
         files += [base / name for name in names if (base / name).is_file()]
     return files
 
@@ -164,7 +208,7 @@ class FolderSummary:
     processes: int = 1
 
     def line(self, out_dir: Path) -> str:
-        extras = [f"{self.done / self.seconds:.3g} images/s"] if self.done and self.seconds > 0 else []
+        extras = [rate_text(self.done / self.seconds, "image", "images")] if self.done and self.seconds > 0 else []
         extras += [f"{self.processes} processes"] if self.processes > 1 else []
         note = f" ({', '.join(extras)})" if extras else ""
         return (f"{self.done} done, {self.skipped} skipped, {self.failed} failed in {self.seconds:.1f} s{note}"
@@ -203,18 +247,28 @@ def segment_jobs(segmenter, jobs: Sequence[Job], options: OutputOptions, *,
         try:
             image = read_image(job.source, max_pixels)
             result = segmenter.segment(image)
-            write_outputs(job.out_dir, job.stem, image, result, options, image_file=job.rel or job.source.name)
+            write_outputs(job.out_dir, job.stem, image, result, options, image_file=job.rel or job.source.name,
+                          config=segmenter.config)
             summary.done += 1
         except Exception as exc:  # noqa: BLE001 - one image's failure, whatever it is, never stops the batch
             summary.failed += 1
             summary.failures.append(job.source)
-            message = f"{job.source}: {one_line(exc)}"
+            message = f"{job.source}: {_reason(exc, job.source)}"
             summary.errors.append(message)
             say(f"{prefix}: error: {message}")
         bar.update(1)
     bar.close()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _reason(exc: BaseException, source: Path) -> str:
+    """What went wrong with one image, without its path (the error line starts with it): image
+    readers name the file in their messages (``cannot read image PATH: truncated``)."""
+    text = one_line(exc)
+    for named in (f": {source}", f" {source}"):
+        text = text.replace(named, "")
+    return text
 
 
 # ------------------------------------------------------------------------------------ a whole run
@@ -274,6 +328,8 @@ def run_folder(run: FolderRun, load_segmenter: Callable[[str], object], device: 
             if not inputs:
                 raise ItaclipError("no images given: name images or folders, or give --files-from LIST")
             jobs, errors = collect_jobs(inputs, run.out_dir, run.recursive, run.input_root)
+            if errors and not jobs:  # nothing to do: a bad input, not a failed image (exit code 2)
+                raise ItaclipError("; ".join(errors))
             refuse_overwriting_inputs(jobs, run.options)
             return jobs, errors
 
@@ -337,7 +393,7 @@ def run_folder(run: FolderRun, load_segmenter: Callable[[str], object], device: 
                 summary.failed += 1
                 written = {}
             for name, path in written.items():
-                log(f"{name}: {path} ({len(items)} images)")
+                log(f"{name}: {path} ({plural(len(items), 'image')})")
         return summary
 
 

@@ -12,8 +12,8 @@ from typing import Callable, Protocol
 import torch
 
 from ..config import SegmenterConfig
-from .pamr import pamr
-from .tlp import tlp
+from . import pamr as pamr_module  # the modules stay reachable as refine.pamr, refine.tlp
+from . import tlp as tlp_module
 
 Guide = Callable[[], torch.Tensor]
 
@@ -28,8 +28,8 @@ def refinements(config: SegmenterConfig) -> list[Refinement]:
     if config.pamr_steps > 0:
         steps, dilations = config.pamr_steps, config.pamr_dilations
         # The full-size guide is referenced only inside pamr(), which frees it early.
-        stages.append(lambda logits, guide, text: pamr(guide(), logits, steps, dilations, inplace=True))
+        stages.append(lambda logits, guide, text: pamr_module.pamr(guide(), logits, steps, dilations, inplace=True))
     if config.tlp:
         grid = config.tlp_grid
-        stages.append(lambda logits, guide, text: tlp(logits, guide(), text, grid))
+        stages.append(lambda logits, guide, text: tlp_module.tlp(logits, guide(), text, grid))
     return stages

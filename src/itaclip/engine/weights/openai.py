@@ -87,7 +87,8 @@ def _name_the_architecture(state: dict, path: Path) -> str:
         width, layers = conv.shape[0], count_blocks(state, "visual.transformer.resblocks.")
         for name in open_clip.list_models():
             vision = open_clip.get_model_config(name).get("vision_cfg", {})
-            if (vision.get("width"), vision.get("layers"), vision.get("patch_size")) == (width, layers, conv.shape[-1]) \
+            shape = (vision.get("width"), vision.get("layers"), vision.get("patch_size"))
+            if shape == (width, layers, conv.shape[-1]) \
                     and not name.endswith("-quickgelu") and f"{name}-quickgelu" in open_clip.list_models():
                 matches.append(name)
     example = matches[0] if matches else "ViT-B-16"

@@ -1,0 +1,10 @@
+"""Helpers shared by the test modules (test modules never import each other):
+
+* ``images`` — small synthetic test pictures;
+* ``datasets`` — tiny benchmark datasets in MMSegmentation's layouts;
+* ``exactness`` — engine vs naive reference, stage by stage;
+* ``weights`` — checkpoints in other layouts (transformers, TorchScript);
+* ``exports`` — a plain Label Studio RLE decoder;
+* ``eval_cli`` — running ``itaclip eval`` and reading its results;
+* ``servers`` — a local HTTP file server.
+"""
