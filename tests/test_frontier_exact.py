@@ -241,25 +241,17 @@ def test_tlp_on_the_engines_own_maps(models, size, grid):
     assert float((ours - maps).abs().max()) > 1e-3  # it did something
 
 
-def test_refinements_run_pamr_before_tlp():
-    config = build_config(method="pearl", pamr_steps=3)
-    stages = refinements(config)
-    calls = []
-    guide = torch.zeros(3, 8, 8)
-    logits = torch.randn(2, 8, 8)
-    import itaclip.engine.refine as refine_module
+def test_refinements_run_pamr_before_tlp(monkeypatch):
+    import itaclip.engine.refine as refine
 
-    original_pamr, original_tlp = refine_module.pamr, refine_module.tlp
-    try:
-        refine_module.pamr = lambda *a, **k: calls.append("pamr") or a[1]
-        refine_module.tlp = lambda *a, **k: calls.append("tlp") or a[0]
-        stages = refinements(config)
-        for stage in stages:
-            stage(logits, lambda: guide, torch.randn(2, 4))
-    finally:
-        refine_module.pamr, refine_module.tlp = original_pamr, original_tlp
+    calls = []
+    monkeypatch.setattr(refine.pamr_module, "pamr", lambda guide, logits, *a, **k: calls.append("pamr") or logits)
+    monkeypatch.setattr(refine.tlp_module, "tlp", lambda logits, *a, **k: calls.append("tlp") or logits)
+    logits = torch.randn(2, 8, 8)
+    for stage in refinements(build_config(method="pearl", pamr_steps=3)):
+        assert stage(logits, lambda: torch.zeros(3, 8, 8), torch.randn(2, 4)) is logits
     assert calls == ["pamr", "tlp"]
-    assert len(refinements(build_config(method="pearl", tlp=False))) == 0
+    assert refinements(build_config(method="pearl", tlp=False)) == []
 
 
 # ------------------------------------------------------------------------- RCS and SFR for every method
