@@ -77,6 +77,8 @@ from naive_reference import (
 
 #: The methods of this module (all others are naive_reference's).
 FRONTIER_METHODS = ("scclip", "sfp", "pearl", "resclip")
+#: Every method the two references implement (``reference_logits`` below runs each).
+REFERENCE_METHODS = (*ref.REFERENCE_METHODS, *FRONTIER_METHODS)
 
 # --------------------------------------------------------------------------------------------
 # Block numbers (1-based: block b's output = the residual stream after block b)
@@ -355,13 +357,17 @@ def reference_scclip_features(state: dict, image: torch.Tensor, *, res_cls: Opti
 
 
 def reference_sfp_features(state: dict, image: torch.Tensor, *, res_cls: float = 0.3,
-                           outlier_mode: str = "SOM") -> torch.Tensor:
+                           outlier_mode: str = "SOM", isolated_outliers: str = "zero") -> torch.Tensor:
     """SFP's (g_h·g_w, E) normalised patch features of one normalised (3, h, w) window.
 
     ``outlier_mode``: 'SOM' (default: class-token vs self attention of block L−1), 'L2' (10
     largest norms) or 'LOF' (SC-CLIP's). authors: one thresholded similarity for the attention and
-    the aggregation; q-q added to the attention; isolated outliers are zeroed by the fill.
+    the aggregation; q-q added to the attention; isolated outliers are zeroed by the fill
+    (``isolated_outliers`` 'zero': the window becomes NaN; 'keep': SC-CLIP's rule, this project's).
     """
+    if isolated_outliers not in ("zero", "keep"):
+        raise ValueError(f"isolated_outliers must be 'zero' or 'keep', got {isolated_outliers!r}")
+    keep = isolated_outliers == "keep"
     dims = vision_dims(state)
     blocks = frontier_blocks("sfp", dims["layers"])
     g_h, g_w = image.shape[1] // dims["patch"], image.shape[2] // dims["patch"]
@@ -378,8 +384,8 @@ def reference_sfp_features(state: dict, image: torch.Tensor, *, res_cls: float =
         raise ValueError(f"unknown SFP outlier mode {outlier_mode!r} (SOM, L2, LOF)")
     positions = outlier_positions(outliers, g_h, g_w)
 
-    repaired = _filled_tokens(patches, positions, g_h, g_w, keep_isolated=False)
-    similarity = reference_cosine(_filled_tokens(outputs[blocks["pre"] - 1][1:], positions, g_h, g_w, False),
+    repaired = _filled_tokens(patches, positions, g_h, g_w, keep_isolated=keep)
+    similarity = reference_cosine(_filled_tokens(outputs[blocks["pre"] - 1][1:], positions, g_h, g_w, keep),
                                   threshold=0.4)
     post = reference_cosine(outputs[blocks["post"] - 1][1:], threshold=0.4)
 
@@ -426,10 +432,18 @@ def reference_pearl_features(state: dict, image: torch.Tensor, *, kk_weight: flo
     replaced by Procrustes-aligned attention (no residual, no FFN), one head at a time."""
     outputs, _ = reference_trunk(state, image)
     q, k, v = _last_block_qkv(state, outputs[-1])
+    logits = _pearl_logits(q, k, kk_weight, polar_solver, polar_iterations)
+    z = _last_out_proj(state, torch.softmax(logits, dim=-1) @ v)
+    return _unit_rows(_projected(state, z)[1:])
+
+
+def _pearl_logits(q: torch.Tensor, k: torch.Tensor, kk_weight: float, polar_solver: str = "polar",
+                  polar_iterations: int = 5) -> torch.Tensor:
+    """PEARL's pre-softmax attention logits (heads, T, T) of the last block, one head at a time."""
     s = q.shape[-1] ** -0.5
-    heads_out = []
+    out = []
     for h in range(q.shape[0]):
-        qh, kh, vh = q[h], k[h], v[h]
+        qh, kh = q[h], k[h]
         weight = qh.norm(dim=1)
         weight[0] = 0.0  # the class token does not move the centroids
         weight = weight / (weight.sum() + 1e-6)
@@ -443,10 +457,8 @@ def reference_pearl_features(state: dict, image: torch.Tensor, *, kk_weight: flo
         else:
             raise ValueError(f"unknown polar solver {polar_solver!r} (polar, svd)")
         logits = (qh * s) @ (kh @ rotation).t()  # authors: the uncentred keys are rotated
-        logits = logits + kk_weight * ((k_centred @ k_centred.t()) * s)
-        heads_out.append(torch.softmax(logits, dim=-1) @ vh)
-    z = _last_out_proj(state, torch.stack(heads_out))
-    return _unit_rows(_projected(state, z)[1:])
+        out.append(logits + kk_weight * ((k_centred @ k_centred.t()) * s))
+    return torch.stack(out)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -645,25 +657,38 @@ def reference_sfr_logits(logits: torch.Tensor, sfr: torch.Tensor, weights: Seque
     return tau * ((1 - lam) * logits + feedback)
 
 
-#: Methods whose last block ResCLIP's code can feed with SFR (its attn_strategy values, with the arch
-#: each needs: residual and FFN kept for clip and sclip, removed for clearclip and naclip).
-SFR_METHODS = ("clip", "sclip", "clearclip", "naclip", "resclip")
+#: Methods whose last block can take ResCLIP's RCS and SFR: the attn_strategy values of ResCLIP's code
+#: (clip, sclip, clearclip, naclip — residual and FFN kept for clip and sclip, removed for clearclip
+#: and naclip) and resclip itself; plus this project's extension to ITACLIP's and PEARL's last blocks
+#: (their attention logits are mixed like the others'; ITACLIP's RCS mixes the map fused with its
+#: intermediate layers, the map that multiplies the values).
+SFR_METHODS = ("itaclip", "clip", "sclip", "clearclip", "naclip", "resclip", "pearl")
+
+
+def _self_self_maps(state: dict, y: torch.Tensor, prefix: str, heads: int, attention: str) -> torch.Tensor:
+    """naive_reference's attention map of a block (sum of one softmax per term) from its input tokens y."""
+    return reference_attention_map(_layer_norm(y, state, prefix + ".ln_1"), state, prefix, heads, attention)
 
 
 def reference_feedback_features(state: dict, image: torch.Tensor, text: Optional[torch.Tensor], method: str, *,
                                 gaussian_std: float = 5.0, rcs_weights: Optional[Sequence[float]] = None,
                                 sfr_thd: Optional[float] = None, sfr_weights: Optional[Sequence[float]] = None,
-                                logit_scale: float = 40.0, entity_decay: bool = True) -> torch.Tensor:
+                                logit_scale: float = 40.0, entity_decay: bool = True, attention: str = "q-q+k-k",
+                                remove_ffn: bool = True, intermediate_layers: Sequence[int] = (7, 8, 10),
+                                kk_weight: float = 0.08) -> torch.Tensor:
     """(g_h·g_w, E) normalised patch features of one normalised (3, h, w) window for a last block of
     ``SFR_METHODS`` with ResCLIP's residual attention (RCS, ``rcs_weights``) and semantic feedback
     (SFR, ``sfr_thd`` and ``sfr_weights``), each optional — as ResCLIP's ``custom_attn`` defines them.
 
     Pre-softmax logits per method: clip (q·s) kᵀ; sclip s·q qᵀ and s·k kᵀ (two softmaxes, summed);
-    clearclip s·q qᵀ; naclip and resclip s·k kᵀ, + Ω after the SFR mix. SFR mixes every logits term
-    (``reference_sfr_logits``); RCS mixes the summed softmaxes: τ_r((1 − λ_r)·A + λ_r·A_rcs), A_rcs
-    = the mean of blocks 6 … 9's q-k maps. With SFR, a first pass (same block, RCS included, no SFR)
-    gives the window's temporary labels; ``text`` (Q, E) and ``logit_scale`` are needed for it.
-    resclip = naclip with both, RCS and SFR required.
+    clearclip s·q qᵀ; naclip and resclip s·k kᵀ, + Ω after the SFR mix; itaclip one term per
+    ``attention`` term (its softmaxes summed, then fused ½/½ with the mean map of
+    ``intermediate_layers``; residual kept, MLP unless ``remove_ffn``); pearl its Procrustes logits
+    (``kk_weight``; no residual, no MLP). SFR mixes every logits term (``reference_sfr_logits``); RCS
+    mixes the map that multiplies the values: τ_r((1 − λ_r)·A + λ_r·A_rcs), A_rcs = the mean of blocks
+    6 … 9's q-k maps. With SFR, a first pass (same block, RCS included, no SFR) gives the window's
+    temporary labels; ``text`` (Q, E) and ``logit_scale`` are needed for it. resclip = naclip with
+    both, RCS and SFR required.
     """
     if method not in SFR_METHODS:
         raise ValueError(f"no residual attention / semantic feedback for method {method!r} (only {SFR_METHODS})")
@@ -673,7 +698,7 @@ def reference_feedback_features(state: dict, image: torch.Tensor, text: Optional
     if (sfr_thd is None) != (sfr_weights is None):
         raise ValueError("semantic feedback needs both sfr_thd and sfr_weights")
     dims = vision_dims(state)
-    p = dims["patch"]
+    p, heads = dims["patch"], dims["heads"]
     g_h, g_w = image.shape[1] // p, image.shape[2] // p
     outputs, maps = reference_trunk(state, image, attention=rcs_weights is not None)
     rcs = None
@@ -682,7 +707,23 @@ def reference_feedback_features(state: dict, image: torch.Tensor, text: Optional
     x = outputs[-1]
     q, k, v = _last_block_qkv(state, x)
     s = q.shape[-1] ** -0.5
-    if method == "clip":
+    prefix = _block_prefix(dims["layers"])
+    recorded = None
+    if method == "itaclip":
+        terms = []
+        for term in ref.parse_attention(attention):
+            if term == "q-k":
+                terms.append((q * s) @ k.transpose(1, 2))
+            else:
+                a = {"q": q, "k": k, "v": v}[term[0]]
+                terms.append((a @ a.transpose(1, 2)) * s)
+        if intermediate_layers:
+            inputs = [_embedded_tokens(state, image)] + outputs  # inputs[b-1] enters block b
+            recorded = torch.stack([_self_self_maps(state, inputs[layer - 1], _block_prefix(layer), heads, attention)
+                                    for layer in intermediate_layers]).mean(dim=0)
+    elif method == "pearl":
+        terms = [_pearl_logits(q, k, kk_weight)]
+    elif method == "clip":
         terms = [(q * s) @ k.transpose(1, 2)]
     elif method == "sclip":
         terms = [(q @ q.transpose(1, 2)) * s, (k @ k.transpose(1, 2)) * s]
@@ -691,7 +732,6 @@ def reference_feedback_features(state: dict, image: torch.Tensor, text: Optional
     else:  # naclip, resclip
         terms = [(k @ k.transpose(1, 2)) * s]
     omega = reference_omega(g_h, g_w, gaussian_std) if method in ("naclip", "resclip") else None
-    prefix = _block_prefix(dims["layers"])
 
     def features(sfr: Optional[torch.Tensor]) -> torch.Tensor:
         weights = None
@@ -701,13 +741,18 @@ def reference_feedback_features(state: dict, image: torch.Tensor, text: Optional
                 logits = logits + omega
             part = torch.softmax(logits, dim=-1)
             weights = part if weights is None else weights + part
+        if recorded is not None:
+            weights = 0.5 * weights + 0.5 * recorded
         if rcs is not None:
             tau_r, lam_r = rcs_weights
             weights = tau_r * ((1 - lam_r) * weights + lam_r * rcs)
         z = _last_out_proj(state, weights @ v)
-        if method in ("clip", "sclip"):  # residual and FFN kept
+        if method in ("clip", "sclip", "itaclip"):  # residual kept
             z = x + z
+        if method in ("clip", "sclip") or (method == "itaclip" and not remove_ffn):
             z = z + ref._mlp(_layer_norm(z, state, prefix + ".ln_2"), state, prefix)
+        if method == "pearl":
+            return _unit_rows(_projected(state, z)[1:])
         return l2_normalise(_projected(state, z))[1:]
 
     if sfr_thd is None:
@@ -742,8 +787,8 @@ def reference_resclip_features(state: dict, image: torch.Tensor, text: torch.Ten
 #: Options of this module (keyword arguments of reference_logits / reference_segment): the four
 #: methods' own, and RCS / SFR (``rcs_weights``, ``sfr_thd``, ``sfr_weights``, ``entity_decay``) for
 #: every method of ``SFR_METHODS``.
-FRONTIER_OPTIONS = ("res_cls", "outlier_mode", "kk_weight", "polar_solver", "polar_iterations", "sfr_thd",
-                    "rcs_weights", "sfr_weights", "entity_decay")
+FRONTIER_OPTIONS = ("res_cls", "outlier_mode", "isolated_outliers", "kk_weight", "polar_solver", "polar_iterations",
+                    "sfr_thd", "rcs_weights", "sfr_weights", "entity_decay")
 #: Feedback options: given for a method of naive_reference, its last block gets RCS / SFR.
 FEEDBACK_OPTIONS = ("rcs_weights", "sfr_thd", "sfr_weights", "entity_decay")
 
@@ -755,15 +800,18 @@ def _encoder(state: dict, text: torch.Tensor, method: str, options: dict):
     if method == "sfp":
         res_cls = 0.3 if options.get("res_cls") is None else options["res_cls"]
         return lambda img: reference_sfp_features(state, img, res_cls=res_cls,
-                                                  outlier_mode=options.get("outlier_mode", "SOM"))
-    if method == "pearl":
+                                                  outlier_mode=options.get("outlier_mode", "SOM"),
+                                                  isolated_outliers=options.get("isolated_outliers", "zero"))
+    if method == "pearl" and not any(options.get(name) is not None for name in FEEDBACK_OPTIONS[:3]):
         return lambda img: reference_pearl_features(state, img, kk_weight=options.get("kk_weight", 0.08),
                                                     polar_solver=options.get("polar_solver", "polar"),
                                                     polar_iterations=options.get("polar_iterations", 5))
     return lambda img: reference_feedback_features(
         state, img, text, method, logit_scale=options["logit_scale"], sfr_thd=options.get("sfr_thd"),
         rcs_weights=options.get("rcs_weights"), sfr_weights=options.get("sfr_weights"),
-        gaussian_std=options.get("gaussian_std", 5.0), entity_decay=options.get("entity_decay", True))
+        gaussian_std=options.get("gaussian_std", 5.0), entity_decay=options.get("entity_decay", True),
+        **{name: options[name] for name in ("attention", "remove_ffn", "intermediate_layers", "kk_weight")
+           if name in options})
 
 
 def reference_logits(
@@ -783,13 +831,15 @@ def reference_logits(
     image_engineering: bool = True,
     views: Sequence[str] = ("grey", "blur", "vflip", "hflip"),
     lam: float = 0.75,
+    authors_whole_image: bool = False,
     **options,
 ) -> torch.Tensor:
     """Refined query logits (Q, H, W) at the original size — the map the softmax is taken of.
 
     Windows and canvas as naive_reference (``crop`` 0: one window over the resized image, its logits
-    up-sampled to the resized size; clearclip/maskclip windows padded), except SC-CLIP/SFP ``crop``
-    0: SCLIP's branch, the whole resized image's logits straight to the original size and no PAMR.
+    up-sampled to the resized size; clearclip/maskclip windows padded). ``authors_whole_image``:
+    SC-CLIP/SFP ``crop`` 0 as their authors' code runs it (SCLIP's branch: the whole resized image's
+    logits straight to the original size, no PAMR) instead of this project's whole-image path.
     Then bilinear to the original size, PAMR (``pamr_steps`` > 0), then TLP (``tlp``: None = on for
     pearl only; any method may have it). The methods of naive_reference without feedback options
     are delegated to it (``options`` = its encoder options; the four methods' own options are
@@ -804,6 +854,8 @@ def reference_logits(
     resized = reference_normalise(reference_resize(image_rgb_uint8, short_side))
     view_options = dict(image_engineering=image_engineering, views=tuple(views), lam=lam)
     feedback = any(options.get(name) is not None for name in FEEDBACK_OPTIONS[:3])
+    if method in ("scclip", "sfp") and feedback:
+        raise ValueError(f"no residual attention / semantic feedback for method {method!r}")
     if method not in FRONTIER_METHODS and not feedback:
         options = {k: v for k, v in options.items() if k not in FRONTIER_OPTIONS}  # not theirs: ignored
         logits = ref.reference_logits(state, image_rgb_uint8, text, short_side=short_side, crop=crop, stride=stride,
@@ -817,7 +869,7 @@ def reference_logits(
         if method == "pearl":
             text = _unit_rows(text)  # authors: F.normalize on the query features before F Tᵀ
         encoder = _encoder(state, text, method, dict(options, logit_scale=logit_scale))
-        if crop == 0 and method in ("scclip", "sfp"):
+        if crop == 0 and method in ("scclip", "sfp") and authors_whole_image:
             logits = ref.reference_crop_logits(state, resized, text, encoder=encoder, size=(h, w), **view_options)
             pamr_steps = 0  # authors: SCLIP's whole-image branch runs no PAMR
         else:

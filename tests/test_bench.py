@@ -173,3 +173,22 @@ def test_similarity_map_hook_sees_the_maps_and_changes_nothing(tiny_ckpt, smooth
     torch.testing.assert_close(maps, expected, rtol=0, atol=0)
     assert (with_hook.labels == plain.labels).all()
     assert (with_hook.probs == plain.probs).all()
+
+
+def test_bench_new_methods_against_bare_passes(tiny_ckpt, tmp_path, capsys):
+    """``--bare``: each mode's ViT passes timed again through CLIP's own vision tower (interleaved with
+    the repeats, the fastest kept), in a table of its own; the new methods' modes run (their windows
+    are square: SC-CLIP's outlier search needs more than 30 patches, here 6×6 at 96 px)."""
+    out_json = tmp_path / "bench.json"
+    code = main(["bench", "--weights", str(tiny_ckpt), "--size", "48x48", "--short-side", "96", "--device", "cpu",
+                 "--inputs", "voc", "--modes", "scclip+stride48,sfp+authors,pearl+authors,resclip+stride48",
+                 "--no-text", "--bare", "--repeat", "2", "--text-cache", str(tmp_path / "text"),
+                 "--json", str(out_json)])
+    assert code == 0
+    records = {r["mode"]: r for r in json.loads(out_json.read_text())["images"]}
+    assert set(records) == {"scclip+stride48", "sfp+authors", "pearl+authors", "resclip+stride48"}
+    for record in records.values():
+        assert record["bare_passes_s"] > 0 and record["best_s"] <= record["seconds_per_image"] + 1e-9
+        assert record["load_s"] > 0 and record["vit_passes"] >= 1
+    assert records["pearl+authors"]["vit_passes"] == 1  # PEARL's VOC21: the whole image
+    assert "| voc | resclip+stride48 |" in capsys.readouterr().out

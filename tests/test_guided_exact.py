@@ -269,3 +269,27 @@ def test_proxyclip_all_masked_window_attends_to_itself(segmenters, tiny_state, m
     seen = {}
     seg.segment(image, on_similarity_maps=lambda logits: seen.update(logits=logits.clone()))
     torch.testing.assert_close(seen["logits"], rule, atol=LOGIT_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("method", GUIDED)
+def test_tlp_after_the_guided_maps(segmenters, tiny_state, method, monkeypatch):
+    """PEARL's TLP is a refinement for every method: after a guided method's maps it gives the
+    reference's TLP of the reference's maps (the engine's DINO injected; TLP's 25 CG steps amplify
+    float rounding, hence naive_frontier's own tolerance for TLP)."""
+    import naive_frontier as nf
+    from helpers.exactness import logit_tolerance
+
+    image = make_smooth_image(60, 80, seed=64)
+    regions = regions_if_needed(method, image, seed=3)
+    seg = segmenters(method, short_side=224, crop=224, stride=112, tlp=True, tlp_grid=30)
+    seg.set_vocabulary(["cat", "dog", "sky"])
+    text, _ = ref.reference_text_features(tiny_state, SMALL, False, None, 0.0)
+    monkeypatch.setattr(guided, "reference_dino_forward", engine_dino_forward(seg.encoder.dino))
+    seen = {}
+    seg.segment(image, regions=regions, on_similarity_maps=lambda logits: seen.update(logits=logits.clone()))
+    with torch.no_grad():
+        maps = guided.reference_logits(tiny_state, image, text, method=method, guide_state=guided.load_guide_state(
+            dict(seg.encoder.dino.model.state_dict())), regions=regions, short_side=224, crop=224, stride=112)
+        resized = ref.reference_normalise(ref.reference_resize(image, 224))
+        expected = nf.reference_tlp(maps, ref._bilinear(resized, image.shape[:2]), text, 30)
+    torch.testing.assert_close(seen["logits"], expected, atol=logit_tolerance(seg.config), rtol=0)

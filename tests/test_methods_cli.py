@@ -15,7 +15,7 @@ import itaclip
 from helpers.datasets import build_for
 from itaclip.cli import main, parse_args
 from itaclip.cli.options import config_overrides
-from itaclip.engine.methods import build_config
+from itaclip.engine.methods import build_config, list_methods
 
 pytestmark = pytest.mark.usefixtures("single_thread", "cheap_text_features")
 
@@ -122,11 +122,12 @@ def test_demo_engine_runs_every_method_with_its_own_preset(tmp_path, image_file,
     from itaclip.demo import DemoEngine
 
     seg = itaclip.Segmenter(weights=str(tiny_ckpt), device="cpu", text_cache=False)
-    engine = DemoEngine(segmenter=seg, preset="default", overrides={"short_side": 160, "pamr_steps": 1},
+    # Short side 224: 224×224 windows (SC-CLIP and SFP place anomaly tokens as if windows were square).
+    engine = DemoEngine(segmenter=seg, preset="default", overrides={"short_side": 224, "pamr_steps": 1},
                         work_dir=tmp_path / "w")
-    for method in ("clip", "maskclip", "sclip", "clearclip", "naclip", "itaclip"):
+    for method in list_methods():
         result = engine.segment(image_file, "cat, dog, tree", speed="fastest (stride 112)", method=method)
-        expected = seg.for_method(method, "default", short_side=160, pamr_steps=1,
+        expected = seg.for_method(method, "default", short_side=224, pamr_steps=1,
                                   **({"stride": 112} if method == "itaclip" else {}))
         np.testing.assert_array_equal(result.labels, expected.segment(str(image_file), "cat, dog, tree").labels)
     voc = engine.segment(image_file, "", preset="voc21", method="clearclip")

@@ -1,11 +1,12 @@
-"""The method zoo (itaclip.engine.methods: vanilla CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP) on the fast
-engine equals the naive reference (tests/naive_reference.py) within float rounding, stage by stage,
-for every method: sliding windows and whole-image inference, windows with and without padding
-(sides that are not patch multiples, padded asymmetrically), PAMR on and off, batch 1 and many,
-and ITACLIP's parts (views, λ, auxiliary texts, α) combined with each method.
+"""Every method of the registry (itaclip.engine.methods: vanilla CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP,
+SC-CLIP, ResCLIP, SFP, PEARL) on the fast engine equals the naive references (tests/naive_reference.py,
+tests/naive_frontier.py) within float rounding, stage by stage, for every method: sliding windows and
+whole-image inference, windows with and without padding (sides that are not patch multiples, padded
+asymmetrically), PAMR on and off, batch 1 and many, and ITACLIP's parts (views, λ, auxiliary texts, α)
+combined with each method. tests/test_frontier_exact.py covers the newer methods' own options.
 
 The comparison itself (text features, refined similarity maps, probabilities, labels with near-ties
-excused) is test_engine_exact's; the largest probability difference seen per method is printed at
+excused) is tests/helpers/exactness.py's; the largest probability difference seen per method is printed at
 the end of the module (``pytest -s``).
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+import naive_frontier as nf
 import naive_guided as guided
 import naive_reference as ref
 from helpers.exactness import (
@@ -28,6 +30,8 @@ from helpers.exactness import (
     VOC_LIKE_AUX,
     assert_labels_match,
     compare,
+    frontier_maps,
+    logit_tolerance,
 )
 from helpers.images import make_smooth_image
 
@@ -35,13 +39,17 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("single_thread")
 
 itaclip = pytest.importorskip("itaclip")
 from itaclip.engine.methods import METHODS, build_config, encoder_options, get_preset, list_methods  # noqa: E402
+from itaclip.engine.methods.base import LastBlock, SelfCalibrated  # noqa: E402
 from itaclip.engine.vocabulary import load_classes  # noqa: E402
 
-#: The methods naive_reference implements besides ITACLIP (test_engine_exact covers ITACLIP's options one
-#: by one; methods of the other naive modules have their own exactness tests).
-ZOO = [name for name in list_methods() if name in ref.LAST_BLOCKS]
-#: Every naive module and the methods it implements (each lists its own in ``REFERENCE_METHODS``).
-REFERENCE_MODULES = (ref, guided)
+#: The registered methods the plain references of the CLIP-only methods implement (naive_reference's
+#: zoo and naive_frontier's), ITACLIP aside (test_engine_exact covers its options one by one); the
+#: guided methods have their own exactness tests (test_guided_exact.py).
+ZOO = [name for name in list_methods() if name != "itaclip" and name in nf.REFERENCE_METHODS]
+#: Methods whose authors place anomaly tokens as if every window were square (SC-CLIP, SFP).
+SQUARE_ONLY = [name for name in ZOO if isinstance(METHODS[name].encoder, SelfCalibrated)]
+#: Every naive module (each lists the methods it implements in ``REFERENCE_METHODS``).
+REFERENCE_MODULES = (nf, guided)
 
 
 def test_every_method_has_a_naive_reference():
@@ -50,8 +58,8 @@ def test_every_method_has_a_naive_reference():
     implemented = {name for module in REFERENCE_MODULES for name in module.REFERENCE_METHODS}
     missing = [name for name in list_methods() if name not in implemented]
     assert not missing, (f"methods without a naive reference: {', '.join(missing)} — write each plainly in "
-                         "tests/naive_reference.py (LAST_BLOCKS or its own function) or a naive module of its own, "
-                         "listed in its REFERENCE_METHODS and in REFERENCE_MODULES here")
+                         "tests/naive_reference.py (LAST_BLOCKS), tests/naive_frontier.py or a naive module of its "
+                         "own, listed in its REFERENCE_METHODS and in REFERENCE_MODULES here")
 
 _MAX_PROB_ERR: dict = defaultdict(float)
 
@@ -73,7 +81,8 @@ def zoo(tiny_ckpt):
 
 
 def check(seg, state, image, classes, has_background, aux_texts=None) -> dict:
-    info = compare(seg, state, image, classes, has_background, aux_texts)
+    info = compare(seg, state, image, classes, has_background, aux_texts, reference=frontier_maps,
+                   logit_atol=logit_tolerance(seg.config))
     _MAX_PROB_ERR[seg.config.method] = max(_MAX_PROB_ERR[seg.config.method], info["prob_err"])
     return info
 
@@ -103,8 +112,9 @@ def test_windows_not_patch_multiples(zoo, tiny_state, method):
 @pytest.mark.parametrize("method", ZOO)
 def test_whole_image(zoo, tiny_state, method, pamr_steps):
     """crop 0: the 151×201 resized image in one window (grid 9×12, positional table resampled;
-    padded 4/5 rows and 3/4 columns for maskclip and clearclip); PAMR at the original size."""
-    image = make_smooth_image(72, 96, seed=42)
+    padded 4/5 rows and 3/4 columns for maskclip and clearclip); PAMR at the original size. SC-CLIP
+    and SFP on a square image (151×151, grid 9×9): their outlier placement needs one."""
+    image = make_smooth_image(72, 72 if method in SQUARE_ONLY else 96, seed=42)
     seg = zoo(method, short_side=151, crop=0, pamr_steps=pamr_steps)
     check(seg, tiny_state, image, SMALL, False)
 
@@ -183,7 +193,9 @@ def test_neighbourhood_bias_cached_per_grid(tiny_ckpt):
 
 def test_only_itaclip_records_intermediate_maps():
     for name in ZOO:
-        assert encoder_options(build_config(method=name))["intermediate_layers"] == ()
+        options = encoder_options(build_config(method=name))
+        assert options.get("intermediate_layers", ()) == ()
+        assert ("intermediate_layers" in options) == isinstance(METHODS[name].encoder, LastBlock)
     assert encoder_options(build_config())["intermediate_layers"] == (7, 8, 10)
 
 
@@ -215,6 +227,22 @@ AUTHORS_SETTINGS = {
     ("clearclip", "cityscapes"): (448, 224, 224, 50.0, 0.0, None, 0),
     ("maskclip", "voc21"): (448, 448, 224, 50.0, 0.5, None, 0),
     ("clip", "voc21"): (336, 0, 112, 40.0, 0.1, None, 0),
+    ("scclip", "voc21"): (336, 224, 112, 50.0, 0.15, 0.1, 0),
+    ("scclip", "context60"): (336, 224, 112, 40.0, 0.15, None, 0),
+    ("scclip", "coco_object"): (336, 224, 112, 55.0, 0.35, None, 0),
+    ("scclip", "coco_stuff"): (336, 224, 112, 40.0, 0.0, None, 0),
+    ("scclip", "cityscapes"): (560, 224, 112, 40.0, 0.0, None, 0),
+    ("sfp", "voc21"): (336, 224, 112, 50.0, 0.15, 0.1, 0),
+    ("sfp", "coco_object"): (336, 224, 112, 55.0, 0.35, None, 0),
+    ("sfp", "ade20k"): (384, 224, 112, 40.0, 0.0, None, 0),
+    ("sfp", "cityscapes"): (560, 224, 112, 40.0, 0.0, None, 0),
+    ("pearl", "voc21"): (336, 0, 112, 40.0, 0.1, None, 0),
+    ("pearl", "voc20"): (336, 0, 112, 40.0, 0.0, None, 0),
+    ("pearl", "context60"): (336, 224, 112, 40.0, 0.1, None, 0),
+    ("pearl", "cityscapes"): (560, 224, 112, 40.0, 0.0, None, 0),
+    ("resclip", "voc21"): (336, 0, 112, 40.0, 0.1, None, 0),
+    ("resclip", "context59"): (336, 224, 112, 40.0, 0.0, None, 0),
+    ("resclip", "cityscapes"): (560, 224, 112, 40.0, 0.0, None, 0),
 }
 
 
@@ -238,7 +266,7 @@ CLASS_COUNTS = {
     "sclip_voc21": (21, 56), "sclip_voc20": (20, 30), "sclip_context60": (60, 60), "sclip_context59": (59, 59),
     "sclip_coco_object": (81, 113), "sclip_coco_stuff": (171, 171), "sclip_cityscapes": (19, 19),
     "sclip_ade20k": (150, 150), "clearclip_voc21": (21, 21), "clearclip_voc20": (20, 20),
-    "clearclip_coco_object": (81, 81),
+    "clearclip_coco_object": (81, 81), "sfp_voc21": (21, 56), "sfp_voc20": (20, 30), "sfp_cityscapes": (19, 19),
 }
 
 
@@ -259,6 +287,13 @@ def test_presets_point_at_the_methods_class_lists():
                 assert preset.has_background == (preset.name in ("voc21", "context60", "coco_object"))
     voc = load_classes("sclip_voc21", has_background=True)
     assert voc.classes[0][:3] == ("sky", "wall", "tree") and len(voc.classes[0]) == 26
+    # SFP's own lists say "people" where SCLIP's say "person" (its configs' files), nothing else.
+    assert get_preset("voc21", "sfp").classes == "sfp_voc21" and get_preset("ade20k", "sfp").classes == "sclip_ade20k"
+    for name in ("voc21", "voc20", "cityscapes"):
+        ours, theirs = load_classes(f"sfp_{name}").classes, load_classes(f"sclip_{name}").classes
+        changed = [(a, b) for a, b in zip(ours, theirs) if a != b]
+        assert len(ours) == len(theirs) and len(changed) == 1
+        assert changed[0][0] == tuple(n.replace("person", "people") for n in changed[0][1])
 
 
 def test_segmenter_preset_and_method_from_python(tiny_ckpt):

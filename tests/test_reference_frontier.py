@@ -404,18 +404,26 @@ def test_refused_combinations(tiny_state):
 
 
 def test_scclip_whole_image_goes_straight_to_the_original_size(tiny_state):
-    """SCLIP's crop-0 branch: the (Q, g_h, g_w) logits of the whole resized image are up-sampled in one
-    step to the original size; PAMR is skipped."""
+    """SCLIP's crop-0 branch (``authors_whole_image``): the (Q, g_h, g_w) logits of the whole resized
+    image are up-sampled in one step to the original size; PAMR is skipped. Without it, crop 0 is this
+    project's whole-image path (resized size, then original size, PAMR as asked)."""
     image = make_smooth_image(50, 50, seed=32)
     text, _ = ref.reference_text_features(tiny_state, [("cat",), ("dog",)])
     with torch.no_grad():
         logits = nf.reference_logits(tiny_state, image, text, short_side=96, crop=0, pamr_steps=3, method="scclip",
-                                     image_engineering=False)
+                                     image_engineering=False, authors_whole_image=True)
         resized = ref.reference_normalise(ref.reference_resize(image, 96))
         features = nf.reference_scclip_features(tiny_state, resized)
     expected = F.interpolate((features @ text.t()).t().reshape(1, 2, 6, 6), size=(50, 50), mode="bilinear",
                              align_corners=False)[0]
     torch.testing.assert_close(logits, expected, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        project = nf.reference_logits(tiny_state, image, text, short_side=96, crop=0, pamr_steps=0, method="scclip",
+                                      image_engineering=False)
+    at_resized = F.interpolate((features @ text.t()).t().reshape(1, 2, 6, 6), size=(96, 96), mode="bilinear",
+                               align_corners=False)
+    expected = F.interpolate(at_resized, size=(50, 50), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(project, expected, atol=1e-6, rtol=0)
 
 
 def test_scclip_refuses_a_non_square_whole_image_when_an_outlier_leaves_the_grid(tiny_state):

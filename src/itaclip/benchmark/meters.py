@@ -1,6 +1,7 @@
-"""Measurements taken while a segmenter works: encoder time and FLOPs (forward hooks on the
-:class:`~itaclip.engine.encoders.last_block.DenseEncoder`), peak memory, and the argmax of the similarity maps (through
-:meth:`Segmenter.segment`'s ``on_similarity_maps`` hook). None of them changes a result."""
+"""Measurements taken while a segmenter works: encoder time and FLOPs (forward hooks on the window
+encoder, whose ``flops`` every encoder family provides), peak memory, the argmax of the similarity
+maps (through :meth:`Segmenter.segment`'s ``on_similarity_maps`` hook), and the bare cost of the same
+ViT passes in plain PyTorch. None of them changes a result."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 
 
 class EncoderMeter:
-    """Times every forward call of a :class:`DenseEncoder` and counts its passes and FLOPs."""
+    """Times every forward call of a window encoder and counts its passes and FLOPs."""
 
     def __init__(self, encoder, device):
         self.encoder, self.device = encoder, device
@@ -108,3 +109,22 @@ class PeakMemory:
     @property
     def increase(self) -> int:
         return max(0, self.peak - self.start)
+
+
+def bare_passes(visual, crops, positional) -> float:
+    """Seconds for CLIP's own vision tower on each (1, 3, h, w) crop of ``crops``, one at a time, in
+    plain PyTorch — the bare cost a method's passes are compared with: patch embedding, the model's
+    blocks as they are (``visual.transformer``), ``ln_post`` and the projection of every token.
+    ``positional``: the crops' (1 + N, D) positional table (resampled once beforehand, not timed)."""
+    import torch
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for crop in crops:
+            x = visual.conv1(crop).flatten(2).transpose(1, 2)
+            x = torch.cat([visual.class_embedding.expand(1, 1, -1), x], dim=1) + positional
+            x = visual.transformer(visual.ln_pre(x))
+            x = visual.ln_post(x) @ visual.proj
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    return time.perf_counter() - start

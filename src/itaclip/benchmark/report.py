@@ -91,6 +91,28 @@ def markdown(info: dict, images: list[dict], texts: list[dict]) -> str:
                 f"| {_agreement(r, 'query_agreement_vs_fp32')} |"
             )
         lines.append("")
+    bare = [r for r in images if r.get("bare_passes_s")]
+    if bare:
+        lines += [
+            "| input | mode | ViT passes | s / image | bare passes s | × bare | encoder extra | rest | load s "
+            "| text s | whole run × bare |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in bare:
+            passes, best = r["bare_passes_s"], r["best_s"]
+            rest = r["seconds_per_image"] - r["encoder_s"]
+            text = r["text_s"] or 0.0
+            whole = (r["load_s"] + text + best) / (r["load_s"] + passes)
+            lines.append(
+                f"| {r['input']} | {r['mode']} | {r['vit_passes']} | {best:.2f} | {passes:.2f} "
+                f"| {best / passes:.2f} | {100 * (r['encoder_s'] / passes - 1):+.0f} % "
+                f"| {100 * rest / passes:.0f} % | {r['load_s']:.2f} | {_fmt(r['text_s'], '.2f')} | {whole:.2f} |")
+        lines += ["", "s / image: the fastest of the repeats; bare passes: the fastest run of the same ViT passes "
+                  "(windows × views, same sizes) through CLIP's own vision tower one at a time in plain PyTorch, each "
+                  "run right after an image; × bare: their ratio; encoder extra: the method's encoder (mean) beyond "
+                  "the bare passes; rest: everything after the encoder (canvas, refinements, probabilities, labels; "
+                  "mean), both as a share of the bare passes; load: the model from its file; text: the text features "
+                  "from the disk cache; whole run: (load + text + image) over (load + bare passes).", ""]
     if texts:
         lines += [
             "| text vocabulary | texts × templates = prompts | first encoding s (no cache) | prompts / s "

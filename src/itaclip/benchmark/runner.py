@@ -27,9 +27,10 @@ from .inputs import (
     random_guide,
     random_weights,
     scenarios,
+    synthetic_image,
     synthetic_regions,
 )
-from .meters import EncoderMeter, PeakMemory, QueryArgmax
+from .meters import EncoderMeter, PeakMemory, QueryArgmax, bare_passes
 from .report import BenchReport, load_average, machine_info
 
 Log = Callable[[str], None]
@@ -66,6 +67,9 @@ class BenchRequest:
     """Text-feature cache of the image runs (None: itaclip's cache folder)."""
     json_path: Optional[Union[str, Path]] = None
     """Where the records so far are written after each mode (an interrupted run keeps them)."""
+    bare: bool = False
+    """Also time the same ViT passes (windows × views, same sizes) through CLIP's own vision tower,
+    one at a time in plain PyTorch, for each mode."""
 
 
 def _segmenter(request: BenchRequest, weights: str, preset: str, text_cache, **overrides):
@@ -125,10 +129,19 @@ def vocabulary_texts(seg) -> int:
 
 
 def _mode_segmenter(request: BenchRequest, base, scenario: Scenario, mode: Mode):
-    """The segmenter of one mode: the input's segmenter with the mode's options; with ``authors``,
-    the mode's method with its own preset for the input and its own class list."""
+    """The segmenter of one mode: the input's segmenter with the mode's options (a method brings the
+    defaults of its own options, e.g. ResCLIP's feedback, and drops what it refuses, e.g. an area
+    threshold); with ``authors``, the mode's method with its own preset for the input and its own
+    class list."""
     if not mode.authors:
-        return base.with_config(**mode.overrides)
+        own: dict = {}
+        if "method" in mode.overrides:
+            from ..engine.methods import get_method
+
+            record = get_method(mode.overrides["method"])
+            own = {name: record.defaults[name] for name in record.reads if name in record.defaults}
+            own.update({name: None for name in record.refused})
+        return base.with_config(**{**own, **mode.overrides})
     overrides = {k: v for k, v in mode.overrides.items() if k != "method"}
     seg = base.for_method(mode.overrides["method"], scenario.preset, **{**request.overrides, **overrides})
     seg.set_vocabulary()
@@ -142,8 +155,10 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
     text_cache = request.text_cache if request.text_cache is not None else True
     records = []
     for scenario in inputs:
+        start = time.perf_counter()
         base = _segmenter(request, weights, scenario.preset, text_cache)
         base.region_source = synthetic_regions  # methods that read region maps get tiles (no generator)
+        load_s = time.perf_counter() - start
         log(f"itaclip bench: {scenario.name}: encoding the {scenario.preset} vocabulary")
         base.set_vocabulary()
         height, width = request.size or scenario.size
@@ -158,22 +173,28 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
             cfg = seg.config
             resized = rescaled_size(height, width, cfg.short_side, cfg.long_side_cap)
             windows = len(image_windows(*resized, cfg.crop, cfg.stride))
-            if request.warmup:
+            if request.warmup:  # one square window of the run's size (a small --size image may be smaller)
                 side = min(cfg.crop or max(resized), *resized)
                 seg.with_config(short_side=side, long_side_cap=side,
-                                stride=cfg.crop or cfg.stride).segment(image[:side, :side])
+                                stride=cfg.crop or cfg.stride).segment(synthetic_image(side, side))
             meter = EncoderMeter(seg.encoder, seg.device)
             queries = QueryArgmax()
             log(f"itaclip bench: {scenario.name} {mode.name}: {request.repeat} image(s) of {width}×{height} "
                 f"({resized[1]}×{resized[0]}, {windows} windows)")
             try:
+                bare = _BarePasses(seg, image) if request.bare else None
+                times, bare_times = [], []
                 with PeakMemory(seg.device) as memory:
-                    start = time.perf_counter()
                     for _ in range(request.repeat):
+                        start = time.perf_counter()
                         result = seg.segment(image, on_similarity_maps=queries)
-                    seconds = (time.perf_counter() - start) / request.repeat
+                        times.append(time.perf_counter() - start)
+                        if bare is not None:  # interleaved, so that both see the same machine load
+                            bare_times.append(bare.run())
+                seconds = sum(times) / len(times)
             finally:
                 meter.close()
+            bare_s = min(bare_times) if bare_times else None
             agreement = query_agreement = None
             reference = False
             # Each method is compared with its own first exact mode (another method's labels are not
@@ -196,6 +217,8 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
                 peak_memory_gb=memory.peak / 1e9, memory_increase_gb=memory.increase / 1e9,
                 agreement_vs_fp32=agreement, query_agreement_vs_fp32=query_agreement, reference=reference,
                 distinct_labels=int(len(np.unique(result.labels))),
+                load_s=load_s, text_s=_cached_text_seconds(seg, text_cache) if request.bare else None,
+                bare_passes_s=bare_s, best_s=min(times),
             ))
             log(f"itaclip bench: {scenario.name} {mode.name}: {seconds:.2f} s/image")
             if request.json_path:  # partial results survive an interrupted run
@@ -206,6 +229,54 @@ def bench_images(request: BenchRequest, weights: str, inputs: list[Scenario], mo
         del base
         gc.collect()
     return records
+
+
+def _cached_text_seconds(seg, text_cache) -> Optional[float]:
+    """Seconds to read the segmenter's text features from the disk cache as a new run would (None
+    without a disk cache): the text part of a whole ``itaclip segment`` run after the first."""
+    from ..engine.text_store import TextFeatureStore
+
+    if text_cache is False:
+        return None
+    vocab = seg.vocabulary
+    texts = list(vocab.queries) + (list(vocab.aux_texts) if vocab.aux_texts and seg.config.alpha > 0 else [])
+    loaded = seg._loaded
+    store = TextFeatureStore(loaded._encode_texts, loaded._text_identity, text_cache)
+    start = time.perf_counter()
+    store.features(texts)
+    return time.perf_counter() - start
+
+
+class _BarePasses:
+    """The segmenter's ViT passes (its windows × views, same sizes, padded where the method pads)
+    through CLIP's own vision tower, one crop at a time (:func:`~itaclip.benchmark.meters.bare_passes`)."""
+
+    def __init__(self, seg, image: np.ndarray):
+        import torch
+
+        from ..engine.preprocess import image_windows, normalize, resize_image, window_padding
+
+        cfg = seg.config
+        backbone = seg._loaded.backbone
+        resized = normalize(resize_image(image, cfg.short_side, cfg.long_side_cap), seg.device, backbone.mean,
+                            backbone.std)
+        patch = seg.encoder.patch_size
+        multiple = seg.method.pad_to if seg.method.pad_to != "patch" else patch
+        self.crops = []
+        for window in image_windows(*resized.shape[1:], cfg.crop, cfg.stride):
+            crop = resized[:, window.y1:window.y2, window.x1:window.x2]
+            padding = window_padding(*crop.shape[1:], multiple) if multiple else None
+            crop = torch.nn.functional.pad(crop, padding) if padding else crop  # the sizes the encoder sees
+            crop = crop[:, :crop.shape[1] // patch * patch, :crop.shape[2] // patch * patch]  # whole patches
+            self.crops += [crop[None]] * len(seg.views)
+        self.visual = seg.model.visual
+        self.positional = seg.encoder.trunk.positional_embedding(self.crops[0].shape[-2] // patch,
+                                                                 self.crops[0].shape[-1] // patch)
+        bare_passes(self.visual, self.crops[:1], self.positional)  # warm-up
+
+    def run(self) -> float:
+        """Seconds for all the passes."""
+        return bare_passes(self.visual, self.crops, self.positional)
 
 
 def run_bench(request: BenchRequest, log: Log = _stderr) -> BenchReport:

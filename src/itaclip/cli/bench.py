@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the random ViT-B/16-shaped checkpoint is saved once (default: %(default)s)")
     parser.add_argument("--text-cache", metavar="DIR",
                         help="text-feature cache for the image runs (default: itaclip's cache folder)")
+    parser.add_argument("--bare", action="store_true",
+                        help="also time each mode's ViT passes through CLIP's own vision tower, one at a time in "
+                             "plain PyTorch, and report each mode against them")
     parser.add_argument("--markdown", metavar="FILE", help="also write the report (Markdown) to FILE")
     parser.add_argument("--json", metavar="FILE", help="also write the raw records (JSON) to FILE")
     add_model_arguments(parser)
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         model_cache=args.model_cache,
         text_cache=args.text_cache,
         json_path=args.json,
+        bare=args.bare,
     )
     report = run_bench(request)
     print(report.markdown)

@@ -63,9 +63,23 @@ def _float_or_none(text: str):
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
+def _float_pair(text: str):
+    """Two numbers ``TAU,LAMBDA`` (``2.0,0.3``), or 'none' for an explicit "no value"."""
+    from ..engine.config import NONE
+
+    if text.strip().lower() == "none":
+        return NONE
+    try:
+        first, second = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two comma-separated numbers (e.g. 2.0,0.3) or 'none', "
+                                         f"got {text!r}") from None
+    return first, second
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "float": float, "int": int, "str": str, "int_list": _int_list, "name_list": _name_list,
-    "float_or_none": _float_or_none,
+    "float_or_none": _float_or_none, "float_pair": _float_pair,
 }
 
 
@@ -81,6 +95,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         flag = cli["flag"] or "--" + f.name.replace("_", "-")
         if cli["kind"] == "off":
             group.add_argument(flag, dest=f.name, action="store_false", default=None, help=cli["help"])
+            continue
+        if cli["kind"] == "switch":  # --tlp / --no-tlp
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=cli["help"])
             continue
         kind = cli["kind"] or type(f.default).__name__
         if kind == "method":  # the registry's names, listed in the help too

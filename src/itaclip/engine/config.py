@@ -37,8 +37,9 @@ def option(default, help: str, *, flag: Optional[str] = None, kind: Optional[str
 
     ``flag`` defaults to ``--field-name``; ``kind`` says how the text is parsed: ``float``, ``int``,
     ``str``, ``float_or_none`` (a number or ``none``: :data:`NONE`), ``int_list`` (``8,16`` / ``none``),
-    ``name_list`` (``grey,blur``), ``off`` (a bool field whose flag turns it off, e.g.
-    ``--no-closing``) or ``method`` (a name of the method registry: the CLI lists them).
+    ``name_list`` (``grey,blur``), ``float_pair`` (``2.0,0.3`` / ``none``), ``off`` (a bool field whose
+    flag turns it off, e.g. ``--no-closing``), ``switch`` (a bool field with a flag each way: ``--tlp`` /
+    ``--no-tlp``) or ``method`` (a name of the method registry: the CLI lists them).
     """
     cli = {"help": help, "flag": flag, "kind": kind, "metavar": metavar, "choices": choices}
     return field(default=default, metadata={"cli": cli})
@@ -66,8 +67,34 @@ class SegmenterConfig:
         (7, 8, 10), "1-indexed layers whose attention maps are fused into the last block (7,8,10; 'none')",
         kind="int_list", metavar="L1,L2")
     """1-indexed blocks whose self-self maps are averaged into the last block's map; () for none."""
-    gaussian_std: float = option(5.0, "NACLIP's neighbourhood σ in patches (method naclip; 5)", metavar="S")
-    """NACLIP's neighbourhood σ in patches (used by method 'naclip' only)."""
+    gaussian_std: float = option(5.0, "NACLIP's neighbourhood σ in patches (naclip, resclip; also the blur of "
+                                 "ResCLIP's semantic feedback; 5)", metavar="S")
+    """NACLIP's neighbourhood σ in patches (naclip, resclip) and the σ of the semantic feedback's blur."""
+    res_cls: Optional[float] = option(None, "class-token weight added after the last block (scclip, sfp; default "
+                                      "0.3, SC-CLIP on 24-block models 0.1); sfp's outlier factor is 5·W",
+                                      kind="float", metavar="W")
+    """SC-CLIP's / SFP's class-token residual weight; None: the authors' value for the model's depth."""
+    kk_weight: float = option(0.08, "PEARL's weight of the centred k-k term in its last block (pearl; 0.08)",
+                              metavar="A")
+    """PEARL's ``alpha_kk``."""
+    # --- feedback in the last block (ResCLIP's RCS and SFR; any method whose last block has attention logits) ---
+    rcs_weights: Optional[tuple[float, float]] = option(
+        None, "ResCLIP's residual attention: mix the mean attention of blocks 6-9 into the last block's as "
+        "τ·((1-λ)·A + λ·A_rcs) ('none': off; on for resclip)", kind="float_pair", metavar="TAU,LAMBDA")
+    """(τ, λ) of RCS; None: off."""
+    sfr_thd: Optional[float] = option(
+        None, "ResCLIP's semantic feedback: a first pass labels each window, pixels whose top query probability is "
+        "below T become query 0, and a second pass attends along those labels ('none': off; on for resclip)",
+        kind="float_or_none", metavar="T")
+    """ResCLIP's ``temp_thd``; a value switches the semantic feedback refinement (SFR) on, None: off."""
+    sfr_weights: tuple[float, float] = option((1.8, 0.7), "SFR's mix of the feedback into the last block's "
+                                              "attention logits, τ·((1-λ)·logits + λ·feedback) (1.8,0.7)",
+                                              kind="float_pair", metavar="TAU,LAMBDA")
+    """(τ, λ) of SFR."""
+    entity_decay: bool = option(True, "SFR: keep same-label tokens at full weight even when the straight path "
+                                "between them leaves their label (ResCLIP's delete_same_entity off)",
+                                flag="--no-entity-decay", kind="off")
+    """SFR's decay of same-label pairs separated by another label (ResCLIP's ``delete_same_entity``)."""
     # --- text (SPEC §2) ---
     alpha: float = option(0.0, "auxiliary-text weight α in [0, 1]")
     """Auxiliary-text blend: t = (1-α)·t_name + α·t_aux (only when auxiliary texts are given)."""
@@ -88,6 +115,10 @@ class SegmenterConfig:
     # --- refinement and post-processing ---
     pamr_steps: int = option(10, "PAMR iterations (0 disables refinement)", metavar="K")
     pamr_dilations: tuple[int, ...] = option((8, 16), "PAMR dilations (8,16)", kind="int_list", metavar="D1,D2")
+    tlp: bool = option(False, "PEARL's text-aware Laplacian propagation of the similarity maps, after PAMR "
+                       "(--tlp: on, --no-tlp: off; on for pearl)", kind="switch")
+    """TLP (PEARL's refinement) at the image's size; any method may switch it on."""
+    tlp_grid: int = option(80, "TLP's working grid: about N cells along each side (80)", metavar="N")
     logit_scale: float = option(40.0, "softmax temperature multiplier", metavar="S")
     prob_thd: float = option(0.0, "pixels whose top probability is below P become class 0", metavar="P")
     area_thd: Optional[float] = option(None, "zero foreground classes covering ≤ T of the foreground ('none': "
@@ -163,10 +194,34 @@ class SegmenterConfig:
             all(layer >= 1 for layer in self.intermediate_layers),
             f"intermediate layers are 1-indexed, got {self.intermediate_layers}",
         )
+        _check(self.res_cls is None or self.res_cls >= 0, f"res_cls must be >= 0, got {self.res_cls}")
+        _check(self.tlp_grid >= 1, f"TLP grid must be >= 1, got {self.tlp_grid}")
+        _check(self.sfr_thd is None or 0.0 <= self.sfr_thd <= 1.0, f"sfr_thd must be in [0, 1], got {self.sfr_thd}")
+        for name in ("rcs_weights", "sfr_weights"):
+            weights = getattr(self, name)
+            if weights is None and name == "rcs_weights":
+                continue
+            _check(weights is not None and len(weights) == 2 and all(map(math.isfinite, weights))
+                   and weights[0] > 0 and 0.0 <= weights[1] <= 1.0,
+                   f"{name} must be TAU,LAMBDA with TAU > 0 and LAMBDA in [0, 1], got {weights}")
+
+    def switched_on(self) -> set[str]:
+        """Fields read by the refinements this config switches on (:data:`SWITCHED_FIELDS`)."""
+        return {name for switch, names in SWITCHED_FIELDS.items()
+                if getattr(self, switch) is not None and getattr(self, switch) is not False for name in names}
 
     def replace(self, **overrides) -> "SegmenterConfig":
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **overrides)
+
+
+#: Refinements any method may switch on: the field that switches one on (True, or any value but
+#: None) → the fields it then reads. While one is off its fields change nothing.
+SWITCHED_FIELDS = {
+    "tlp": ("tlp", "tlp_grid"),
+    "rcs_weights": ("rcs_weights",),
+    "sfr_thd": ("sfr_thd", "sfr_weights", "entity_decay", "gaussian_std"),
+}
 
 
 def _check(ok: bool, message: str) -> None:

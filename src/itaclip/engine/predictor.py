@@ -4,8 +4,8 @@
     seg.set_vocabulary()                      # the preset's classes (or any list / file)
     result = seg.segment("photo.jpg")         # labels (H, W), probs (C, H, W), class_names
 
-Data flow per image: resize → sliding windows → views → dense encoder → similarity maps →
-view fusion → canvas → resize to the image → PAMR → class probabilities → labels.
+Data flow per image: resize → sliding windows → views → window encoder → similarity maps →
+view fusion → canvas → resize to the image → refinements (PAMR, TLP) → class probabilities → labels.
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ class Segmenter:
 
     def similarity_maps(self, rgb: np.ndarray, text: torch.Tensor, progress: Optional[Progress] = None,
                         regions: Optional[np.ndarray] = None) -> torch.Tensor:
-        """(Q, H, W) query similarities at the image's size, after PAMR (before the logit scale).
+        """(Q, H, W) query similarities at the image's size, after the refinements (before the logit scale).
         ``regions``: the (H, W) region map of methods that read one (checked by :meth:`region_map`)."""
         cfg = self.config
         height, width = rgb.shape[:2]
@@ -311,7 +311,8 @@ class Segmenter:
                                f"{resized.shape[1]}×{resized.shape[0]} a side is shorter than one "
                                f"{self.encoder.patch_size}-pixel patch")
         image = normalize(resized, self.device, backbone.mean, backbone.std)
-        context = WindowContext(text=text)
+        # Some methods' code normalises the query features once more before the window logits (an ulp).
+        context = WindowContext(text=F.normalize(text, dim=-1) if self.method.unit_text else text)
         if regions is not None:  # nearest to the working size, as float32 (ids below 10000 stay exact)
             region_tensor = torch.from_numpy(regions).to(self.device, torch.float32)[None, None]
             context = dataclasses.replace(context, regions=F.interpolate(

@@ -1,7 +1,8 @@
 """Window encoders: a batch of crops → L2-normalised patch features, one family per module.
 
 ``vit`` holds CLIP's vision transformer as steps (:class:`~.vit.VisionTrunk`); each method's
-encoder composes them (``last_block``: the methods that change only CLIP's last block).
+encoder composes them (``last_block``: the methods that change only CLIP's last block, with
+ResCLIP's RCS and SFR; ``scclip``: SC-CLIP and SFP; ``pearl``: PEARL).
 
 Every encoder is an ``nn.Module`` with ``patch_size`` and
 ``forward(images (B, 3, h, w), context: WindowContext | None) → (features (B, N, E), (gh, gw))``:

@@ -1,16 +1,18 @@
-"""The last-block family of window encoders (ITACLIP, CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP).
+"""The last-block family of window encoders (ITACLIP, CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP, ResCLIP).
 
 Blocks 1…L-1 run unchanged (ITACLIP records self-self attention maps at its intermediate layers
 meanwhile); only the last block differs between these methods (itaclip.engine.methods): its
 attention weights, whether its residual and MLP are kept. ITACLIP's last block uses the fused map
 ``Â = ½·A_L + ½·mean(A_l')`` on its own values, keeps the residual and (by default) drops its MLP.
+ResCLIP's residual attention (RCS) and semantic feedback (SFR) apply to any of these last blocks
+with attention logits (:class:`Feedback`; ResCLIP itself is NACLIP's block with both).
 Output: L2-normalised patch features.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,16 +20,19 @@ from torch import nn
 
 from ..config import ATTENTION_TERMS, IDENTITY
 from ..errors import ItaclipError
+from ..refine.sfr import SemanticFeedback
 from . import WindowContext
 from .vit import VisionTrunk
 
 
 def self_self_attention(terms: Sequence[str], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        scale: float, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+                        scale: float, bias: Optional[torch.Tensor] = None,
+                        mix: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
     """Σ over ``terms`` of softmax attention maps; q, k, v: (..., T, head_dim) → (..., T, T).
 
     ``q-q`` is softmax(q qᵀ·s) (likewise k-k, v-v); ``q-k`` is the original softmax((q·s) kᵀ).
-    ``bias`` (T, T), if given, is added to every term's scaled logits before its softmax.
+    ``mix`` (ResCLIP's semantic feedback), if given, changes every term's scaled logits in place;
+    ``bias`` (T, T), if given, is then added to them before the softmax.
     """
     total: Optional[torch.Tensor] = None
     for term in terms:
@@ -36,12 +41,83 @@ def self_self_attention(terms: Sequence[str], q: torch.Tensor, k: torch.Tensor, 
         else:
             a = {"q-q": q, "k-k": k, "v-v": v}[term].contiguous()
             logits = torch.matmul(a, a.transpose(-1, -2)).mul_(scale)
+        if mix is not None:
+            logits = mix(logits)
         if bias is not None:
             logits.add_(bias)
         attn = logits.softmax(dim=-1)
         total = attn if total is None else total.add_(attn)
     assert total is not None
     return total
+
+
+#: ResCLIP's residual attention (RCS) averages the q-k maps of these blocks (1-based), on the 12- and
+#: 24-block models its authors ran.
+RCS_BLOCKS = (6, 7, 8, 9)
+RCS_DEPTHS = (12, 24)
+
+
+def rcs_blocks(depth: int) -> tuple[int, ...]:
+    """0-based indices of the blocks whose maps RCS averages, for a ``depth``-block model."""
+    if depth not in RCS_DEPTHS:
+        raise ItaclipError(f"ResCLIP's residual attention reads blocks 6-9 of 12- and 24-block models (its authors' "
+                           f"indices); this model has {depth} blocks: leave --rcs-weights off (or use resclip's "
+                           f"blocks on a ViT-B or ViT-L)")
+    return tuple(block - 1 for block in RCS_BLOCKS)
+
+
+class Feedback:
+    """RCS and SFR for a window encoder whose last block has attention logits.
+
+    ``rcs_weights`` (τ, λ) mixes the mean q-k map of blocks 6-9 into the last block's attention
+    weights, ``τ·((1 − λ)·A + λ·A_rcs)``; ``feedback`` (settings of
+    :class:`~itaclip.engine.refine.sfr.SemanticFeedback`) runs the last block twice, the second time
+    with the first pass's semantic feedback mixed into its attention logits. Use :meth:`record` as the
+    trunk's ``on_qkv`` hook, then :meth:`features` with a function that runs the last block."""
+
+    def __init__(self, trunk: VisionTrunk, rcs_weights: Optional[Sequence[float]], feedback: Optional[dict]):
+        self.trunk = trunk
+        self.rcs_weights = None if rcs_weights is None else tuple(rcs_weights)
+        self.blocks = frozenset(rcs_blocks(trunk.depth)) if rcs_weights is not None else frozenset()
+        self.semantic = None if feedback is None else SemanticFeedback(**feedback)
+        self._maps: list[torch.Tensor] = []
+
+    @property
+    def active(self) -> bool:
+        return self.rcs_weights is not None or self.semantic is not None
+
+    def record(self, index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        if index in self.blocks:
+            self._maps.append(self.trunk.attention_weights(q, k))
+
+    def residual_map(self) -> Optional[torch.Tensor]:
+        """The mean recorded map (B, heads, T, T) of this batch (emptying the record), or None."""
+        if not self._maps:
+            return None
+        mean = torch.stack(self._maps).mean(dim=0)
+        self._maps = []
+        return mean
+
+    def mix_residual(self, weights: torch.Tensor, rcs: Optional[torch.Tensor]) -> torch.Tensor:
+        """``τ·((1 − λ)·weights + λ·rcs)`` in place, or ``weights`` without RCS."""
+        if rcs is None:
+            return weights
+        tau, lam = self.rcs_weights
+        return weights.mul_(1 - lam).add_(rcs * lam).mul_(tau)
+
+    def features(self, run: Callable[[Optional[Callable]], torch.Tensor], images: torch.Tensor,
+                 context: Optional[WindowContext], grid: tuple[int, int]) -> torch.Tensor:
+        """``run(mix)`` → unit patch features (B, N, E) of the last block with ``mix`` applied to its
+        attention logits (None: unmixed). Without SFR one pass; with it a first pass, the feedback of
+        its labels, and the second pass's features."""
+        if self.semantic is None:
+            return run(None)
+        if context is None:
+            raise ItaclipError("ResCLIP's semantic feedback needs the query features (a WindowContext)")
+        first = run(None)
+        matrix = self.semantic.matrix(first, context.text, grid, images, self.trunk.patch_size)
+        feedback = self.semantic.feedback(matrix)
+        return run(lambda logits: self.semantic.mix(logits, feedback))
 
 
 def neighbourhood_bias(grid_h: int, grid_w: int, std: float) -> torch.Tensor:
@@ -68,11 +144,13 @@ class DenseEncoder(nn.Module):
     def __init__(self, visual: nn.Module, attention: Sequence[str] = ("q-q", "k-k"),
                  intermediate_layers: Sequence[int] = (7, 8, 10), remove_ffn: bool = True,
                  int8: bool = False, autocast_dtype: Optional[torch.dtype] = None, *,
-                 residual: bool = True, gaussian_std: Optional[float] = None):
+                 residual: bool = True, gaussian_std: Optional[float] = None,
+                 rcs_weights: Optional[Sequence[float]] = None, feedback: Optional[dict] = None):
         """``attention``: the last block's terms (or ``(IDENTITY,)``); ``intermediate_layers``:
         blocks whose maps are fused into it (ITACLIP); ``remove_ffn``/``residual``: drop the last
         block's MLP / its residual connection; ``gaussian_std``: add NACLIP's neighbourhood bias Ω
-        with this σ (patches) to the last block's attention logits."""
+        with this σ (patches) to the last block's attention logits; ``rcs_weights`` / ``feedback``:
+        ResCLIP's RCS / SFR (:class:`Feedback`; the fused map is what RCS mixes)."""
         super().__init__()
         self.trunk = VisionTrunk(visual, int8=int8, autocast_dtype=autocast_dtype)
         depth = self.trunk.depth
@@ -89,6 +167,9 @@ class DenseEncoder(nn.Module):
         self.gaussian_std = gaussian_std
         self._bias_cache: dict[tuple[int, int], torch.Tensor] = {}
         self.patch_size = self.trunk.patch_size
+        if (rcs_weights is not None or feedback is not None) and self.attention == (IDENTITY,):
+            raise ItaclipError("RCS and SFR mix attention logits: this last block has none")
+        self.feedback = Feedback(self.trunk, rcs_weights, feedback)
 
     def flops(self, grid_h: int, grid_w: int) -> int:
         """FLOPs of one pass over one (grid_h·p, grid_w·p) crop, counted from the shapes
@@ -121,6 +202,10 @@ class DenseEncoder(nn.Module):
         if terms:
             flops += 2 * tokens * tokens * width  # Â·v
         flops += 2 * n * width * trunk.out_dim
+        flops += len(self.feedback.blocks) * 2 * tokens * tokens * width  # RCS: recorded q-k maps
+        if self.feedback.semantic is not None:  # SFR: the last block again after its qkv, and the head
+            flops += 2 * tokens * (width * width + (0 if self.remove_ffn else 8 * width * width))
+            flops += (terms + 1) * 2 * tokens * tokens * width + 2 * n * width * trunk.out_dim
         return flops
 
     def attention_bias(self, grid_h: int, grid_w: int, device: torch.device) -> Optional[torch.Tensor]:
@@ -134,13 +219,15 @@ class DenseEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor, context: Optional[WindowContext] = None
                 ) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Returns (features (B, gh·gw, E), (gh, gw)); features are L2-normalised per token. These
-        last blocks read nothing from ``context``."""
+        """Returns (features (B, gh·gw, E), (gh, gw)); features are L2-normalised per token. Only the
+        semantic feedback reads ``context`` (the query features of its first pass's labels)."""
         trunk = self.trunk
         x, (grid_h, grid_w) = trunk.embed(images)
         recorded: list[torch.Tensor] = []
+        feedback = self.feedback
 
         def record(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+            feedback.record(index, q, k, v)
             if index in self.recorded:
                 attn = self_self_attention(self.attention, q, k, v, trunk.scale)
                 if recorded:
@@ -149,18 +236,26 @@ class DenseEncoder(nn.Module):
                     recorded.append(attn)
 
         last = trunk.depth - 1
-        x = trunk.run(x, range(last), on_qkv=record if self.recorded else None)
+        x = trunk.run(x, range(last), on_qkv=record if self.recorded or feedback.blocks else None)
         q, k, v = trunk.qkv(last, x)
-        if self.attention == (IDENTITY,):
-            mixed = v
-        else:
-            fused = self_self_attention(self.attention, q, k, v, trunk.scale,
-                                        self.attention_bias(grid_h, grid_w, x.device))
-            if recorded:
-                fused = fused.mul_(0.5).add_(recorded[0].div_(len(self.recorded)), alpha=0.5)
-            mixed = torch.matmul(fused, v)
-        attended = trunk.out(last, mixed)
-        x = x.add_(attended) if self.residual else attended
-        if not self.remove_ffn:
-            x.add_(trunk.mlp(last, x))
-        return trunk.head(x[:, 1:]), (grid_h, grid_w)
+        intermediate = recorded[0].div_(len(self.recorded)) if recorded else None
+        rcs = feedback.residual_map()
+        bias = self.attention_bias(grid_h, grid_w, x.device)
+        second_pass = feedback.semantic is not None
+
+        def last_block(mix: Optional[Callable]) -> torch.Tensor:
+            if self.attention == (IDENTITY,):
+                mixed = v
+            else:
+                fused = self_self_attention(self.attention, q, k, v, trunk.scale, bias, mix)
+                if intermediate is not None:
+                    fused = fused.mul_(0.5).add_(intermediate, alpha=0.5)
+                mixed = torch.matmul(feedback.mix_residual(fused, rcs), v)
+            attended = trunk.out(last, mixed)
+            # In place on x, unless a second pass still needs it (SFR's first pass).
+            z = (x + attended if second_pass and mix is None else x.add_(attended)) if self.residual else attended
+            if not self.remove_ffn:
+                z.add_(trunk.mlp(last, z))
+            return trunk.head(z[:, 1:])
+
+        return feedback.features(last_block, images, context, (grid_h, grid_w)), (grid_h, grid_w)

@@ -27,6 +27,9 @@ from ..errors import ItaclipError
 
 #: ``on_qkv(block index, q, k, v)``: called with each block's (B, heads, T, head_dim) projections.
 QkvHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+#: ``on_output(block index, x)``: called with each block's output tokens (B, T, D); ``x`` is updated in
+#: place by the next block, so a hook that keeps it keeps a copy.
+OutputHook = Callable[[int, torch.Tensor], None]
 
 
 def quick_gelu_(x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +150,13 @@ class VisionTrunk(nn.Module):
         hidden = quick_gelu_(hidden) if isinstance(mlp.gelu, QuickGELU) else mlp.gelu(hidden)
         return mlp.c_proj(hidden)
 
-    def run(self, x: torch.Tensor, blocks: Iterable[int], on_qkv: Optional[QkvHook] = None) -> torch.Tensor:
+    def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """A block's own attention map ``softmax((q·s) kᵀ)`` (…, T, T) from its (…, T, head_dim) q and k —
+        what SDPA applies without returning it (methods that read a block's map compute it here)."""
+        return torch.matmul(q * self.scale, k.transpose(-1, -2)).softmax(dim=-1)
+
+    def run(self, x: torch.Tensor, blocks: Iterable[int], on_qkv: Optional[QkvHook] = None,
+            on_output: Optional[OutputHook] = None) -> torch.Tensor:
         """CLIP's own blocks ``blocks`` (0-indexed) on tokens x, updated in place and returned."""
         for index in blocks:
             q, k, v = self.qkv(index, x)
@@ -160,6 +169,8 @@ class VisionTrunk(nn.Module):
             # tensor is allocated per step (nothing else holds x: ln_1/ln_2 return new tensors).
             x.add_(self.linears[index]["out"](out))
             x.add_(self.mlp(index, x))
+            if on_output is not None:
+                on_output(index, x)
         return x
 
     def head(self, patches: torch.Tensor) -> torch.Tensor:

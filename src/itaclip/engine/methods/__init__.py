@@ -12,20 +12,23 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from ..config import DEFAULT_WEIGHTS, NONE, SegmenterConfig
+from ..config import DEFAULT_WEIGHTS, NONE, SWITCHED_FIELDS, SegmenterConfig
 from ..errors import ItaclipError
-from . import clearclip, clip, corrclip, itaclip, maskclip, naclip, proxyclip, sclip
+from . import clearclip, clip, corrclip, itaclip, maskclip, naclip, pearl, proxyclip, resclip, scclip, sclip, sfp
 from .base import Method, Preset
 
 #: name → record, in the order users see them (ITACLIP first, then by publication).
 METHODS: dict[str, Method] = {m.name: m for m in (
     itaclip.METHOD, clip.METHOD, maskclip.METHOD, sclip.METHOD, clearclip.METHOD, naclip.METHOD,
+    scclip.METHOD, resclip.METHOD, sfp.METHOD, pearl.METHOD,
     proxyclip.METHOD, corrclip.METHOD,
 )}
 #: The method a config runs when none is named.
 DEFAULT_METHOD = "itaclip"
 #: Config fields some method reads for its own stages; the others ignore them.
 METHOD_FIELDS = frozenset(name for m in METHODS.values() for name in m.reads)
+#: Fields of the refinements any method may switch on (TLP, RCS, SFR); ignored while off.
+REFINEMENT_FIELDS = frozenset(name for names in SWITCHED_FIELDS.values() for name in names)
 
 
 def list_methods() -> list[str]:
@@ -67,9 +70,9 @@ def encoder_options(config: SegmenterConfig) -> dict:
 
 
 def unused_fields(config: SegmenterConfig) -> set[str]:
-    """Config fields of other methods' stages, which the config's method ignores (left out of run
-    identities and ``itaclip presets``)."""
-    return set(METHOD_FIELDS - set(get_method(config.method).reads))
+    """Config fields the config's method ignores — other methods' own, and those of refinements it
+    leaves off — left out of run identities and ``itaclip presets``."""
+    return set((METHOD_FIELDS | REFINEMENT_FIELDS) - set(get_method(config.method).reads) - config.switched_on())
 
 
 def _refused(method: Method, names) -> Optional[str]:
@@ -78,8 +81,29 @@ def _refused(method: Method, names) -> Optional[str]:
         wrong = [n for n in owner.exclusive if n in names and n not in method.reads]
         if wrong:
             flags = ", ".join(_flag(n) for n in wrong)
-            return (f"options that configure {owner.exclusive_scope} ({flags}) apply to method "
-                    f"{owner.name!r}, not {method.name!r}")
+            owners = [m.name for m in METHODS.values() if set(wrong) <= set(m.reads)]
+            return (f"options that configure {owner.exclusive_scope} ({flags}) apply to method"
+                    f"{'s' if len(owners) > 1 else ''} {' and '.join(map(repr, owners))}, not {method.name!r}")
+    return None
+
+
+def _meaningless(method: Method, config: SegmenterConfig) -> Optional[str]:
+    """One line for a combination the method cannot run, or None."""
+    if config.crop == 0 and method.whole_image is None:
+        return (f"crop 0 (--crop 0: the whole image in one pass) does not apply to method {method.name!r}: "
+                "its authors' pipeline runs on sliding windows only; give a window size such as --crop 336")
+    for name, reason in method.refused.items():
+        if getattr(config, name) is not None:
+            return f"{_flag(name)} does not apply to method {method.name!r}: {reason}"
+    for name in method.requires:
+        if getattr(config, name) is None:
+            return f"method {method.name!r} needs {_flag(name)} (its authors' code has no 'off' for it)"
+    if config.rcs_weights is not None or config.sfr_thd is not None:
+        reason = method.encoder.no_feedback
+        if reason:
+            return (f"ResCLIP's residual attention and semantic feedback ({_flag('rcs_weights')}, "
+                    f"{_flag('sfr_thd')}) mix the last block's attention; method {method.name!r} cannot take them: "
+                    f"{reason}")
     return None
 
 
@@ -91,21 +115,14 @@ def _flag(name: str) -> str:
 
 
 def check_config(config: SegmenterConfig) -> None:
-    """Refuse a config whose method is unknown or that sets another method's exclusive options
-    (away from their defaults): a config built with ``replace`` is held to the factory's rules."""
+    """Refuse a config whose method is unknown, that sets another method's exclusive options (away
+    from their defaults) or a combination its method cannot run (one line each): a config built with
+    ``replace`` is held to the factory's rules."""
     method = get_method(config.method)
     changed = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != f.default]
-    message = _refused(method, changed) or _unsupported(method, config)
+    message = _refused(method, changed) or _meaningless(method, config)
     if message:
         raise ItaclipError(message)
-
-
-def _unsupported(method: Method, config: SegmenterConfig) -> Optional[str]:
-    """One line for a setting the method's pipeline has no form for, or None."""
-    if config.crop == 0 and method.whole_image is None:
-        return (f"crop 0 (--crop 0: the whole image in one pass) does not apply to method {method.name!r}: "
-                "its authors' pipeline runs on sliding windows only; give a window size such as --crop 336")
-    return None
 
 
 def build_config(preset: Optional[str] = None, **overrides) -> SegmenterConfig:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
-from ..config import SegmenterConfig
+from ..config import IDENTITY, SegmenterConfig
 
 AuxKind = Literal["definition", "synonym"]
 
@@ -55,6 +55,17 @@ class Published:
     source: str
 
 
+def feedback_options(config: SegmenterConfig) -> dict:
+    """ResCLIP's residual attention (RCS) and semantic feedback (SFR) as the config sets them, as
+    keyword arguments of the encoders that take them (``rcs_weights``: (τ, λ) or None; ``feedback``:
+    the SFR settings or None)."""
+    feedback = None
+    if config.sfr_thd is not None:
+        feedback = dict(threshold=config.sfr_thd, weights=tuple(config.sfr_weights), std=config.gaussian_std,
+                        entity_decay=config.entity_decay, logit_scale=config.logit_scale)
+    return dict(rcs_weights=None if config.rcs_weights is None else tuple(config.rcs_weights), feedback=feedback)
+
+
 @dataclass(frozen=True)
 class LastBlock:
     """Window encoder: CLIP's blocks 1 … L-1 unchanged, then ``z = [x +] O(A v)`` and ``[z + mlp(ln_2 z)]``.
@@ -74,14 +85,23 @@ class LastBlock:
     """Add NACLIP's Gaussian neighbourhood bias Ω (σ = config.gaussian_std) to the scaled logits."""
     configurable: bool = False
 
+    @property
+    def no_feedback(self) -> Optional[str]:
+        """Why RCS and SFR cannot apply to this last block, or None when they can."""
+        if self.attention == (IDENTITY,):
+            return "its last block has no attention logits to mix them into (each token takes its own value)"
+        return None
+
     def options(self, config: SegmenterConfig) -> dict:
         """Keyword arguments of :class:`itaclip.engine.encoders.last_block.DenseEncoder` for this block."""
+        feedback = feedback_options(config) if self.no_feedback is None else {}
         if self.configurable:
             return dict(attention=config.attention_terms, intermediate_layers=config.intermediate_layers,
                         remove_ffn=config.remove_ffn, residual=self.residual,
-                        gaussian_std=config.gaussian_std if self.neighbourhood else None)
+                        gaussian_std=config.gaussian_std if self.neighbourhood else None, **feedback)
         return dict(attention=self.attention, intermediate_layers=(), remove_ffn=not self.ffn,
-                    residual=self.residual, gaussian_std=config.gaussian_std if self.neighbourhood else None)
+                    residual=self.residual, gaussian_std=config.gaussian_std if self.neighbourhood else None,
+                    **feedback)
 
     def build(self, visual, config: SegmenterConfig, **execution):
         """The encoder module for ``config`` (``execution``: int8 / autocast_dtype)."""
@@ -98,6 +118,8 @@ class ProxyAttention:
     values, resampled to the guide model's (DINO's) grid and mixed by an attention map made of
     DINO's final-feature cosines (shifted by ``proxy_beta`` × their mean, scaled by ``proxy_gamma``,
     negatives masked); no residual, no MLP. Output grid: DINO's."""
+
+    no_feedback = "its attention comes from DINO's features, not from attention logits of CLIP's last block"
 
     def options(self, config: SegmenterConfig) -> dict:
         """Keyword arguments of :class:`itaclip.engine.encoders.guided.ProxyEncoder`."""
@@ -118,6 +140,8 @@ class RegionScoped:
     token per region (a class-token copy attending to its region through every block). Output
     grid: DINO's."""
 
+    no_feedback = "its attention is scoped by region maps on DINO's grid, not CLIP's last-block logits"
+
     def options(self, config: SegmenterConfig) -> dict:
         """Keyword arguments of :class:`itaclip.engine.encoders.guided.CorrEncoder` (its constants are
         its authors' code's)."""
@@ -129,8 +153,49 @@ class RegionScoped:
         return CorrEncoder(visual, guide, **self.options(config), **execution)
 
 
+
+
+@dataclass(frozen=True)
+class SelfCalibrated:
+    """Window encoder of SC-CLIP and SFP: CLIP's blocks 1 … L-1 with the outputs of several kept;
+    anomaly tokens found (``outliers``: SC-CLIP's LOF or SFP's class-token attention) and replaced by
+    their neighbours' mean; tokens aggregated along mid-level similarities; the last block's attention
+    (no residual, no MLP) run on the repaired tokens and on the sum of blocks 4 … 10; the class token
+    added back with weight ``res_cls``."""
+
+    variant: Literal["scclip", "sfp"]
+    no_feedback = "its last block mixes fixed similarity maps over aggregated tokens (ResCLIP defines no mix for it)"
+
+    def options(self, config: SegmenterConfig) -> dict:
+        """Keyword arguments of :class:`itaclip.engine.encoders.scclip.SelfCalibratedEncoder`."""
+        return dict(variant=self.variant, res_cls=config.res_cls)
+
+    def build(self, visual, config: SegmenterConfig, **execution):
+        from ..encoders.scclip import SelfCalibratedEncoder
+
+        return SelfCalibratedEncoder(visual, **self.options(config), **execution)
+
+
+@dataclass(frozen=True)
+class Procrustes:
+    """Window encoder of PEARL: CLIP's blocks 1 … L-1 unchanged, then a last block (no residual, no
+    MLP) whose keys are rotated towards the queries by an approximate orthogonal Procrustes solution
+    (5 Newton–Schulz steps), plus ``kk_weight`` × a centred k-k term."""
+
+    no_feedback = None
+
+    def options(self, config: SegmenterConfig) -> dict:
+        """Keyword arguments of :class:`itaclip.engine.encoders.pearl.ProcrustesEncoder`."""
+        return dict(kk_weight=config.kk_weight, **feedback_options(config))
+
+    def build(self, visual, config: SegmenterConfig, **execution):
+        from ..encoders.pearl import ProcrustesEncoder
+
+        return ProcrustesEncoder(visual, **self.options(config), **execution)
+
+
 #: Every kind of window encoder a record may name.
-Encoder = Union[LastBlock, ProxyAttention, RegionScoped]
+Encoder = Union[LastBlock, SelfCalibrated, Procrustes, ProxyAttention, RegionScoped]
 
 
 @dataclass(frozen=True)
@@ -170,6 +235,13 @@ class Method:
     logits are resized straight to the original size (ProxyCLIP's own); None: refused."""
     default_weights: Optional[str] = None
     """CLIP weights its authors use, when the user names none (None: the library's default)."""
+    requires: tuple[str, ...] = ()
+    """Optional fields that must have a value with this method (its authors' code has no "off")."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Fields this method refuses when set (not None), with the reason (one line each)."""
+    unit_text: bool = False
+    """Normalise the query features once more before the window logits (PEARL's code does; it can
+    move them by an ulp)."""
     defaults: dict = field(default_factory=dict)
     """Config values of the authors' defaults (applied before a preset and explicit options)."""
     presets: dict[str, Preset] = field(default_factory=dict)

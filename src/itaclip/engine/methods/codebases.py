@@ -76,3 +76,36 @@ def guided_presets(source: str, lists: dict[str, str]) -> dict[str, Preset]:
         ade20k=dict(classes=lists["ade20k"], short_side=448),
         cityscapes=dict(classes=lists["cityscapes"], short_side=448, crop=224),
     )
+
+
+#: SC-CLIP's and SFP's defaults: SCLIP's segmentor (no PAMR), short side 336 for every dataset but Cityscapes.
+SCCLIP_DEFAULTS = dict(SCLIP_DEFAULTS)
+#: PEARL's defaults (`run.sh`: its attention, TLP on, grid 80, alpha_kk 0.08; no PAMR in its code).
+PEARL_DEFAULTS = dict(BASELINE, crop=224, stride=112, logit_scale=40.0, pamr_steps=0, kk_weight=0.08, tlp=True,
+                      tlp_grid=80)
+#: ResCLIP's per-dataset feedback settings (its configs; σ 5 and the entity decay in all of them).
+RESCLIP_SETTINGS = dict(
+    voc21=dict(crop=0, prob_thd=0.1, sfr_thd=0.5, rcs_weights=(2.0, 0.3), sfr_weights=(2.2, 0.7)),
+    voc20=dict(crop=0, sfr_thd=0.1, rcs_weights=(2.0, 0.6), sfr_weights=(2.1, 0.6)),
+    context60=dict(prob_thd=0.1, sfr_thd=0.3, rcs_weights=(2.0, 0.3), sfr_weights=(1.8, 0.7)),
+    coco_object=dict(prob_thd=0.1, sfr_thd=0.11, rcs_weights=(2.0, 0.4), sfr_weights=(1.8, 0.7)),
+    context59=dict(sfr_thd=0.25, rcs_weights=(2.0, 0.4), sfr_weights=(1.8, 0.7)),
+    coco_stuff=dict(sfr_thd=0.11, rcs_weights=(2.0, 0.4), sfr_weights=(1.8, 0.7)),
+    ade20k=dict(sfr_thd=0.25, rcs_weights=(2.0, 0.3), sfr_weights=(2.1, 0.7)),
+    cityscapes=dict(short_side=560, sfr_thd=0.1, rcs_weights=(2.0, 0.2), sfr_weights=(2.1, 0.6)),
+)
+#: ResCLIP's defaults: NACLIP v2's segmentor without PAMR, σ 5, the entity decay on; its code has no
+#: default feedback settings (temp_thd None raises), so an open vocabulary takes Context59's (many
+#: classes, no background).
+RESCLIP_DEFAULTS = dict(BASELINE, crop=224, stride=112, logit_scale=40.0, pamr_steps=0, gaussian_std=5.0,
+                        entity_decay=True, **RESCLIP_SETTINGS["context59"])
+
+
+def scclip_presets(source: str, lists: str = "sclip_{}", **changes: dict) -> dict[str, Preset]:
+    """SC-CLIP's configs (SCLIP's class lists); SFP's differ in ``changes`` and its own lists."""
+    datasets = dict(voc21=dict(logit_scale=50.0, prob_thd=0.15, area_thd=0.1), context60=dict(prob_thd=0.15),
+                    coco_object=dict(logit_scale=55.0, prob_thd=0.35), cityscapes=dict(short_side=560),
+                    voc20={}, context59={}, coco_stuff={}, ade20k={})
+    for name, overrides in changes.items():
+        datasets[name] = {**datasets[name], **overrides}
+    return dataset_presets(source, lists, **datasets)

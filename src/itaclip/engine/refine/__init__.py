@@ -12,7 +12,8 @@ from typing import Callable, Protocol
 import torch
 
 from ..config import SegmenterConfig
-from . import pamr as pamr_module  # the module stays reachable as refine.pamr
+from . import pamr as pamr_module  # the modules stay reachable as refine.pamr, refine.tlp
+from . import tlp as tlp_module
 
 Guide = Callable[[], torch.Tensor]
 
@@ -22,10 +23,13 @@ class Refinement(Protocol):
 
 
 def refinements(config: SegmenterConfig) -> list[Refinement]:
-    """The refinements ``config`` switches on, in the order they run: PAMR."""
+    """The refinements ``config`` switches on, in the order they run: PAMR, then TLP."""
     stages: list[Refinement] = []
     if config.pamr_steps > 0:
         steps, dilations = config.pamr_steps, config.pamr_dilations
         # The full-size guide is referenced only inside pamr(), which frees it early.
         stages.append(lambda logits, guide, text: pamr_module.pamr(guide(), logits, steps, dilations, inplace=True))
+    if config.tlp:
+        grid = config.tlp_grid
+        stages.append(lambda logits, guide, text: tlp_module.tlp(logits, guide(), text, grid))
     return stages
