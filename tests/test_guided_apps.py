@@ -78,7 +78,8 @@ def test_bench_uses_a_random_dino_with_a_random_clip(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "bench_images", stop)
     runner.run_bench(runner.BenchRequest(modes=[runner.Mode("proxyclip", {"method": "proxyclip"})], text=False,
-                                         model_cache=tmp_path / "cache" / "clip.pt", device="cpu"))
+                                         model_cache=tmp_path / "cache" / "clip.pt", device="cpu",
+                                         startup_runs=0))
     assert seen == {"weights": "clip.pt", "guide": "dino.pth"}
     assert saved[1] == tmp_path / "cache" / "random_dino_vitb8.pth"
 

@@ -246,6 +246,8 @@ class Backend:
         headers = {"Content-Type": content_type} if content_type else {}
         if auth:
             headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        if isinstance(data, bytes) and len(data) > self.LARGE:
+            return self._refused_before_the_body(method, path, data, headers, timeout)
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -253,6 +255,28 @@ class Backend:
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
         return status, json.loads(raw), raw
+
+    #: Bodies above this are announced first (``Expect: 100-continue``, as curl does for large bodies):
+    #: a server that refuses them by their length answers before the body is sent, where writing it
+    #: anyway races the server's close of the connection (a broken pipe instead of the answer).
+    LARGE = 1 << 19
+
+    def _refused_before_the_body(self, method, path, data, headers, timeout):
+        import http.client
+        import urllib.parse
+
+        url = urllib.parse.urlsplit(self.url)
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+        try:
+            connection.putrequest(method, path)
+            for name, value in {**headers, "Content-Length": str(len(data)), "Expect": "100-continue"}.items():
+                connection.putheader(name, value)
+            connection.endheaders()
+            response = connection.getresponse()  # a refusal comes at once; an acceptance would wait for the body
+            raw = response.read()
+            return response.status, json.loads(raw), raw
+        finally:
+            connection.close()
 
     def call(self, method: str, path: str, body=None):
         status, parsed, _ = self.raw(method, path, None if body is None else json.dumps(body).encode())

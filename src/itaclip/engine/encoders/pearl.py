@@ -67,17 +67,14 @@ class ProcrustesEncoder(nn.Module):
         """FLOPs of one pass over one crop (multiply-add = 2): CLIP's blocks 1 … L-1, the last
         block's projections (no MLP), its logits (q·(kR)ᵀ, k_c k_cᵀ), A·v and the projection head; the
         64×64 polar factors and the feedback's extra pass are counted like the last-block family's."""
-        trunk = self.trunk
-        blocks, width, patch = trunk.depth, trunk.width, trunk.patch_size
+        width = self.trunk.width
         n = grid_h * grid_w
         tokens = 1 + n
-        flops = 2 * n * 3 * patch * patch * width
-        flops += (blocks - 1) * (2 * tokens * 12 * width * width + 4 * tokens * tokens * width)
+        flops = self.trunk.body_flops(grid_h, grid_w)
         flops += 2 * tokens * 4 * width * width + 3 * 2 * tokens * tokens * width
-        flops += 2 * n * width * trunk.out_dim
         flops += len(self.feedback.blocks) * 2 * tokens * tokens * width
         if self.feedback.semantic is not None:
-            flops += 2 * tokens * width * width + 2 * tokens * tokens * width + 2 * n * width * trunk.out_dim
+            flops += 2 * tokens * width * width + 2 * tokens * tokens * width + 2 * n * width * self.trunk.out_dim
         return flops
 
     def forward(self, images: torch.Tensor, context: Optional[WindowContext] = None

@@ -174,16 +174,13 @@ class SelfCalibratedEncoder(nn.Module):
         projections and attention twice (repaired tokens, multi-level sum), the similarities and four
         aggregations (N²·D each), the outlier search (SC-CLIP: N²·D distances; SFP: one attention map)
         and the projection head."""
-        trunk = self.trunk
-        blocks, width, patch = trunk.depth, trunk.width, trunk.patch_size
+        width = self.trunk.width
         n = grid_h * grid_w
         tokens = 1 + n
-        flops = 2 * n * 3 * patch * patch * width
-        flops += (blocks - 1) * (2 * tokens * 12 * width * width + 4 * tokens * tokens * width)
+        flops = self.trunk.body_flops(grid_h, grid_w)
         flops += 2 * (2 * n * 4 * width * width + 4 * n * n * width)  # two last-block passes (qkv, out, maps, A·v)
         flops += 2 * 2 * n * n * width + 4 * 2 * n * n * width  # two similarities, four aggregations
         flops += 3 * n * n * width if self.variant == "scclip" else 2 * tokens * tokens * width
-        flops += 2 * n * width * trunk.out_dim
         return flops
 
     def _attention(self, y: torch.Tensor, similarity: torch.Tensor, similarity_only: bool = False) -> torch.Tensor:

@@ -173,6 +173,17 @@ class VisionTrunk(nn.Module):
                 on_output(index, x)
         return x
 
+    def body_flops(self, grid_h: int, grid_w: int) -> int:
+        """FLOPs (multiply-add = 2) of the steps every encoder shares on one (gh·p, gw·p) crop: the patch
+        embedding 2·N·3p²·D, blocks 1 … L-1 unchanged (2·T·12·D² projections and MLP, 4·T²·D attention
+        matmuls each, T = 1 + N) and the projection head 2·N·D·E; the last block is the method's."""
+        n = grid_h * grid_w
+        tokens = 1 + n
+        width, patch = self.width, self.patch_size
+        flops = 2 * n * 3 * patch * patch * width
+        flops += (self.depth - 1) * (2 * tokens * 12 * width * width + 4 * tokens * tokens * width)
+        return flops + 2 * n * width * self.out_dim
+
     def head(self, patches: torch.Tensor) -> torch.Tensor:
         """``ln_post`` and the projection of (B, N, D) tokens → (B, N, E) L2-normalised features."""
         return F.normalize(self.visual.ln_post(patches) @ self.visual.proj, dim=-1)
