@@ -472,7 +472,8 @@ with distributed_session("cpu") as (info, device):
     all_gather_objects(info.rank, info)
 threads = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
 left = sorted(name for name in threads if "gloo" in name)
-print(f"rank {info.rank}: gloo threads left: {left}", flush=True)
+with open(os.path.join(sys.argv[2], f"rank{info.rank}.txt"), "w") as report:  # ranks share stdout: lines can interleave
+    report.write(f"gloo threads left: {left}")
 sys.exit(1 if left else 0)
 """
 
@@ -487,11 +488,11 @@ def test_leaving_the_group_joins_its_threads(tmp_path, tiny_ckpt):
     script = tmp_path / "leave_group.py"
     script.write_text(LEAVE_GROUP)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(script), str(tiny_ckpt)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           str(script), str(tiny_ckpt), str(tmp_path)], env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert sorted(line for line in proc.stdout.splitlines() if "gloo threads left" in line) == [
-        "rank 0: gloo threads left: []", "rank 1: gloo threads left: []"]
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}.txt").read_text() == "gloo threads left: []"
 
 
 @pytest.mark.timeout(600)  # heavier than the suite's default
