@@ -4,6 +4,8 @@ default weights and run identities, views with region maps, and the precision mo
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -16,9 +18,9 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("single_thread")
 
 itaclip = pytest.importorskip("itaclip")
 from itaclip.engine.encoders import guided as engine  # noqa: E402
-from itaclip.engine.methods import build_config, default_weights, get_method, get_preset  # noqa: E402
+from itaclip.engine.methods import build_config, default_weights, get_method, get_preset, list_methods  # noqa: E402
 from itaclip.engine.refine.region_vote import check_region_map, region_vote  # noqa: E402
-from itaclip.engine.vocabulary import load_classes  # noqa: E402
+from itaclip.engine.vocabulary import Vocabulary, load_classes  # noqa: E402
 
 # ------------------------------------------------------------------------------------ region steps
 
@@ -127,6 +129,19 @@ def test_corrclip_needs_a_region_map(corrclip):
         corrclip.segment(image)
     with pytest.raises(itaclip.ItaclipError, match="the region map is 49×40, the image 50×40"):
         corrclip.segment(image, regions=np.zeros((40, 49), np.int64))
+
+
+def test_corrclip_warns_where_its_authors_would_merge_names_otherwise(corrclip):
+    """CorrCLIP's code takes the first Q − K + 1 names as class 0: equal to our max over each class's
+    names only while no later class has several names."""
+    seg = corrclip.with_config()
+    with pytest.warns(UserWarning, match=r"1 class\(es\) after class 0 have several names \(first: dog, puppy\)"):
+        seg.set_vocabulary(Vocabulary((("cat",), ("dog", "puppy"), ("sky",))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seg.set_vocabulary(Vocabulary((("wall", "floor", "sky"), ("cat",), ("dog",)), has_background=True))
+        corrclip.for_method("proxyclip").set_vocabulary(Vocabulary((("cat",), ("dog", "puppy"))))
+    assert [name for name in list_methods() if get_method(name).names_merged_for_class0_only] == ["corrclip"]
 
 
 def test_region_source_is_asked_with_the_images_key(corrclip, tmp_path):

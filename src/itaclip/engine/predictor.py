@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
@@ -230,6 +231,7 @@ class Segmenter:
         """
         vocab = resolve_vocabulary(classes, preset=self.preset, background=background, aux_texts=aux_texts,
                                    has_background=has_background)
+        self._warn_about_merged_names(vocab)
         use_aux = vocab.aux_texts is not None and self.config.alpha > 0
         texts = list(vocab.queries) + (list(vocab.aux_texts) if use_aux else [])
         features = self._loaded.name_features(texts, progress)  # one batch for the texts not seen yet
@@ -238,6 +240,14 @@ class Segmenter:
             features = blend_aux(features[:queries], features[queries:], vocab, self.config.alpha)
         self.vocabulary, self.text_features = vocab, features
         return vocab
+
+    def _warn_about_merged_names(self, vocab: Vocabulary) -> None:
+        several = [names for names in vocab.classes[1:] if len(names) > 1]
+        if self.method.names_merged_for_class0_only and several:
+            warnings.warn(f"itaclip: {len(several)} class(es) after class 0 have several names (first: "
+                          f"{', '.join(several[0])}); {self.method.title}'s own code merges several names only "
+                          "for class 0, so its results would differ from ours (the max over each class's names)",
+                          stacklevel=3)
 
     # ------------------------------------------------------------------ images
     def segment(self, image: ImageInput, classes=None, *, regions: Optional[np.ndarray] = None,

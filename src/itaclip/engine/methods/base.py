@@ -229,6 +229,10 @@ class Method:
     region_vote: bool = False
     """After the labels, every region but the unsegmented one takes the most frequent label of its
     pixels (on the original-size region map)."""
+    names_merged_for_class0_only: bool = False
+    """Its authors' code merges a class's several names correctly only for class 0 (it takes the first
+    Q − K + 1 names as class 0): a vocabulary with several names on another class is computed by our rule
+    (max over each class's names) with a warning that their code would differ."""
     whole_image: Optional[Literal["resized", "original"]] = "resized"
     """What ``crop 0`` does: ``"resized"``: one window over the resized image, like any window (padded
     as ``pad_to`` says), then the canvas to the original size; ``"original"``: one unpadded pass whose

@@ -25,6 +25,7 @@ METHOD = Method(
     guide=True,
     regions=True,
     region_vote=True,
+    names_merged_for_class0_only=True,
     whole_image=None,
     # The authors' default CLIP: MetaCLIP (2.5B) ViT-B/16 with QuickGELU; OpenAI's by --weights ViT-B/16.
     default_weights="ViT-B-16-quickgelu:metaclip_fullcc",
