@@ -592,6 +592,63 @@ def test_local_files_are_read_inside_the_document_root_only(tmp_path, monkeypatc
         ImageFetcher(document_root=str(root), max_pixels=100).fetch("/data/local-files/?d=sub/x.png")
 
 
+class _SlowPredictor:
+    """What ``create_app`` reads of a predictor; ``predict`` waits until released."""
+
+    model_version = "slow"
+    fetcher = None
+
+    def __init__(self):
+        self.started, self.release = threading.Semaphore(0), threading.Event()
+
+    def predict(self, tasks, target):
+        self.started.release()
+        self.release.wait(60)
+        return [{"result": []} for _ in tasks]
+
+
+def test_requests_beyond_the_limit_are_answered_busy_in_json():
+    """Requests over ``max_requests`` running at once get a JSON 503 (uvicorn's own limit, set above,
+    would answer in plain text); a finished or failed request frees its place."""
+    import asyncio
+
+    from itaclip.integrations.label_studio_server import create_app
+
+    predictor = _SlowPredictor()
+    app = create_app(predictor, max_requests=2)
+
+    async def request(body: bytes):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+                 "server": ("127.0.0.1", 9090), "client": ("127.0.0.1", 5000), "root_path": ""}
+        await app(scope, receive, send)
+        return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+    async def main():
+        predict = json.dumps({"tasks": [{"data": {}}]}).encode()
+        running = [asyncio.create_task(request(predict)) for _ in range(2)]
+        for _ in range(2):
+            await asyncio.to_thread(predictor.started.acquire, True, 60)
+        busy = await request(predict)
+        predictor.release.set()
+        finished = await asyncio.gather(*running)
+        failed = await request(b"not json")
+        return busy, finished, failed, await request(predict)
+
+    busy, finished, failed, after = asyncio.run(main())
+    assert busy == (503, {"error": "busy: 2 requests are running; retry later"})
+    assert [status for status, _ in finished] == [200, 200]
+    assert failed == (400, {"error": "the body is not valid JSON"}) and after == (200, {"results": [{"result": []}], "model_version": "slow"})
+
+
 def test_the_allow_list():
     fetcher = ImageFetcher("http://LS.example:8080/ls/", "t", ["images.example", "cdn.example:8443", "[::1]:9000"])
     allowed = ["http://ls.example:8080/data/x.png", "https://images.example/a.png", "http://images.example/a",

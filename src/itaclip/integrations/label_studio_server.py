@@ -21,8 +21,9 @@ Routes (those Label Studio 1.23 calls, and the older ``label-studio-ml`` server'
 
 Every error is ``{"error": one line}`` with a 4xx status (5xx only for a fault of the backend, whose
 traceback goes to the operator's log, never into the answer). Bodies are bounded
-(``max_body_bytes``), connections too (``max_connections``), and with ``auth`` every request must
-carry that HTTP basic-auth user and password, as Label Studio sends them to an ML backend.
+(``max_body_bytes``), requests running at once too (``max_connections``; one more gets a JSON 503), and
+with ``auth`` every request must carry that HTTP basic-auth user and password, as Label Studio sends them
+to an ML backend.
 """
 
 from __future__ import annotations
@@ -54,15 +55,20 @@ DEFAULT_MAX_CONNECTIONS = 32
 
 
 class Guard:
-    """In front of the app: HTTP basic auth (when ``auth`` is set) and a ``Content-Length`` over
-    the body limit, both refused with a JSON error before anything is read. (Starlette's own body
-    limit, inside, stops a body without a length as it streams in, and would answer a too-long
-    ``Content-Length`` in plain text.)"""
+    """In front of the app: HTTP basic auth (when ``auth`` is set), a ``Content-Length`` over the
+    body limit and a request beyond ``max_requests`` running at once, all refused with a JSON error
+    before anything is read. (Starlette's own body limit, inside, stops a body without a length as it
+    streams in, and would answer a too-long ``Content-Length`` in plain text; uvicorn's concurrency
+    limit answers in plain text too, so :func:`serve` sets it above this one, as a bound on idle
+    connections only.)"""
 
-    def __init__(self, app, auth: Optional[tuple[str, str]], max_body_bytes: int):
+    def __init__(self, app, auth: Optional[tuple[str, str]], max_body_bytes: int,
+                 max_requests: int = DEFAULT_MAX_CONNECTIONS):
         self.app = app
         self._auth = (auth[0].encode(), auth[1].encode()) if auth else None
         self._max_body_bytes = max_body_bytes
+        self._max_requests = max_requests
+        self._running = 0  # requests inside the app; one event loop, so no lock
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
@@ -74,10 +80,17 @@ class Guard:
                                        headers={"WWW-Authenticate": 'Basic realm="itaclip", charset="UTF-8"'})
             elif length.isdigit() and int(length) > self._max_body_bytes:
                 refusal = _error(413, f"the body is larger than the backend's limit of {self._max_body_bytes} bytes")
+            elif self._running >= self._max_requests:
+                refusal = JSONResponse({"error": f"busy: {self._max_requests} requests are running; retry later"},
+                                       503, headers={"Retry-After": "5", "Connection": "close"})
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        self._running += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._running -= 1
 
     def _valid(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")
@@ -123,8 +136,9 @@ def _config(body: dict, key: str) -> Optional[str]:
 
 
 def create_app(predictor: LabelStudioPredictor, *, auth: Optional[tuple[str, str]] = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Guard:
-    """The ASGI app serving ``predictor``; ``auth``: (user, password) every request must send."""
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_requests: int = DEFAULT_MAX_CONNECTIONS) -> Guard:
+    """The ASGI app serving ``predictor``; ``auth``: (user, password) every request must send;
+    ``max_requests``: requests running at once (one more is answered 503)."""
     version = predictor.model_version
     warned_hosts: set[str] = set()
 
@@ -196,7 +210,7 @@ def create_app(predictor: LabelStudioPredictor, *, auth: Optional[tuple[str, str
     ]
     app = Starlette(routes=routes, max_body_size=max_body_bytes,
                     exception_handlers={HTTPException: http_error, Exception: server_error})
-    return Guard(app, auth, max_body_bytes)
+    return Guard(app, auth, max_body_bytes, max_requests)
 
 
 def serve(predictor: LabelStudioPredictor, host: str, port: int, ready: Callable[[str], None] = print, *,
@@ -209,8 +223,11 @@ def serve(predictor: LabelStudioPredictor, host: str, port: int, ready: Callable
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family)
-    config = uvicorn.Config(create_app(predictor, auth=auth, max_body_bytes=max_body_bytes), log_config=None,
-                            lifespan="off", limit_concurrency=max_connections, timeout_graceful_shutdown=5,
+    app = create_app(predictor, auth=auth, max_body_bytes=max_body_bytes, max_requests=max_connections)
+    # uvicorn's own limit counts open connections, idle ones included, and answers in plain text: set
+    # above the app's JSON limit, it only bounds connections that hold no running request.
+    config = uvicorn.Config(app, log_config=None,
+                            lifespan="off", limit_concurrency=2 * max_connections + 1, timeout_graceful_shutdown=5,
                             server_header=False, proxy_headers=False)
     server = uvicorn.Server(config)
     # uvicorn handles SIGTERM/SIGINT itself and, once stopped, raises the signal again for the
