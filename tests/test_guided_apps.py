@@ -153,7 +153,6 @@ def test_demo_without_a_region_generator_says_so(tmp_path, image_file, tiny_ckpt
 def test_label_studio_predictor_with_corrclip(tmp_path, image_file, tiny_ckpt, dino_ckpt, monkeypatch):
     """The backend's predictor serves CorrCLIP: the task's image gets its map from the region source;
     the brush masks are the labels of ``itaclip segment`` (the API)."""
-    pytest.importorskip("label_studio_converter")
     from itaclip.engine.vocabulary import resolve_vocabulary
     from itaclip.integrations.label_studio import LabelStudioPredictor
 
