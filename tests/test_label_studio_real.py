@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 
 from helpers.images import make_blocks_image, make_smooth_image
+from helpers.tool_envs import tool_venv
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -70,15 +71,7 @@ json.dump(out, sys.stdout)
 
 
 def label_studio_venv() -> Path:
-    folder = Path(os.environ.get("ITACLIP_LABEL_STUDIO_VENV") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "itaclip-tests" / f"label-studio-{VERSION}")
-    if not (folder / "itaclip-complete").is_file() or not (folder / "data-template").is_dir():
-        message = (f"no Label Studio environment at {folder}: run tests/label_studio_env.sh once (about 3 min, "
-                   "needs PyPI)")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return folder
+    return tool_venv("ITACLIP_LABEL_STUDIO_VENV", f"label-studio-{VERSION}", "label_studio_env.sh", 3, "data-template")
 
 
 def free_port() -> int:

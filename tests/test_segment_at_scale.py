@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import itaclip
+from helpers.tool_envs import tool_venv
 from itaclip.cli import main
 from itaclip.engine.predictor import SegmentationResult
 from itaclip.outputs.dataset import DatasetItem, write_dataset_exports
@@ -275,24 +276,42 @@ def test_cvat_segmentation_mask_layout_reads_back(exported):
         assert np.array_equal(decoded, labels)
 
 
-def test_cvat_layout_reads_back_with_datumaro(exported):
-    """CVAT imports "Segmentation mask 1.1" with datumaro's voc_segmentation reader. Datumaro is not
-    in the test extra: it pins an older OpenCV than itaclip's environment has."""
-    pytest.importorskip("datumaro")
-    from datumaro.components.annotation import AnnotationType
-    from datumaro.components.dataset import Dataset
+#: Run in datumaro's environment: the labels and every item's decoded label map (-1 = no mask).
+READ_WITH_DATUMARO = """
+import json, sys
+import numpy as np
+from datumaro.components.annotation import AnnotationType
+from datumaro.components.dataset import Dataset
 
+dataset = Dataset.import_from(sys.argv[1], "voc_segmentation")
+items = {}
+for item in dataset:
+    decoded = None
+    for annotation in item.annotations:
+        if annotation.type == AnnotationType.mask:
+            mask = annotation.image.astype(bool)
+            decoded = np.full(mask.shape, -1) if decoded is None else decoded
+            decoded[mask] = annotation.label
+    items[item.id] = decoded.tolist()
+json.dump({"labels": [label.name for label in dataset.categories()[AnnotationType.label]], "items": items},
+          sys.stdout)
+"""
+
+
+def test_cvat_layout_reads_back_with_datumaro(exported):
+    """CVAT imports "Segmentation mask 1.1" with datumaro's voc_segmentation reader, run here in its
+    own environment (``tests/datumaro_env.sh``: datumaro brings its own OpenCV build)."""
+    venv = tool_venv("ITACLIP_DATUMARO_VENV", "datumaro-1.13.12", "datumaro_env.sh", 1)
     folder, names, maps, _ = exported
-    dataset = Dataset.import_from(str(folder / "cvat"), "voc_segmentation")
-    assert [label.name for label in dataset.categories()[AnnotationType.label]] == names
-    assert sorted(item.id for item in dataset) == ["a/x", "b/deep/z w", "b/x"]
-    for item in dataset:
-        expected = maps[next(rel for rel in maps if rel.rsplit(".", 1)[0] == item.id)]
-        decoded = np.full(expected.shape, -1)
-        for annotation in item.annotations:
-            if annotation.type == AnnotationType.mask:
-                decoded[annotation.image.astype(bool)] = annotation.label
-        assert np.array_equal(decoded, expected), item.id
+    run = subprocess.run([str(venv / "bin" / "python"), "-c", READ_WITH_DATUMARO, str(folder / "cvat")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    read = json.loads(run.stdout)
+    assert read["labels"] == names
+    assert sorted(read["items"]) == ["a/x", "b/deep/z w", "b/x"]
+    for item_id, decoded in read["items"].items():
+        expected = maps[next(rel for rel in maps if rel.rsplit(".", 1)[0] == item_id)]
+        assert np.array_equal(np.array(decoded), expected), item_id
 
 
 def test_cvat_export_refuses_what_it_cannot_hold(tmp_path, tree, tiny_ckpt, capsys):
