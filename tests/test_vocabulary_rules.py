@@ -87,6 +87,15 @@ def test_ordinary_words_are_not_taken_for_list_names():
         assert resolve_vocabulary(word, preset="voc21").names == ["background", word]
 
 
+@pytest.mark.parametrize("spec, background", [("sky\ncat, dog", None), (["cat", "dog\r\nsky"], None),
+                                              ("cat, dog", "wall\nfloor")])
+def test_a_line_break_inside_a_name_is_an_error(spec, background):
+    """An inline list typed over several lines used to reach the overlay's legend, which failed per
+    image ("can't measure length of multiline text")."""
+    with pytest.raises(ItaclipError, match=r"holds a line break: give one class per line in a class file"):
+        resolve_vocabulary(spec, preset="voc21", background=background)
+
+
 def test_first_class_as_background_on_request(tmp_path):
     file = tmp_path / "field_format.txt"
     file.write_text("sky, wall\ncat\ndog\n")

@@ -63,6 +63,9 @@ class Vocabulary:
                 raise ItaclipError(f"class {index} has an empty name")
             for name in names:
                 _check_text(name, f"class {index}")
+                if "\n" in name or "\r" in name:  # a name is one line: in legends, exports and class files
+                    raise ItaclipError(f"class {index} name {name!r} holds a line break: give one class per line "
+                                       "in a class file, or separate classes with ', '")
         for index, text in enumerate(self.aux_texts or ()):
             _check_text(text, f"auxiliary text {index + 1}")
         if self.aux_texts is not None and len(self.aux_texts) != self.num_foreground:
