@@ -96,6 +96,14 @@ def test_a_line_break_inside_a_name_is_an_error(spec, background):
         resolve_vocabulary(spec, preset="voc21", background=background)
 
 
+def test_an_inline_list_too_long_for_a_file_name_is_still_a_list():
+    """Whether a spec is a file was asked of the file system, which refuses names over 255 bytes
+    ("File name too long"), so a long inline list was an error."""
+    long_name = " ".join(["a very long description of a class"] * 8)
+    assert resolve_vocabulary(f"{long_name}, dog").names == [long_name, "dog"]
+    assert resolve_vocabulary("cat, dog", aux_texts=[long_name, "a loyal pet"]).aux_texts[0] == long_name
+
+
 def test_first_class_as_background_on_request(tmp_path):
     file = tmp_path / "field_format.txt"
     file.write_text("sky, wall\ncat\ndog\n")

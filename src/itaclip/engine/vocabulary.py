@@ -124,6 +124,15 @@ def _check_text(text: str, what: str) -> None:
                            "UTF-8 text: type it in UTF-8") from None
 
 
+def is_file(path: Union[str, os.PathLike]) -> bool:
+    """Whether ``path`` is a file; ``False`` for text that cannot be a path at all (too long a name,
+    a NUL byte): an inline list of long class names is not a file, not an error."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def text_lines(text: str) -> list[str]:
     """Lines of a class or text file: split on ``\n`` only (``\r\n`` too), never on the other
     characters :meth:`str.splitlines` treats as line breaks (form feed, vertical tab, NEL, U+2028),
@@ -182,9 +191,9 @@ def load_classes(spec: Union[str, os.PathLike, Sequence[str]], has_background: b
         path = Path(text)
         if not text.strip():
             raise ItaclipError("the class list is empty: give a class file or names like 'cat, dog'")
-        if path.is_file():
+        if is_file(path):
             classes = parse_class_lines(read_lines(path, "class file"), str(path))
-        elif builtin_path("classes", text).is_file():
+        elif is_file(builtin_path("classes", text)):
             classes = parse_class_lines(read_lines(builtin_path("classes", text), "class file"), text)
         elif path.suffix.lower() in (".txt", ".csv") or os.sep in text:
             raise ItaclipError(f"class file {text} does not exist")
@@ -217,9 +226,9 @@ def parse_aux_lines(lines: Sequence[str], source: str = "auxiliary texts") -> li
 def load_aux_texts(spec: Union[str, os.PathLike]) -> list[str]:
     """Auxiliary texts from a file path or the name of a built-in file (``voc21_definitions``)."""
     path = Path(spec)
-    if not path.is_file():
+    if not is_file(path):
         builtin = builtin_path("texts", os.fspath(spec))
-        if not builtin.is_file():
+        if not is_file(builtin):
             raise ItaclipError(f"auxiliary-text file {spec} does not exist")
         path = builtin
     return parse_aux_lines(read_lines(path, "auxiliary-text file"), str(path))
@@ -292,7 +301,7 @@ def background_set(preset: Preset) -> tuple[str, ...]:
 
 
 def _is_builtin_name(spec) -> bool:
-    return isinstance(spec, str) and spec in BUILTIN_LISTS and not Path(spec).is_file()
+    return isinstance(spec, str) and spec in BUILTIN_LISTS and not is_file(spec)
 
 
 def resolve_vocabulary(classes: ClassesSpec = None, *, preset: Union[None, str, Preset] = None,
@@ -327,7 +336,7 @@ def resolve_vocabulary(classes: ClassesSpec = None, *, preset: Union[None, str, 
             raise ItaclipError("no classes given and the preset has no class list: give classes (--classes)")
         vocab = builtin_list(list_name)
     else:
-        meant = _list_name_typo(classes) if isinstance(classes, str) and not Path(classes).is_file() else None
+        meant = _list_name_typo(classes) if isinstance(classes, str) and not is_file(classes) else None
         if meant:
             raise ItaclipError(f"{classes!r} is not a built-in class list: did you mean "
                                f"{' or '.join(repr(m) for m in meant)}? (lists: {', '.join(sorted(BUILTIN_LISTS))})")
@@ -351,7 +360,7 @@ def resolve_vocabulary(classes: ClassesSpec = None, *, preset: Union[None, str, 
 
 def _named_source(aux_texts: AuxSpec, sources: Optional[Mapping[str, AuxSource]]) -> Optional[AuxSource]:
     """The source ``aux_texts`` names (``"authors"``), or None (a file of that name wins)."""
-    if not isinstance(aux_texts, str) or Path(aux_texts).is_file():
+    if not isinstance(aux_texts, str) or is_file(aux_texts):
         return None
     name = aux_texts.strip().lower()
     if not name.isidentifier():  # a path or inline texts, never a source's name
