@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from itaclip.engine.errors import ItaclipError
@@ -102,6 +104,17 @@ def test_an_inline_list_too_long_for_a_file_name_is_still_a_list():
     long_name = " ".join(["a very long description of a class"] * 8)
     assert resolve_vocabulary(f"{long_name}, dog").names == [long_name, "dog"]
     assert resolve_vocabulary("cat, dog", aux_texts=[long_name, "a loyal pet"]).aux_texts[0] == long_name
+
+
+def test_a_class_given_twice_is_warned_about():
+    """Two classes with the same names (and auxiliary text) get the same features: the second is
+    never chosen. The same word in the background set and a class (COCO-Object's "bed") is not."""
+    with pytest.warns(UserWarning, match=r"class 3 \(cat\) repeats class 1: it can never be chosen"):
+        resolve_vocabulary("cat, dog, cat", preset="voc21")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_vocabulary("coco_object", preset="coco_object")
+        resolve_vocabulary("cat, cat", aux_texts=["a small pet", "a big wild cat"])
 
 
 def test_first_class_as_background_on_request(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -369,7 +370,16 @@ def _named_source(aux_texts: AuxSpec, sources: Optional[Mapping[str, AuxSource]]
 
 
 def check_vocabulary(vocab: Vocabulary) -> None:
-    """A segmentation needs at least two classes to choose between."""
+    """A segmentation needs at least two classes to choose between; a class that repeats an earlier
+    one (same names and auxiliary text, so the same features) is never chosen: a warning."""
     if vocab.num_classes < 2:
         raise ItaclipError(f"the vocabulary has {vocab.num_classes} class ({vocab.names[0]!r}): give at least "
                            "two classes, or add a background set (--background 'sky, wall, floor')")
+    first = {}
+    for index, names in enumerate(vocab.classes):
+        aux = index - vocab.has_background
+        key = (names, vocab.aux_texts[aux] if vocab.aux_texts is not None and aux >= 0 else None)
+        if key in first:
+            warnings.warn(f"itaclip: class {index} ({', '.join(names)}) repeats class {first[key]}: it can never be "
+                          "chosen (ties go to the first); give each class once", stacklevel=3)
+        first.setdefault(key, index)
