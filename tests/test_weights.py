@@ -314,6 +314,24 @@ def test_refusals_come_before_any_download(no_network, weights, message):
     assert "\n" not in str(info.value)
 
 
+NOT_A_FORMAT = r"not a CLIP checkpoint: not a PyTorch, TorchScript or \.safetensors file \(it starts with b'"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "the file is empty"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(64), NOT_A_FORMAT + r"\\x89PNG"),
+    (b"<!DOCTYPE html><html>", NOT_A_FORMAT + "<!DOCTYP"),
+])
+def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path, content, message):
+    """Before: torch's unpickler message ("Check the documentation of torch.load … weights_only …"),
+    or a bare "EOFError" for an empty file."""
+    path = tmp_path / "ViT-B-16.pt"
+    path.write_bytes(content)
+    with pytest.raises(ItaclipError, match=f"cannot load weights .*ViT-B-16.pt: {message}") as info:
+        load_backbone(path, "cpu")
+    assert "\n" not in str(info.value) and "torch.load" not in str(info.value)
+
+
 def test_torchscript_archive_is_announced_and_pickles_are_data_only(tmp_path, caplog, openai_state):
     import pickle
 

@@ -40,6 +40,7 @@ import torch
 
 from ..config import DEFAULT_GUIDE
 from ..errors import ItaclipError, one_line
+from .reading import unreadable_reason
 
 #: DINO's release names (torch.hub's entry points in DINO's hubconf) → the file's stem on the release site.
 DINO_RELEASES = {
@@ -199,8 +200,7 @@ def read_dino_file(path: Path) -> dict[str, torch.Tensor]:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling, zip and format errors: "not a checkpoint we can read"
-        raise ItaclipError(f"cannot load guide weights {path}: not a checkpoint of tensors only "
-                           f"({one_line(exc, limit=300)})") from None
+        raise ItaclipError(f"cannot load guide weights {path}: {unreadable_reason(path, exc)}") from None
     return dino_state_dict(state, label)
 
 

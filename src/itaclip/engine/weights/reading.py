@@ -33,6 +33,24 @@ def absent_file_error(path: str) -> ItaclipError:
     return ItaclipError(f"weights file {path} does not exist")
 
 
+def unreadable_reason(path: Path, exc: Exception, kind: str = "checkpoint") -> str:
+    """Why a weights file could not be read, in words: an empty file, or a file in none of the formats
+    weights come in (a zip for torch.save and TorchScript, a pickle for old torch.save files, the
+    .safetensors suffix) — an image or a web page saved under the weights' name — rather than
+    torch's unpickler message; otherwise that message."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        head = None
+    if head == b"":
+        return "the file is empty (an interrupted download?)"
+    if head is not None and path.suffix != ".safetensors" and not head.startswith((b"PK", b"\x80")):
+        return (f"not a {kind}: not a PyTorch, TorchScript or .safetensors file (it starts with {head!r}; "
+                "a web page or an image saved under its name?)")
+    return f"not a {kind} of tensors only ({one_line(exc, limit=300)})"
+
+
 def read_state_dict(path: Path, trusted: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, without running code from it where the format allows.
 
@@ -57,8 +75,7 @@ def read_state_dict(path: Path, trusted: bool = False) -> dict[str, torch.Tensor
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling, zip and format errors: all "not a checkpoint we can read"
-        raise ItaclipError(f"cannot load weights {path}: not a CLIP checkpoint of tensors only "
-                           f"({one_line(exc)})") from None
+        raise ItaclipError(f"cannot load weights {path}: {unreadable_reason(path, exc, 'CLIP checkpoint')}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:
