@@ -3,8 +3,6 @@ the labels equal to the naive reference (tests/naive_frontier.py), and wrong com
 
 from __future__ import annotations
 
-import contextlib
-
 import cv2
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from PIL import Image
 
 import itaclip
 import naive_reference as ref
+from helpers.cli import assert_segment_refuses
 from helpers.exactness import assert_labels_match, frontier_maps, logit_tolerance
 from helpers.images import make_smooth_image
 from itaclip.cli import main, parse_args
@@ -97,13 +96,8 @@ def test_saved_probabilities_and_labels_equal_the_reference(tmp_path, image_file
     (["--method", "naclip", "--rcs-weights", "2"], "expected two comma-separated numbers"),
 ])
 def test_wrong_combinations_are_one_line_errors(tmp_path, image_file, tiny_ckpt, capsys, extra, message):
-    parser_error = "expected two" in message  # argparse exits by itself
-    with pytest.raises(SystemExit) if parser_error else contextlib.nullcontext():
-        code = main(["segment", str(image_file), "--classes", "cat, dog", "--out", str(tmp_path / "o"),
-                     "--weights", str(tiny_ckpt), "--device", "cpu", *extra])
-        assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert message in err[-1] and "Traceback" not in "\n".join(err)
+    assert_segment_refuses(capsys, tmp_path / "o", image_file, tiny_ckpt, extra, message,
+                           by_argparse="expected two" in message)
 
 
 def test_a_non_square_whole_image_with_scclip_fails_that_image_in_one_line(tmp_path, image_file, tiny_ckpt, capsys):

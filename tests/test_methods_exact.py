@@ -12,8 +12,6 @@ the end of the module (``pytest -s``).
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import pytest
 import torch
@@ -28,6 +26,7 @@ from helpers.exactness import (
     SMALL,
     VOC_LIKE,
     VOC_LIKE_AUX,
+    LargestDifferences,
     assert_labels_match,
     compare,
     frontier_maps,
@@ -61,15 +60,13 @@ def test_every_method_has_a_naive_reference():
                          "tests/naive_reference.py (LAST_BLOCKS), tests/naive_frontier.py or a naive module of its "
                          "own, listed in its REFERENCE_METHODS and in REFERENCE_MODULES here")
 
-_MAX_PROB_ERR: dict = defaultdict(float)
+LARGEST = LargestDifferences("engine vs reference")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def report_max_differences():
     yield
-    if _MAX_PROB_ERR:
-        print("\nmax |probability difference| engine vs reference:",
-              ", ".join(f"{m} {e:.2e}" for m, e in sorted(_MAX_PROB_ERR.items())))
+    LARGEST.report()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +80,7 @@ def zoo(tiny_ckpt):
 def check(seg, state, image, classes, has_background, aux_texts=None) -> dict:
     info = compare(seg, state, image, classes, has_background, aux_texts, reference=frontier_maps,
                    logit_atol=logit_tolerance(seg.config))
-    _MAX_PROB_ERR[seg.config.method] = max(_MAX_PROB_ERR[seg.config.method], info["prob_err"])
+    LARGEST.record(seg.config.method, info["prob_err"])
     return info
 
 

@@ -6,6 +6,7 @@
 * ``weights`` — checkpoints in other layouts (transformers, TorchScript);
 * ``exports`` — a plain Label Studio RLE decoder;
 * ``eval_cli`` — running ``itaclip eval`` and reading its results;
+* ``cli`` — ``itaclip segment`` where it must refuse;
 * ``servers`` — a local HTTP file server;
 * ``tool_envs`` — the annotation tools' own virtual environments (Label Studio, datumaro).
 """

@@ -38,6 +38,23 @@ OPEN_AUX = ["a feline.", "a canine.", "green plants covering the ground.", "a mo
 
 SMALL = [("cat",), ("dog",), ("sky",)]
 
+
+class LargestDifferences:
+    """The largest |probability difference| per method over a test module, printed at its end
+    (seen with ``pytest -s``): how close to the reference the engine actually is."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.largest: dict[str, float] = {}
+
+    def record(self, method: str, difference: float) -> None:
+        self.largest[method] = max(self.largest.get(method, 0.0), float(difference))
+
+    def report(self) -> None:
+        if self.largest:
+            print(f"\nmax |probability difference| {self.what}:",
+                  ", ".join(f"{m} {e:.2e}" for m, e in sorted(self.largest.items())))
+
 def assert_labels_match(labels: np.ndarray, ref_labels: np.ndarray, ref_probs: np.ndarray, *, closing: bool,
                         prob_thd: float = 0.0, tie_tol: float = TIE_TOL,
                         max_tie_fraction: float = MAX_TIE_FRACTION) -> None:
