@@ -8,25 +8,21 @@
 # ${XDG_CACHE_HOME:-~/.cache}/itaclip-tests/label-studio-VERSION — outside the clone, so CI's fresh
 # clones on one machine share it (pip's own cache makes a rebuild cheaper too).
 set -euo pipefail
+source "$(dirname "$0")/tool_env.sh"
 VERSION=1.23.2
-DIR="${ITACLIP_LABEL_STUDIO_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/itaclip-tests/label-studio-$VERSION}"
-MARK="$DIR/itaclip-complete"
-LOG="$DIR.log"
-if [ "$(cat "$MARK" 2>/dev/null)" != "label-studio==$VERSION with data-template" ]; then
-  rm -rf "$DIR"  # a half-made one (an interrupted install) is made again
-  mkdir -p "$(dirname "$DIR")"
-  {
-    python3 -m venv "$DIR"
-    "$DIR/bin/pip" install --disable-pip-version-check "label-studio==$VERSION"
-    # the test user: a loopback-only Label Studio, so a fixed password and token are fine
-    printf '{"username": "itaclip@example.com", "password": "itaclip-test-1", "token": "%s"}\n' \
-      "$(python3 -c 'import secrets; print(secrets.token_hex(20))')" > "$DIR/itaclip-user.json"
-    read -r USERNAME PASSWORD TOKEN < <(python3 -c 'import json, sys; u = json.load(open(sys.argv[1]))
-print(u["username"], u["password"], u["token"])' "$DIR/itaclip-user.json")
-    LATEST_VERSION_CHECK=false COLLECT_ANALYTICS=false "$DIR/bin/label-studio" init \
-      --data-dir "$DIR/data-template" --username "$USERNAME" --password "$PASSWORD" --user-token "$TOKEN" \
-      --enable-legacy-api-token
-  } > "$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; echo "label_studio_env.sh: failed, see $LOG" >&2; exit 1; }
-  echo "label-studio==$VERSION with data-template" > "$MARK"
-fi
-echo "$DIR"
+
+install_label_studio() {
+  local dir=$1 username password token
+  "$dir/bin/pip" install --disable-pip-version-check "label-studio==$VERSION" || return 1
+  # the test user: a loopback-only Label Studio, so a fixed password and token are fine
+  printf '{"username": "itaclip@example.com", "password": "itaclip-test-1", "token": "%s"}\n' \
+    "$(python3 -c 'import secrets; print(secrets.token_hex(20))')" > "$dir/itaclip-user.json" || return 1
+  read -r username password token < <(python3 -c 'import json, sys; u = json.load(open(sys.argv[1]))
+print(u["username"], u["password"], u["token"])' "$dir/itaclip-user.json") || return 1
+  LATEST_VERSION_CHECK=false COLLECT_ANALYTICS=false "$dir/bin/label-studio" init \
+    --data-dir "$dir/data-template" --username "$username" --password "$password" --user-token "$token" \
+    --enable-legacy-api-token
+}
+
+make_tool_env "${ITACLIP_LABEL_STUDIO_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/itaclip-tests/label-studio-$VERSION}" \
+  "label-studio==$VERSION with data-template" install_label_studio

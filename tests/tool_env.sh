@@ -1,0 +1,19 @@
+# Sourced by tests/label_studio_env.sh and tests/datumaro_env.sh: an annotation tool's virtual
+# environment, made once outside the clone and reused while its completion mark matches.
+#
+#   make_tool_env DIR MARK SETUP   — if DIR/itaclip-complete does not say MARK, remake DIR: a fresh
+#   venv, then the function SETUP with DIR as its argument (its output goes to DIR.log; a failure
+#   prints the log's tail and exits 1); then print DIR.
+
+make_tool_env() {
+  local dir=$1 mark=$2 setup=$3
+  if [ "$(cat "$dir/itaclip-complete" 2>/dev/null)" != "$mark" ]; then
+    rm -rf "$dir"  # a half-made one (an interrupted install) is made again
+    mkdir -p "$(dirname "$dir")"
+    # `&&` inside: errexit does not apply in a command list followed by `||`
+    { python3 -m venv "$dir" && "$setup" "$dir"; } > "$dir.log" 2>&1 \
+      || { tail -n 30 "$dir.log" >&2; echo "$(basename "$0"): failed, see $dir.log" >&2; exit 1; }
+    echo "$mark" > "$dir/itaclip-complete"
+  fi
+  echo "$dir"
+}
