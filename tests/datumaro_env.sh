@@ -13,5 +13,4 @@ install_datumaro() {
   "$1/bin/pip" install --disable-pip-version-check "datumaro==$VERSION"
 }
 
-make_tool_env "${ITACLIP_DATUMARO_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/itaclip-tests/datumaro-$VERSION}" \
-  "datumaro==$VERSION" install_datumaro
+make_tool_env ITACLIP_DATUMARO_VENV "datumaro-$VERSION" "datumaro==$VERSION" install_datumaro

@@ -24,5 +24,4 @@ print(u["username"], u["password"], u["token"])' "$dir/itaclip-user.json") || re
     --enable-legacy-api-token
 }
 
-make_tool_env "${ITACLIP_LABEL_STUDIO_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/itaclip-tests/label-studio-$VERSION}" \
-  "label-studio==$VERSION with data-template" install_label_studio
+make_tool_env ITACLIP_LABEL_STUDIO_VENV "label-studio-$VERSION" "label-studio==$VERSION with data-template" install_label_studio
