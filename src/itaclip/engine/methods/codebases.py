@@ -80,6 +80,10 @@ def guided_presets(source: str, lists: dict[str, str]) -> dict[str, Preset]:
 
 #: SC-CLIP's and SFP's defaults: SCLIP's segmentor (no PAMR), short side 336 for every dataset but Cityscapes.
 SCCLIP_DEFAULTS = dict(SCLIP_DEFAULTS)
+#: The record fields SC-CLIP and SFP share (SFP is built on SC-CLIP's code): the class-token residual
+#: option that only these two read, and the defaults.
+SELF_CALIBRATED_FIELDS = dict(reads=("res_cls",), exclusive=("res_cls",),
+                              exclusive_scope="SC-CLIP's and SFP's class-token residual", defaults=SCCLIP_DEFAULTS)
 #: PEARL's defaults (`run.sh`: its attention, TLP on, grid 80, alpha_kk 0.08; no PAMR in its code).
 PEARL_DEFAULTS = dict(BASELINE, crop=224, stride=112, logit_scale=40.0, pamr_steps=0, kk_weight=0.08, tlp=True,
                       tlp_grid=80)

@@ -4,7 +4,7 @@ the last block run twice (repaired tokens and a multi-level sum), no residual, n
 from __future__ import annotations
 
 from .base import Method, SelfCalibrated, figures
-from .codebases import SCCLIP_DEFAULTS, scclip_presets
+from .codebases import SELF_CALIBRATED_FIELDS, scclip_presets
 
 METHOD = Method(
     name="scclip",
@@ -15,10 +15,7 @@ METHOD = Method(
             "aggregated along block 9 / block 4 similarities; last block (similarity + k-k attention, no "
             "residual, no MLP) on them and on the sum of blocks 4-10, class token added back",
     encoder=SelfCalibrated("scclip"),
-    reads=("res_cls",),
-    exclusive=("res_cls",),
-    exclusive_scope="SC-CLIP's and SFP's class-token residual",
-    defaults=SCCLIP_DEFAULTS,
+    **SELF_CALIBRATED_FIELDS,
     presets=scclip_presets("SC-CLIP config"),
     published=figures("SC-CLIP paper (arXiv 2411.15869), ViT-B/16 results", voc21=64.6, context60=36.8,
                       coco_object=37.7, voc20=84.3, context59=40.1, coco_stuff=26.6, cityscapes=41.0, ade20k=20.1),

@@ -4,7 +4,7 @@ one thresholded similarity for aggregation and attention, and q-q added to the l
 from __future__ import annotations
 
 from .base import Method, SelfCalibrated, figures
-from .codebases import SCCLIP_DEFAULTS, scclip_presets
+from .codebases import SELF_CALIBRATED_FIELDS, scclip_presets
 
 METHOD = Method(
     name="sfp",
@@ -16,10 +16,7 @@ METHOD = Method(
             "more than the patch to itself (block L-1); last block: k-k + q-q + similarity attention, no "
             "residual, no MLP",
     encoder=SelfCalibrated("sfp"),
-    reads=("res_cls",),
-    exclusive=("res_cls",),
-    exclusive_scope="SC-CLIP's and SFP's class-token residual",
-    defaults=SCCLIP_DEFAULTS,
+    **SELF_CALIBRATED_FIELDS,
     presets=scclip_presets("SFP config", "sclip_{}", voc21=dict(classes="sfp_voc21"),
                            voc20=dict(classes="sfp_voc20"), cityscapes=dict(classes="sfp_cityscapes"),
                            ade20k=dict(short_side=384)),
