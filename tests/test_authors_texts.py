@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 
 import pytest
 
-from helpers.servers import paper_like_texts
+from helpers.servers import local_url, paper_like_texts, start_local_server, stop_server
 from itaclip import ItaclipError
 from itaclip.auxtexts import authors
 from itaclip.engine.vocabulary import resolve_vocabulary
@@ -150,14 +149,11 @@ class HostileMirror:
                     except OSError:
                         pass
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mirror"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = start_local_server(Handler, socketserver.ThreadingTCPServer)
+        self.url = local_url(self.server, "/mirror")
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        stop_server(self.server)
 
 
 @pytest.fixture

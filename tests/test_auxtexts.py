@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 import types
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
+from helpers.servers import local_url, start_local_server, stop_server
 from itaclip.auxtexts import (
     LLMTextSource,
     OpenAICompatibleChat,
@@ -105,15 +105,11 @@ class ChatServer:
                     },
                 )
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.httpd = start_local_server(Handler, poll_interval=0.05)
+        self.url = local_url(self.httpd, "/v1")
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        stop_server(self.httpd)
 
     @property
     def asked(self) -> list[str]:

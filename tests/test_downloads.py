@@ -3,12 +3,12 @@ backend's tests cover truncation, size, deadline, redirects and credentials thro
 
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from helpers.servers import local_url, start_local_server, stop_server
 from itaclip.engine.downloads import DownloadError, download
 
 
@@ -32,12 +32,9 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
+    httpd = start_local_server(Handler)
+    yield local_url(httpd)
+    stop_server(httpd)
 
 
 @pytest.mark.timeout(60)

@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +30,7 @@ import pytest
 
 from helpers.exports import decode_labelstudio_rle
 from helpers.images import make_blocks_image, make_random_image, make_smooth_image
+from helpers.servers import local_url, start_local_server, stop_server
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -159,14 +160,11 @@ class Site:
     def __init__(self, root: Path):
         self.seen: list = []
         handler = type("Handler", (Recorder,), {"root": root, "seen": self.seen})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = start_local_server(handler)
+        self.url = local_url(self.server)
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        stop_server(self.server)
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import cv2
@@ -34,6 +33,7 @@ import numpy as np
 import pytest
 
 from helpers.images import make_blocks_image, make_smooth_image
+from helpers.servers import start_local_server, stop_server
 from helpers.tool_envs import tool_venv
 
 pytestmark = pytest.mark.timeout(900)
@@ -125,6 +125,13 @@ class LabelStudioAPI:
                     content_type=f"multipart/form-data; boundary={boundary}")
 
 
+class QuietFileHandler(SimpleHTTPRequestHandler):
+    """Serves the task images without a log line per request."""
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="module")
 def venv() -> Path:
     return label_studio_venv()
@@ -146,12 +153,9 @@ def work(tmp_path_factory, tiny_ckpt):
                           "--classes", str(root / "classes.txt"), "--weights", str(tiny_ckpt), "--no-overlay",
                           "--export", "labelstudio", *OPTIONS], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(images)))
-    server.RequestHandlerClass.log_message = lambda *args: None
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"root": root, "images": images, "env": env, "image_host": f"127.0.0.1:{server.server_port}"}
-    server.shutdown()
-    server.server_close()
+    server = start_local_server(partial(QuietFileHandler, directory=str(images)))
+    yield {"root": root, "images": images, "env": env, "image_host": f"127.0.0.1:{server.server_address[1]}"}
+    stop_server(server)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""A local HTTP file server for download tests (tests never touch the network)."""
+"""Local HTTP servers for the tests (tests never touch the network): one way to start and stop
+one, and a file server for download tests."""
 
 from __future__ import annotations
 
@@ -6,6 +7,24 @@ import http.server
 import threading
 
 from itaclip.engine.vocabulary import builtin_path
+
+
+def start_local_server(handler, server_class=http.server.ThreadingHTTPServer, poll_interval: float = 0.5):
+    """``handler`` served on 127.0.0.1 at a free port (``server.server_address[1]``) from a daemon
+    thread, each request in a daemon thread of its own; :func:`stop_server` ends it."""
+    server = server_class(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(poll_interval,), daemon=True).start()
+    return server
+
+
+def local_url(server, path: str = "") -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
+def stop_server(server) -> None:
+    server.shutdown()
+    server.server_close()
 
 
 class FileServer:
@@ -31,14 +50,11 @@ class FileServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/mirror"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.httpd = start_local_server(Handler)
+        self.url = local_url(self.httpd, "/mirror")
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        stop_server(self.httpd)
 
 def paper_like_texts() -> bytes:
     """A stand-in for the authors' voc21 file: our file's class names with other texts."""
